@@ -1,0 +1,49 @@
+"""The ``apache_airflow_provider`` entry point: what Airflow's ProvidersManager lists for us."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docker_delivery import __version__
+
+_INTEGRATION = "Docker Delivery"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-docker-delivery",
+        "name": "Docker Delivery",
+        "description": "Docker-native continuous delivery: build an image once, test it in the "
+        "image, promote it by tag, and deploy it by digest (minimum in-service, rolling, "
+        "blue/green, A/B) to Docker Engine, Docker Swarm and AWS ECS.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://pypi.org/project/airflow-provider-docker-delivery/",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "docker_delivery.operators.build",
+                    "docker_delivery.operators.test",
+                    "docker_delivery.operators.promote",
+                ],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "docker_delivery.hooks.registry",
+                    "docker_delivery.hooks.engine",
+                ],
+            }
+        ],
+        "sensors": [],
+        "triggers": [],
+        "connection-types": [],
+    }

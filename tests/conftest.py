@@ -1,0 +1,108 @@
+"""Shared fixtures. Integration tests reach the real test bed that tests/bed/up brings up.
+
+A test that needs the bed fails (never skips) when the bed is not there: run `make test`, or
+`tests/bed/up` first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Airflow reads its settings when first imported: point it at the project's home and DAGs first.
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+@dataclass(frozen=True)
+class Bed:
+    """Where the test bed's parts are (read from the bed.env that tests/bed/up writes)."""
+
+    dir: Path
+    registry: str
+    registry_log: Path
+    python_image: str
+    haproxy_image: str
+
+    def registry_log_size(self) -> int:
+        return self.registry_log.stat().st_size if self.registry_log.exists() else 0
+
+    def registry_log_since(self, offset: int) -> str:
+        with self.registry_log.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
+
+def _bed_dir() -> Path:
+    if "DOCKER_DELIVERY_BED_DIR" in os.environ:
+        return Path(os.environ["DOCKER_DELIVERY_BED_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/docker-delivery-bed")
+    state = os.environ.get("XDG_STATE_HOME", str(Path.home() / ".local/state"))
+    return Path(state) / "docker-delivery-bed"
+
+
+@pytest.fixture(scope="session")
+def bed() -> Bed:
+    env_file = _bed_dir() / "bed.env"
+    if not env_file.exists():
+        pytest.fail(f"the test bed is not up ({env_file} is missing): run tests/bed/up")
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"the bed's Docker Engine does not answer: {probe.stderr.strip()}")
+    return Bed(
+        dir=Path(values["DOCKER_DELIVERY_BED_DIR"]),
+        registry=values["DOCKER_DELIVERY_BED_REGISTRY"],
+        registry_log=Path(values["DOCKER_DELIVERY_BED_REGISTRY_LOG"]),
+        python_image=values["DOCKER_DELIVERY_BED_PYTHON_IMAGE"],
+        haproxy_image=values["DOCKER_DELIVERY_BED_HAPROXY_IMAGE"],
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata database (SQLite under AIRFLOW_HOME), migrated; seconds when current."""
+    airflow = Path(sys.executable).parent / "airflow"
+    run = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.fail(f"airflow db migrate failed: {run.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def docker_client(bed: Bed) -> Iterator[object]:
+    import docker
+
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/integration and tests/e2e carry their marker even if a file forgets it."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """An integration or end-to-end test never skips: a skip is reported as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and (
+        item.get_closest_marker("integration") or item.get_closest_marker("e2e")
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"integration tests must not skip: {report.longrepr}"
