@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # test helpers: loadgen
 # Airflow reads its settings when first imported: point it at the project's home and DAGs first.
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
@@ -75,6 +76,32 @@ def airflow_db() -> None:
     run = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
     if run.returncode != 0:
         pytest.fail(f"airflow db migrate failed: {run.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def demo_images(bed: Bed, docker_client: object) -> dict[str, str]:
+    """The demo app built for releases v1, v2 and v3 (different digests), pushed to the bed."""
+    import hashlib
+
+    from docker_delivery.images.build import BuildSpec, ImageBuilder
+    from docker_delivery.images.registry import RegistryClient
+
+    app = ROOT / "dags" / "demo_app"
+    source = hashlib.sha1()
+    for path in sorted(p for p in app.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        source.update(path.read_bytes())
+    refs = {}
+    with RegistryClient(bed.registry) as registry:
+        for release in ("v1", "v2", "v3"):
+            spec = BuildSpec(
+                repository=f"{bed.registry}/dd-test/demo-app",
+                revision=source.hexdigest()[:32] + release,
+                context=str(app),
+                build_args={"BASE_IMAGE": bed.python_image, "RELEASE": release},
+            )
+            result = ImageBuilder(docker_client, registry, log=lambda _: None).build(spec)  # type: ignore[arg-type]
+            refs[release] = str(result.ref)
+    return refs
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,7 @@ class Config:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK stall
     server_version = "docker-delivery-demo"
     server: DemoServer
 
@@ -283,6 +284,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins request threads: in-flight requests finish
+    request_queue_size = 512  # listen backlog: bursts of new connections are not dropped
     block_on_close = True
 
     def __init__(self, address: tuple[str, int], config: Config) -> None:

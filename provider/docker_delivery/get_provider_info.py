@@ -43,7 +43,22 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "sensors": [],
-        "triggers": [],
-        "connection-types": [],
+        "sensors": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["docker_delivery.sensors.health"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["docker_delivery.triggers.health"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "docker_delivery.hooks.haproxy.HaproxyHook",
+                "connection-type": "haproxy",
+            }
+        ],
     }

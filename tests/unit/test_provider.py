@@ -28,3 +28,9 @@ def test_listed_modules_import() -> None:
     assert "docker_delivery.operators.build" in modules
     for module in modules:
         importlib.import_module(module)
+
+
+def test_haproxy_connection_type_is_registered() -> None:
+    hooks = ProvidersManager().hooks
+    assert "haproxy" in hooks
+    assert hooks["haproxy"].hook_class_name == "docker_delivery.hooks.haproxy.HaproxyHook"

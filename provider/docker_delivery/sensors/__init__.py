@@ -1,0 +1,7 @@
+"""Sensors of docker-delivery: ``from docker_delivery.sensors import ServiceHealthySensor``."""
+
+from __future__ import annotations
+
+from docker_delivery.sensors.health import ServiceHealthySensor
+
+__all__ = ["ServiceHealthySensor"]

@@ -1,0 +1,113 @@
+"""What the deployment strategies share: the router and health gate they drive, and the results.
+
+A strategy is data that validates itself (settings) plus a plan that can be printed before it is
+applied (dry run), executed by a runner that first looks where things stand (labels on the
+running objects, the router's state) and then does only what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.targets.base import Instance
+
+Log = Callable[[str], None]
+# Waits until every instance passes the health check; raises a DeliveryError naming the check.
+HealthGate = Callable[[Sequence[Instance]], None]
+
+
+class DeployAborted(DeliveryError):
+    """A deployment stopped on a failed check and put back what it had touched."""
+
+
+class DeploySettingsInvalid(DeliveryError, ValueError):
+    """Impossible deployment settings, refused before anything changes."""
+
+
+class Router(Protocol):
+    """What strategies need from a router (HaproxyRouter implements it)."""
+
+    def servers(self, backend: str) -> Sequence[Any]: ...
+    def assign(self, backend: str, slot: int, address: str, port: int) -> Any: ...
+    def set_state(
+        self, backend: str, slot: int, state: Literal["ready", "drain", "maint"]
+    ) -> Any: ...
+    def wait_drained(self, backend: str, slot: int, timeout: float) -> Any: ...
+    def release(self, backend: str, slot: int) -> Any: ...
+    def free_slots(self, backend: str) -> list[int]: ...
+
+
+@dataclass
+class DeployResult:
+    service: str
+    environment: str
+    digest: str
+    previous_digests: list[str] = field(default_factory=list)
+    replaced: int = 0
+    already_current: int = 0
+    steps: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "environment": self.environment,
+            "digest": self.digest,
+            "previous_digests": self.previous_digests,
+            "replaced": self.replaced,
+            "already_current": self.already_current,
+            "steps": self.steps,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def wait_router_up(router: Any, backend: str, slots: Sequence[int], timeout: float) -> None:
+    """Wait until HAProxy's own check sees each slot up (the release really takes traffic)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {s.slot: s for s in router.servers(backend)}
+        down = [n for n in slots if states[n].operational != "up"]
+        if not down:
+            return
+        if time.monotonic() > deadline:
+            raise DeployAborted(
+                f"the router's check does not see slots {down} of {backend} up after "
+                f"{timeout:.0f}s (HAProxy reports "
+                f"{', '.join(f'{n}: {states[n].operational}' for n in down)})"
+            )
+        time.sleep(0.05)
+
+
+def health_gate(
+    check: Any,
+    exit_reason: Callable[[Instance], str | None],
+    *,
+    deadline: float,
+    log: Log = print,
+) -> HealthGate:
+    """A gate probing each instance with ``check`` (docker_delivery.health) until healthy.
+
+    ``exit_reason`` (the target's) stops the wait at once when an instance's container exits.
+    """
+    import asyncio
+
+    from docker_delivery.health import wait_all_healthy_sync
+
+    def gate(instances: Sequence[Instance]) -> None:
+        if not instances:
+            return
+        by_address = {i.address: i for i in instances}
+
+        async def is_alive(address: str) -> str | None:
+            return await asyncio.to_thread(exit_reason, by_address[address])
+
+        wait_all_healthy_sync(
+            list(by_address), check, deadline=deadline, is_alive=is_alive, log=log
+        )
+
+    return gate

@@ -1,0 +1,103 @@
+"""One call per deployment: target, router, health gate and lock assembled around a strategy.
+
+Operators call :func:`deploy`; so do tests and benchmarks. Everything is validated before the
+first change: the release (digest-pinned, names), the strategy's settings, the router's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.haproxy import HaproxyRouter
+from docker_delivery.routing.service import RouterSettings, ensure_router
+from docker_delivery.strategies.base import DeployResult, DeploySettingsInvalid, Log, health_gate
+from docker_delivery.strategies.lock import DeploymentLock
+from docker_delivery.strategies.min_in_service import MinimumInService, MinimumInServiceDeployment
+from docker_delivery.strategies.rolling import Rolling, RollingDeployment
+from docker_delivery.targets.base import Release
+from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.swarm import SwarmTarget
+
+if TYPE_CHECKING:
+    import docker
+
+Strategy = MinimumInService | Rolling
+
+
+def health_deadline(check: HealthCheck) -> float:
+    """How long a new instance may take to become healthy before the deployment gives up."""
+    return (
+        check.start_period
+        + (check.healthy_threshold + check.unhealthy_threshold) * (check.interval + check.timeout)
+        + 30.0
+    )
+
+
+def deploy(
+    client: docker.DockerClient,
+    release: Release,
+    strategy: Strategy,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    owner: str,
+    lock_wait: float = 0.0,
+    dry_run: bool = False,
+    hold: Callable[[int], None] | None = None,
+    log: Log = print,
+) -> DeployResult:
+    """Deploy ``release`` with ``strategy``; ``router`` is the service's own (started if needed)
+    or an existing HAProxy. ``dry_run`` prints the plan and changes nothing."""
+    if check.port != release.port:
+        raise DeploySettingsInvalid(
+            f"the health check probes port {check.port} but the release listens on {release.port}"
+        )
+    engine = EngineTarget(client, port=release.port, log=log)
+    target: EngineTarget | SwarmTarget = (
+        engine if isinstance(strategy, MinimumInService) else SwarmTarget(client, log=log)
+    )
+    engine._ensure_image(release)  # the lock container and the tasks need it locally
+    network = target.network(release.service, release.environment)
+    if isinstance(router, RouterSettings):
+        handle = ensure_router(
+            client,
+            release.service,
+            release.environment,
+            network,
+            router,
+            app_port=release.port,
+            health_path=check.path,
+            log=log,
+        )
+        haproxy = handle.router
+    else:
+        haproxy = router
+    if "live" not in haproxy.backends():
+        raise DeploySettingsInvalid("the router has no backend named 'live' to deploy into")
+    gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
+    with DeploymentLock(
+        client,
+        release.service,
+        release.environment,
+        owner=owner,
+        image=str(release.image),
+        wait=lock_wait,
+        log=log,
+    ):
+        if isinstance(strategy, MinimumInService):
+            assert isinstance(target, EngineTarget)
+            mis = MinimumInServiceDeployment(target, haproxy, gate, log=log)
+            if dry_run:
+                for batch in (batches := mis.plan(release, strategy)):
+                    log(batch.describe(len(batches)))
+                return DeployResult(release.service, release.environment, release.digest)
+            return mis.run(release, strategy)
+        assert isinstance(target, SwarmTarget)
+        rolling = RollingDeployment(target, haproxy, gate, hold=hold, log=log)
+        if dry_run:
+            for line in rolling.plan(release, strategy):
+                log(line)
+            return DeployResult(release.service, release.environment, release.digest)
+        return rolling.run(release, strategy)

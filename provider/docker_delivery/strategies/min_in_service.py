@@ -1,0 +1,225 @@
+"""Minimum in-service: replace instances batch by batch on one Docker Engine.
+
+Never more than ``replicas`` containers run, and never fewer than ``min_in_service`` healthy
+instances take traffic: a batch is at most ``replicas - min_in_service`` slots. Each batch:
+drain at the router -> wait for in-flight requests -> stop the old containers (kept, stopped, for
+a rollback) -> start the new release by digest in the same slots -> health gate -> back into
+rotation (HAProxy's own check must see them up) -> remove the old containers.
+
+A failed health check aborts: the batch goes back to the old containers (restarted, checked and
+put back in rotation) and the deployment fails naming the check. Slots that already run the new
+digest and are in rotation are left alone, so a run killed halfway and started again carries on
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.strategies.base import (
+    DeployAborted,
+    DeployResult,
+    DeploySettingsInvalid,
+    HealthGate,
+    Log,
+    Router,
+    wait_router_up,
+)
+from docker_delivery.targets.base import Instance, Release
+from docker_delivery.targets.engine import EngineTarget
+
+
+@dataclass(frozen=True)
+class MinimumInService:
+    replicas: int
+    min_in_service: int
+    batch_sizes: tuple[int, ...] | None = None
+    drain_timeout: float = 120.0
+    router_up_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise DeploySettingsInvalid(f"replicas must be >= 1, got {self.replicas}")
+        if not 0 <= self.min_in_service < self.replicas:
+            raise DeploySettingsInvalid(
+                f"min_in_service must be in 0..replicas-1 (0..{self.replicas - 1}), got "
+                f"{self.min_in_service}: with min_in_service >= replicas no instance may ever "
+                "be taken out to be replaced"
+            )
+        if self.batch_sizes is not None:
+            sizes = tuple(self.batch_sizes)
+            most = self.replicas - self.min_in_service
+            if not sizes or any(s < 1 for s in sizes):
+                raise DeploySettingsInvalid(f"batch_sizes must be positive, got {list(sizes)}")
+            if any(s > most for s in sizes):
+                raise DeploySettingsInvalid(
+                    f"batch_sizes {list(sizes)} would take more than replicas - min_in_service "
+                    f"= {most} instances out of service at once"
+                )
+            if sum(sizes) != self.replicas:
+                raise DeploySettingsInvalid(
+                    f"batch_sizes {list(sizes)} must add up to replicas ({self.replicas})"
+                )
+
+    def batches(self, todo: Sequence[int]) -> list[tuple[int, ...]]:
+        """Split the slots still to replace into batches."""
+        sizes = list(self.batch_sizes or ())
+        most = self.replicas - self.min_in_service
+        out: list[tuple[int, ...]] = []
+        rest = list(todo)
+        while rest:
+            size = sizes.pop(0) if sizes else most
+            out.append(tuple(rest[:size]))
+            rest = rest[size:]
+        return out
+
+
+@dataclass(frozen=True)
+class Batch:
+    number: int
+    slots: tuple[int, ...]
+    old: dict[int, list[Instance]]
+
+    def describe(self, total: int) -> str:
+        parts = []
+        for slot in self.slots:
+            olds = self.old.get(slot) or []
+            was = ", ".join(sorted({o.digest[7:19] for o in olds})) or "empty"
+            parts.append(f"slot {slot} ({was})")
+        return f"batch {self.number}/{total}: replace " + ", ".join(parts)
+
+
+def plan(
+    settings: MinimumInService,
+    release: Release,
+    running: Sequence[Instance],
+    in_rotation: dict[int, str],
+) -> list[Batch]:
+    """The batches still to do; ``in_rotation`` maps router slots that are ready to addresses."""
+    todo, old = [], {}
+    for slot in range(1, settings.replicas + 1):
+        here = [i for i in running if i.slot == slot]
+        current = [i for i in here if i.digest == release.digest]
+        if current and in_rotation.get(slot) == current[0].address:
+            continue
+        todo.append(slot)
+        old[slot] = [i for i in here if i.digest != release.digest]
+    # With no old instance left to keep in service, everything still to do starts at once.
+    batches = settings.batches(todo) if any(old.values()) else [tuple(todo)] if todo else []
+    return [Batch(n, slots, {s: old[s] for s in slots}) for n, slots in enumerate(batches, start=1)]
+
+
+class MinimumInServiceDeployment:
+    def __init__(
+        self,
+        target: EngineTarget,
+        router: Router,
+        gate: HealthGate,
+        *,
+        backend: str = "live",
+        log: Log = print,
+    ) -> None:
+        self._target = target
+        self._router = router
+        self._gate = gate
+        self._backend = backend
+        self._log = log
+
+    def _in_rotation(self) -> dict[int, str]:
+        return {
+            s.slot: f"{s.address}:{s.port}"
+            for s in self._router.servers(self._backend)
+            if s.admin_state == "ready"
+        }
+
+    def plan(self, release: Release, settings: MinimumInService) -> list[Batch]:
+        running = self._target.instances(release.service, release.environment)
+        return plan(settings, release, running, self._in_rotation())
+
+    def run(self, release: Release, settings: MinimumInService) -> DeployResult:
+        started_at = time.monotonic()
+        result = DeployResult(release.service, release.environment, release.digest)
+        batches = self.plan(release, settings)
+        result.already_current = settings.replicas - sum(len(b.slots) for b in batches)
+        result.previous_digests = sorted(
+            {o.digest for b in batches for olds in b.old.values() for o in olds}
+        )
+        if not batches:
+            self._log(f"all {settings.replicas} instances already run {release.short_digest}")
+        done = result.already_current
+        for batch in batches:
+            line = batch.describe(len(batches))
+            self._log(line)
+            result.steps.append(line)
+            self._run_batch(release, settings, batch)
+            done += len(batch.slots)
+            result.replaced += len(batch.slots)
+            self._log(f"{done}/{settings.replicas} updated")
+        self._clean_up(release, settings)
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+    def _run_batch(self, release: Release, settings: MinimumInService, batch: Batch) -> None:
+        router, backend = self._router, self._backend
+        draining = [slot for slot in batch.slots if batch.old[slot]]
+        for slot in draining:
+            router.set_state(backend, slot, "drain")
+        for slot in draining:
+            router.wait_drained(backend, slot, settings.drain_timeout)
+        for slot in draining:
+            for old in batch.old[slot]:
+                self._target.stop(old, grace=release.stop_grace)
+            router.set_state(backend, slot, "maint")
+        started = [self._target.start(release, slot) for slot in batch.slots]
+        try:
+            self._gate(started)
+            self._into_rotation(started, settings)
+        except DeliveryError as exc:
+            self._roll_back(batch, started, settings)
+            olds = sorted({o.digest for olds in batch.old.values() for o in olds})
+            back = f"went back to {', '.join(olds)}" if olds else "was removed"
+            raise DeployAborted(
+                f"{release.service}/{release.environment}: batch {batch.number} "
+                f"(slots {list(batch.slots)}) failed: {exc}. The batch {back}; "
+                f"{release.digest} is not deployed there"
+            ) from exc
+        for slot in batch.slots:
+            for old in batch.old[slot]:
+                self._target.remove(old)
+
+    def _into_rotation(self, instances: Sequence[Instance], settings: MinimumInService) -> None:
+        for inst in instances:
+            self._router.assign(self._backend, inst.slot, inst.ip, inst.port)
+            self._router.set_state(self._backend, inst.slot, "ready")
+        wait_router_up(
+            self._router, self._backend, [i.slot for i in instances], settings.router_up_timeout
+        )
+
+    def _roll_back(
+        self, batch: Batch, started: Sequence[Instance], settings: MinimumInService
+    ) -> None:
+        for inst in started:
+            self._router.set_state(self._backend, inst.slot, "maint")
+            self._target.remove(inst)
+        restored = [self._target.restart(o) for slot in batch.slots for o in batch.old[slot][:1]]
+        if restored:
+            self._gate(restored)
+            self._into_rotation(restored, settings)
+            self._log(f"batch {batch.number}: slots {list(batch.slots)} back on the old release")
+
+    def _clean_up(self, release: Release, settings: MinimumInService) -> None:
+        """Remove what a killed run may have left: stopped containers, slots beyond replicas."""
+        everything = self._target.instances(
+            release.service, release.environment, include_stopped=True
+        )
+        for inst in everything:
+            if inst.slot > settings.replicas and inst.running:
+                self._router.set_state(self._backend, inst.slot, "drain")
+                self._router.wait_drained(self._backend, inst.slot, settings.drain_timeout)
+                self._target.stop(inst, grace=release.stop_grace)
+                self._router.set_state(self._backend, inst.slot, "maint")
+            if not inst.running or inst.slot > settings.replicas:
+                self._target.remove(inst)

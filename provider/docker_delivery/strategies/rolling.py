@@ -1,0 +1,324 @@
+"""Staged rolling deployment on Docker Swarm: two Swarm services, old and new, behind the router.
+
+Why not ``docker service update --image``: Swarm's native update cannot stop at a partial target
+(moby/swarmkit#1045 is open), and it stops old tasks without taking them out of a load balancer
+first, so an app that exits on SIGTERM drops its in-flight requests. Instead each release runs as
+its own Swarm service (``<service>-<env>-<digest12>``, see SwarmTarget) and the rollout shifts
+replicas from old to new in user-defined stages (e.g. ``[1, "50%", "100%"]``):
+
+1. the new service is scaled up to the stage's target; its new tasks must pass the health gate,
+   then enter the router (``live`` backend) and be seen up by HAProxy's check;
+2. as many old tasks as are now surplus are drained at the router, their in-flight requests are
+   waited for, their containers are stopped (SIGTERM, grace period), and right after that the old
+   service is scaled down by as many. Swarm removes non-running tasks first when it scales down
+   (swarmkit's replicated orchestrator sorts running tasks first and deletes from the end), so
+   the tasks it removes are the ones already drained and stopped; the restart delay of our
+   services (10 s) leaves it the time to do so before any restart;
+3. "k/N updated" is logged, then the rollout holds: a pause in seconds, or until a continue
+   (``hold`` callback: the operator polls an Airflow Variable), or it ends at ``until_stage``
+   and a later run of the same operator carries on from where the services stand.
+
+A failed health gate applies ``failure_action``: ``pause`` (the unhealthy new tasks are scaled
+away, the old release keeps serving, the task fails saying where the rollout stopped),
+``rollback`` (all new tasks leave the router, the new service is removed, the old one is scaled
+back to full size), or ``continue`` (the failure is logged and the next stage is tried; the task
+fails at the end if the rollout is not complete). The new service keeps the ``update_config`` and
+``rollback_config`` given, so Swarm's own tools work on it as users expect.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.strategies.base import (
+    DeployAborted,
+    DeployResult,
+    DeploySettingsInvalid,
+    HealthGate,
+    Log,
+    Router,
+    wait_router_up,
+)
+from docker_delivery.targets.base import Instance, Release
+from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
+
+
+class RolloutPaused(DeliveryError):
+    """A stage failed with failure_action=pause: the rollout holds where it is."""
+
+
+def resolve_stages(stages: Sequence[int | str], replicas: int) -> list[int]:
+    """``[1, "50%", "100%"]`` -> absolute counts of new replicas, validated."""
+    if replicas < 1:
+        raise DeploySettingsInvalid(f"replicas must be >= 1, got {replicas}")
+    if not stages:
+        raise DeploySettingsInvalid("stages must not be empty; e.g. [1, '50%', '100%']")
+    counts = []
+    for stage in stages:
+        if isinstance(stage, str) and stage.endswith("%"):
+            try:
+                pct = float(stage[:-1])
+            except ValueError:
+                raise DeploySettingsInvalid(f"stage {stage!r} is not a percentage") from None
+            if not 0 < pct <= 100:
+                raise DeploySettingsInvalid(f"stage {stage!r} must be in (0%, 100%]")
+            counts.append(max(1, math.ceil(replicas * pct / 100)))
+        elif isinstance(stage, int) and not isinstance(stage, bool):
+            if not 1 <= stage <= replicas:
+                raise DeploySettingsInvalid(
+                    f"stage {stage} must be within 1..replicas ({replicas})"
+                )
+            counts.append(stage)
+        else:
+            raise DeploySettingsInvalid(f"stage {stage!r} must be a count or a percentage ('50%')")
+    if any(b <= a for a, b in itertools.pairwise(counts)):
+        raise DeploySettingsInvalid(
+            f"stage targets must increase: {list(stages)} resolve to {counts} of {replicas}"
+        )
+    if counts[-1] != replicas:
+        raise DeploySettingsInvalid(
+            f"the last stage must be 100% ({replicas}), got {counts[-1]}; to stop a rollout "
+            "partway, use until_stage and run the deployment again to continue"
+        )
+    return counts
+
+
+@dataclass(frozen=True)
+class Rolling:
+    replicas: int
+    stages: tuple[int | str, ...] = ("100%",)
+    pause: float = 0.0
+    failure_action: Literal["pause", "continue", "rollback"] = "rollback"
+    until_stage: int | None = None
+    update_config: UpdatePolicy = field(default_factory=UpdatePolicy)
+    rollback_config: UpdatePolicy = field(default_factory=UpdatePolicy)
+    drain_timeout: float = 120.0
+    start_timeout: float = 120.0
+    router_up_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        counts = resolve_stages(self.stages, self.replicas)
+        if self.pause < 0:
+            raise DeploySettingsInvalid(f"pause must be >= 0 seconds, got {self.pause}")
+        if self.failure_action not in ("pause", "continue", "rollback"):
+            raise DeploySettingsInvalid(
+                f"failure_action {self.failure_action!r} must be pause, continue or rollback"
+            )
+        if self.until_stage is not None and not 1 <= self.until_stage <= len(counts):
+            raise DeploySettingsInvalid(
+                f"until_stage {self.until_stage} must be within 1..{len(counts)} (the stages)"
+            )
+
+    @property
+    def counts(self) -> list[int]:
+        return resolve_stages(self.stages, self.replicas)
+
+
+class RollingDeployment:
+    def __init__(
+        self,
+        target: SwarmTarget,
+        router: Router,
+        gate: HealthGate,
+        *,
+        backend: str = "live",
+        hold: Callable[[int], None] | None = None,
+        log: Log = print,
+    ) -> None:
+        self._target = target
+        self._router = router
+        self._gate = gate
+        self._backend = backend
+        self._hold = hold
+        self._log = log
+
+    # -- where things stand --------------------------------------------------------------
+    def _rotation(self) -> dict[str, int]:
+        """address -> router slot, for servers taking traffic."""
+        return {
+            f"{s.address}:{s.port}": s.slot
+            for s in self._router.servers(self._backend)
+            if s.admin_state == "ready"
+        }
+
+    def _split(self, release: Release) -> tuple[SwarmService | None, list[SwarmService]]:
+        services = self._target.services(release.service, release.environment)
+        new = next((s for s in services if s.digest == release.digest), None)
+        return new, [s for s in services if s.digest != release.digest]
+
+    def plan(self, release: Release, settings: Rolling) -> list[str]:
+        new, olds = self._split(release)
+        routed = self._rotation()
+        have = len([t for t in self._target.tasks(new.name) if t.address in routed]) if new else 0
+        lines = []
+        for n, count in enumerate(settings.counts, start=1):
+            state = "done" if have >= count else "to do"
+            lines.append(
+                f"stage {n}: {count}/{settings.replicas} on {release.short_digest} ({state})"
+            )
+        old_names = ", ".join(s.name for s in olds) or "none"
+        lines.append(f"old services: {old_names}")
+        return lines
+
+    # -- the rollout -----------------------------------------------------------------------
+    def run(self, release: Release, settings: Rolling) -> DeployResult:
+        started_at = time.monotonic()
+        result = DeployResult(release.service, release.environment, release.digest)
+        new, olds = self._split(release)
+        result.previous_digests = sorted({s.digest for s in olds})
+        if new is None:
+            new = self._target.create(
+                release,
+                0,
+                update_config=settings.update_config,
+                rollback_config=settings.rollback_config,
+            )
+        counts = settings.counts
+        last = settings.until_stage or len(counts)
+        failed: list[str] = []
+        for number, count in enumerate(counts[:last], start=1):
+            routed_new = self._routed_tasks(new.name)
+            if len(routed_new) >= count:
+                self._retire_surplus(olds, settings.replicas - count, release, settings)
+                continue
+            line = f"stage {number}/{len(counts)}: {count}/{settings.replicas} on new release"
+            self._log(line)
+            result.steps.append(line)
+            try:
+                self._scale_up(new, count, routed_new, settings)
+            except DeliveryError as exc:
+                failed.append(f"stage {number}: {exc}")
+                self._on_failure(new, olds, release, settings, number, exc)
+                continue  # failure_action == continue
+            self._retire_surplus(olds, settings.replicas - count, release, settings)
+            result.replaced = count
+            self._log(f"{count}/{settings.replicas} updated")
+            if number < last:
+                self._wait_between(number, settings)
+        result.already_current = len(self._routed_tasks(new.name)) - result.replaced
+        if failed:
+            raise DeployAborted(
+                f"{release.service}/{release.environment}: rollout incomplete "
+                f"(failure_action=continue): {'; '.join(failed)}"
+            )
+        if last == len(counts):
+            for old in olds:
+                self._target.remove(old.name)
+        else:
+            self._log(
+                f"rollout held at stage {last}/{len(counts)} (until_stage); run again to go on"
+            )
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+    def _routed_tasks(self, name: str) -> list[Instance]:
+        routed = self._rotation()
+        return [t for t in self._target.tasks(name) if t.address in routed]
+
+    def _scale_up(
+        self, new: SwarmService, count: int, routed: list[Instance], settings: Rolling
+    ) -> None:
+        self._target.scale(new.name, count)
+        tasks = self._target.wait_tasks(new.name, count, timeout=settings.start_timeout)
+        routed_ids = {t.id for t in routed}
+        fresh = [t for t in tasks if t.id not in routed_ids][: count - len(routed)]
+        self._gate(fresh)
+        self._into_rotation(fresh, settings)
+
+    def _into_rotation(self, tasks: Sequence[Instance], settings: Rolling) -> None:
+        free = self._router.free_slots(self._backend)
+        if len(free) < len(tasks):
+            raise DeployAborted(
+                f"the router has {len(free)} free slots in {self._backend}, {len(tasks)} needed: "
+                "give the router more slots (RouterSettings.slots)"
+            )
+        slots = []
+        for task, slot in zip(tasks, free, strict=False):
+            self._router.assign(self._backend, slot, task.ip, task.port)
+            self._router.set_state(self._backend, slot, "ready")
+            slots.append(slot)
+        wait_router_up(self._router, self._backend, slots, settings.router_up_timeout)
+
+    def _take_out(self, tasks: Sequence[Instance], grace: float, settings: Rolling) -> None:
+        """Drain at the router, wait for in-flight requests, stop the containers, free the slots."""
+        routed = self._rotation()
+        slots = [routed[t.address] for t in tasks if t.address in routed]
+        for slot in slots:
+            self._router.set_state(self._backend, slot, "drain")
+        for slot in slots:
+            self._router.wait_drained(self._backend, slot, settings.drain_timeout)
+        for task in tasks:
+            self._target.stop_task(task, grace=grace)
+        for slot in slots:
+            self._router.release(self._backend, slot)
+
+    def _retire_surplus(
+        self, olds: list[SwarmService], keep: int, release: Release, settings: Rolling
+    ) -> None:
+        old_tasks = [t for s in olds for t in self._target.tasks(s.name)]
+        surplus = len(old_tasks) - keep
+        if surplus <= 0:
+            return
+        routed = self._rotation()
+        # Unrouted tasks go first (they take no traffic), then the highest task slots.
+        victims = sorted(old_tasks, key=lambda t: (t.address in routed, -t.slot))[:surplus]
+        self._take_out(victims, release.stop_grace, settings)
+        for svc in olds:
+            left = len([t for t in old_tasks if t.group == svc.name and t not in victims])
+            self._target.scale(svc.name, left)
+
+    def _wait_between(self, number: int, settings: Rolling) -> None:
+        if settings.pause:
+            self._log(f"pausing {settings.pause:.0f}s before the next stage")
+            time.sleep(settings.pause)
+        if self._hold is not None:
+            self._hold(number)
+
+    def _on_failure(
+        self,
+        new: SwarmService,
+        olds: list[SwarmService],
+        release: Release,
+        settings: Rolling,
+        number: int,
+        exc: DeliveryError,
+    ) -> None:
+        routed = self._routed_tasks(new.name)
+        action = settings.failure_action
+        self._log(f"stage {number} failed ({exc}); failure_action={action}")
+        if action == "continue":
+            self._target.scale(new.name, len(routed))
+            return
+        if action == "pause":
+            self._target.scale(new.name, len(routed))
+            raise RolloutPaused(
+                f"{release.service}/{release.environment}: rollout paused at stage {number} "
+                f"({len(routed)}/{settings.replicas} on {release.short_digest}): {exc}. The old "
+                "release keeps serving; fix and run the deployment again to continue, or roll back"
+            ) from exc
+        # rollback: the old services back to full size first, then the new one out.
+        for svc in olds:
+            self._target.scale(svc.name, svc.replicas)
+        old_routed = {t.id for s in olds for t in self._routed_tasks(s.name)}
+        wanted = sum(s.replicas for s in olds)
+        if olds:
+            back = [
+                t
+                for s in olds
+                for t in self._target.wait_tasks(s.name, s.replicas, timeout=settings.start_timeout)
+                if t.id not in old_routed
+            ][: max(0, wanted - len(old_routed))]
+            self._gate(back)
+            self._into_rotation(back, settings)
+        self._take_out(routed, release.stop_grace, settings)
+        self._target.remove(new.name)
+        raise DeployAborted(
+            f"{release.service}/{release.environment}: stage {number} failed: {exc}. Rolled back: "
+            f"{release.digest} was removed and the old release serves at full size"
+        ) from exc

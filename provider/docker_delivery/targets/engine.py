@@ -1,0 +1,206 @@
+"""EngineTarget: a service is a set of labelled containers on one Docker Engine.
+
+Each container runs one release by digest in one slot (1..N). Containers of a service and
+environment share a bridge network (``dd-<service>-<env>``) with the router; the network is
+created swarm-scoped and attachable when the engine is in a Swarm, so Swarm services and plain
+containers (the router) can share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from docker_delivery.targets.base import (
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    LABEL_SLOT,
+    Instance,
+    Release,
+    TargetError,
+    check_name,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+
+def network_name(service: str, environment: str) -> str:
+    return f"dd-{check_name('service', service)}-{check_name('environment', environment)}"
+
+
+def ensure_network(client: docker.DockerClient, service: str, environment: str) -> str:
+    """The service's network, created once: swarm-scoped and attachable inside a Swarm."""
+    name = network_name(service, environment)
+    if client.networks.list(names=[name]):
+        return name
+    in_swarm = client.info().get("Swarm", {}).get("LocalNodeState") == "active"
+    options: dict[str, Any] = {"scope": "swarm", "attachable": True} if in_swarm else {}
+    client.networks.create(
+        name,
+        driver="bridge",
+        labels={LABEL_MANAGED: "true", LABEL_SERVICE: service, LABEL_ENVIRONMENT: environment},
+        **options,
+    )
+    return name
+
+
+def instance_from_container(container: Any, network: str, port: int) -> Instance:
+    labels = container.labels
+    attrs = container.attrs
+    nets = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+    ip = (nets.get(network) or {}).get("IPAddress", "")
+    state = attrs.get("State", {})
+    return Instance(
+        id=container.id,
+        name=container.name,
+        service=labels.get(LABEL_SERVICE, ""),
+        environment=labels.get(LABEL_ENVIRONMENT, ""),
+        digest=labels.get("io.docker-delivery.digest", ""),
+        slot=int(labels.get(LABEL_SLOT, "0") or 0),
+        ip=ip,
+        port=port,
+        running=bool(state.get("Running")),
+        exit_code=None if state.get("Running") else state.get("ExitCode"),
+        group=labels.get("com.docker.swarm.service.name", ""),
+    )
+
+
+class EngineTarget:
+    """Start, stop, inspect and list a service's containers; always by digest."""
+
+    kind = "engine"
+
+    def __init__(
+        self, client: docker.DockerClient, *, port: int = 8080, log: Callable[[str], None] = print
+    ) -> None:
+        self._client = client
+        self._port = port
+        self._log = log
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._client
+
+    def network(self, service: str, environment: str) -> str:
+        return ensure_network(self._client, service, environment)
+
+    def _containers(self, service: str, environment: str, *, all: bool) -> list[Any]:
+        filters = {
+            "label": [
+                f"{LABEL_MANAGED}=true",
+                f"{LABEL_SERVICE}={service}",
+                f"{LABEL_ENVIRONMENT}={environment}",
+                f"{LABEL_ROLE}=app",
+            ]
+        }
+        return list(self._client.containers.list(all=all, filters=filters))
+
+    def instances(
+        self, service: str, environment: str, *, include_stopped: bool = False
+    ) -> list[Instance]:
+        """The service's containers (running ones unless asked), ordered by slot."""
+        net = network_name(service, environment)
+        found = [
+            instance_from_container(c, net, self._port)
+            for c in self._containers(service, environment, all=include_stopped)
+        ]
+        return sorted(found, key=lambda i: (i.slot, not i.running, i.name))
+
+    def container_name(self, release: Release, slot: int) -> str:
+        return f"{release.service}-{release.environment}-{slot}-{release.short_digest}"
+
+    def start(self, release: Release, slot: int) -> Instance:
+        """Run ``release`` in ``slot``; an already running container of it there is reused."""
+        import docker.errors
+
+        name = self.container_name(release, slot)
+        net = self.network(release.service, release.environment)
+        try:
+            existing = self._client.containers.get(name)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None:
+            if existing.status == "running":
+                self._log(f"{name} already runs {release.short_digest} in slot {slot}")
+                return instance_from_container(existing, net, release.port)
+            existing.remove(force=True)
+        self._ensure_image(release)
+        container = self._client.containers.run(
+            str(release.image),
+            command=list(release.command) if release.command else None,
+            name=name,
+            detach=True,
+            environment=release.run_env(),
+            labels={**release.run_labels(), LABEL_SLOT: str(slot)},
+            network=net,
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+        )
+        container.reload()
+        self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
+        return instance_from_container(container, net, release.port)
+
+    def _ensure_image(self, release: Release) -> None:
+        import docker.errors
+
+        try:
+            self._client.images.get(str(release.image))
+        except docker.errors.ImageNotFound:
+            self._log(f"pulling {release.image}")
+            try:
+                self._client.images.pull(release.image.name, tag=release.image.digest)
+            except docker.errors.APIError as exc:
+                raise TargetError(f"cannot pull {release.image}: {exc.explanation}") from exc
+
+    def stop(self, instance: Instance, *, grace: float) -> int | None:
+        """Stop (SIGTERM, then SIGKILL after ``grace`` s); the container is kept for a rollback."""
+        import docker.errors
+
+        try:
+            container = self._client.containers.get(instance.id)
+            container.stop(timeout=int(grace))
+            container.reload()
+        except docker.errors.NotFound:
+            return None
+        code = container.attrs.get("State", {}).get("ExitCode")
+        self._log(f"stopped {instance.name} (exit code {code})")
+        return int(code) if code is not None else None
+
+    def restart(self, instance: Instance) -> Instance:
+        """Start a stopped container again (the rollback of one slot)."""
+        container = self._client.containers.get(instance.id)
+        container.start()
+        container.reload()
+        self._log(f"restarted {instance.name}")
+        return instance_from_container(
+            container, network_name(instance.service, instance.environment), instance.port
+        )
+
+    def remove(self, instance: Instance) -> None:
+        import docker.errors
+
+        try:
+            self._client.containers.get(instance.id).remove(force=True)
+        except docker.errors.NotFound:
+            return
+        self._log(f"removed {instance.name}")
+
+    def exit_reason(self, instance: Instance) -> str | None:
+        """None while the container runs; why it is not running otherwise (for health checks)."""
+        import docker.errors
+
+        try:
+            container = self._client.containers.get(instance.id)
+        except docker.errors.NotFound:
+            return f"{instance.name} was removed"
+        state = container.attrs.get("State", {})
+        restarts = container.attrs.get("RestartCount", 0)
+        if state.get("Running") and not restarts:
+            return None
+        if state.get("Running"):
+            return (
+                f"{instance.name} restarted {restarts} time(s) (exit code {state.get('ExitCode')})"
+            )
+        return f"{instance.name} exited with code {state.get('ExitCode')}"

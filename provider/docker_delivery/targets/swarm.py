@@ -1,0 +1,269 @@
+"""SwarmTarget: a service is a Swarm service (one per release digest) on a swarm-scoped network.
+
+Each release runs as its own replicated Swarm service ``<service>-<env>-<digest12>``, with
+``endpoint_mode=dnsrr`` (no virtual IP: this needs no IPVS, and the router addresses tasks
+directly). Its ``update_config`` and ``rollback_config`` are exposed as :class:`UpdatePolicy`, so
+Swarm's own ``docker service update`` keeps working on it with the settings users chose.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.targets.base import (
+    LABEL_DIGEST,
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED,
+    LABEL_SERVICE,
+    Instance,
+    Release,
+    TargetError,
+)
+from docker_delivery.targets.engine import ensure_network, instance_from_container, network_name
+
+if TYPE_CHECKING:
+    import docker
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """Swarm's UpdateConfig / RollbackConfig, validated."""
+
+    parallelism: int = 1
+    delay: float = 0.0
+    failure_action: Literal["pause", "continue", "rollback"] = "pause"
+    monitor: float = 5.0
+    max_failure_ratio: float = 0.0
+    order: Literal["start-first", "stop-first"] = "stop-first"
+
+    def __post_init__(self) -> None:
+        if self.parallelism < 0:
+            raise DeliveryError(f"parallelism {self.parallelism} must be >= 0 (0 = all at once)")
+        if self.delay < 0 or self.monitor < 0:
+            raise DeliveryError("delay and monitor must be >= 0 seconds")
+        if self.failure_action not in ("pause", "continue", "rollback"):
+            raise DeliveryError(
+                f"failure_action {self.failure_action!r} must be pause, continue or rollback"
+            )
+        if not 0 <= self.max_failure_ratio <= 1:
+            raise DeliveryError(f"max_failure_ratio {self.max_failure_ratio} must be in 0..1")
+        if self.order not in ("start-first", "stop-first"):
+            raise DeliveryError(f"order {self.order!r} must be start-first or stop-first")
+
+    def to_docker(self, kind: Literal["update", "rollback"]) -> Any:
+        import docker.types
+
+        cls = docker.types.UpdateConfig if kind == "update" else docker.types.RollbackConfig
+        action = self.failure_action
+        if kind == "rollback" and action == "rollback":
+            action = "pause"  # a rollback cannot roll back
+        return cls(
+            parallelism=self.parallelism,
+            delay=int(self.delay * _NS),
+            failure_action=action,
+            monitor=int(self.monitor * _NS),
+            max_failure_ratio=self.max_failure_ratio,
+            order=self.order,
+        )
+
+    @classmethod
+    def from_docker(cls, raw: dict[str, Any] | None) -> UpdatePolicy:
+        raw = raw or {}
+        return cls(
+            parallelism=int(raw.get("Parallelism", 1)),
+            delay=raw.get("Delay", 0) / _NS,
+            failure_action=raw.get("FailureAction", "pause"),
+            monitor=raw.get("Monitor", 5 * _NS) / _NS,
+            max_failure_ratio=float(raw.get("MaxFailureRatio", 0.0)),
+            order=raw.get("Order", "stop-first"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SwarmService:
+    id: str
+    name: str
+    digest: str
+    replicas: int
+    update_config: UpdatePolicy
+    rollback_config: UpdatePolicy
+
+
+class SwarmTarget:
+    """Create, scale, inspect and remove the Swarm services of a service; always by digest."""
+
+    kind = "swarm"
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        restart_delay: float = 10.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self._client = client
+        self._restart_delay = restart_delay
+        self._log = log
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._client
+
+    def network(self, service: str, environment: str) -> str:
+        if self._client.info().get("Swarm", {}).get("LocalNodeState") != "active":
+            raise TargetError("this engine is not in a Swarm: run `docker swarm init` first")
+        return ensure_network(self._client, service, environment)
+
+    def service_name(self, release: Release) -> str:
+        return f"{release.service}-{release.environment}-{release.short_digest}"
+
+    def services(self, service: str, environment: str) -> list[SwarmService]:
+        filters = {"label": [f"{LABEL_SERVICE}={service}", f"{LABEL_ENVIRONMENT}={environment}"]}
+        found = []
+        for svc in self._client.services.list(filters=filters):
+            spec = svc.attrs["Spec"]
+            found.append(
+                SwarmService(
+                    id=svc.id,
+                    name=spec["Name"],
+                    digest=spec.get("Labels", {}).get(LABEL_DIGEST, ""),
+                    replicas=int(spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)),
+                    update_config=UpdatePolicy.from_docker(spec.get("UpdateConfig")),
+                    rollback_config=UpdatePolicy.from_docker(spec.get("RollbackConfig")),
+                )
+            )
+        return sorted(found, key=lambda s: s.name)
+
+    def create(
+        self,
+        release: Release,
+        replicas: int,
+        *,
+        update_config: UpdatePolicy | None = None,
+        rollback_config: UpdatePolicy | None = None,
+    ) -> SwarmService:
+        """The release's Swarm service, created with ``replicas`` unless it exists already."""
+        import docker.types
+
+        name = self.service_name(release)
+        for existing in self.services(release.service, release.environment):
+            if existing.name == name:
+                return existing
+        net = self.network(release.service, release.environment)
+        labels = release.run_labels()
+        self._client.services.create(
+            str(release.image),
+            command=list(release.command) if release.command else None,
+            name=name,
+            env=[f"{k}={v}" for k, v in release.run_env().items()],
+            labels=labels,
+            container_labels=labels,
+            networks=[net],
+            mode=docker.types.ServiceMode("replicated", replicas=replicas),
+            endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+            update_config=(update_config or UpdatePolicy()).to_docker("update"),
+            rollback_config=(rollback_config or UpdatePolicy()).to_docker("rollback"),
+            restart_policy=docker.types.RestartPolicy(
+                condition="any", delay=int(self._restart_delay * _NS)
+            ),
+            stop_grace_period=int(release.stop_grace * _NS),
+        )
+        self._log(f"created Swarm service {name} ({release.image.familiar}) x{replicas}")
+        return next(
+            s for s in self.services(release.service, release.environment) if s.name == name
+        )
+
+    def scale(self, name: str, replicas: int) -> None:
+        svc = self._client.services.get(name)
+        svc.scale(replicas)
+        self._log(f"scaled {name} to {replicas}")
+
+    def remove(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self._client.services.get(name).remove()
+        except docker.errors.NotFound:
+            return
+        self._log(f"removed Swarm service {name}")
+
+    def tasks(self, name: str) -> list[Instance]:
+        """The running task containers of one Swarm service, ordered by task slot."""
+        filters = {"label": [f"com.docker.swarm.service.name={name}", f"{LABEL_MANAGED}=true"]}
+        found = []
+        for container in self._client.containers.list(filters=filters):
+            labels = container.labels
+            net = network_name(labels[LABEL_SERVICE], labels[LABEL_ENVIRONMENT])
+            inst = instance_from_container(container, net, self._port_of(container))
+            task_name = labels.get("com.docker.swarm.task.name", "")
+            slot = int(task_name.split(".")[1]) if task_name.count(".") >= 2 else 0
+            found.append(Instance(**{**inst.__dict__, "slot": slot}))
+        return sorted(found, key=lambda i: i.slot)
+
+    def _port_of(self, container: Any) -> int:
+        env = dict(e.split("=", 1) for e in container.attrs["Config"].get("Env", []) if "=" in e)
+        return int(env.get("PORT", 8080))
+
+    def instances(self, service: str, environment: str) -> list[Instance]:
+        return [i for s in self.services(service, environment) for i in self.tasks(s.name)]
+
+    def wait_tasks(
+        self,
+        name: str,
+        count: int,
+        *,
+        timeout: float,
+        exclude: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> list[Instance]:
+        """Wait until ``count`` task containers of ``name`` run (not in ``exclude``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [t for t in self.tasks(name) if t.running and t.ip and t.id not in exclude]
+            if len(running) >= count:
+                return running
+            if time.monotonic() > deadline:
+                errors = self._task_errors(name)
+                raise TargetError(
+                    f"{name}: {len(running)}/{count} tasks running after {timeout:.0f}s"
+                    + (f"; Swarm reports: {errors}" if errors else "")
+                )
+            time.sleep(0.2)
+
+    def _task_errors(self, name: str) -> str:
+        svc = self._client.services.get(name)
+        msgs = {
+            t["Status"].get("Err") or t["Status"].get("Message", "")
+            for t in svc.tasks()
+            if t["Status"].get("State") in ("failed", "rejected", "complete")
+        }
+        return "; ".join(sorted(m for m in msgs if m))[:500]
+
+    def stop_task(self, instance: Instance, *, grace: float) -> None:
+        """Stop one task's container (SIGTERM, SIGKILL after ``grace``): it has been drained."""
+        import docker.errors
+
+        try:
+            self._client.containers.get(instance.id).stop(timeout=int(grace))
+        except docker.errors.NotFound:
+            return
+        self._log(f"stopped task {instance.name}")
+
+    def exit_reason(self, instance: Instance) -> str | None:
+        import docker.errors
+
+        try:
+            state = self._client.containers.get(instance.id).attrs.get("State", {})
+        except docker.errors.NotFound:
+            return f"task {instance.name} is gone"
+        if state.get("Running"):
+            return None
+        return f"task {instance.name} exited with code {state.get('ExitCode')}"

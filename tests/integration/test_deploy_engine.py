@@ -1,0 +1,110 @@
+"""Minimum in-service deployments on the real engine, behind the real HAProxy, under load."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from loadgen import LoadGenerator, free_port
+
+from docker_delivery.errors import InvalidReference
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
+from docker_delivery.strategies.deploy import deploy
+from docker_delivery.strategies.min_in_service import MinimumInService
+from docker_delivery.targets import EngineTarget, Release
+
+CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
+
+
+def release(image: str, service: str, name: str, **env: str) -> Release:
+    return Release.of(
+        service,
+        "test",
+        image,
+        env={"APP_RELEASE": name, "EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env},
+        stop_grace=10,
+    )
+
+
+@pytest.fixture
+def service(docker_client):  # type: ignore[no-untyped-def]
+    name = f"web{uuid.uuid4().hex[:6]}"
+    yield name
+    for c in docker_client.containers.list(
+        all=True, filters={"label": f"io.docker-delivery.service={name}"}
+    ):
+        c.remove(force=True)
+    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
+        for c in docker_client.containers.list(all=True, filters={"name": n}):
+            c.remove(force=True)
+    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
+        net.remove()
+
+
+def test_minimum_in_service_deploy_drops_no_request(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
+    )
+    settings = MinimumInService(replicas=4, min_in_service=2)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service, "v1"), settings, **kw)
+    with LoadGenerator(router.url, rate=200, max_duration=120) as load:
+        load.mark("deploy")
+        result = deploy(docker_client, release(demo_images["v2"], service, "v2"), settings, **kw)
+        load.mark("after")
+        import time
+
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary())
+    assert report.failed == 0, report.failures
+    assert report.by_phase["deploy"]["total"] >= 500
+    assert report.by_phase["after"].get("v2", 0) > 0 and report.by_phase["after"].get("v1", 0) == 0
+    assert result.replaced == 4 and len(result.steps) == 2
+    running = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
+    assert len(running) == 4 and {i.digest for i in running} == {result.digest}
+    assert all(i.running for i in running), "no stopped leftovers"
+
+
+def test_a_bad_release_aborts_and_the_old_one_keeps_serving(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
+    )
+    settings = MinimumInService(replicas=3, min_in_service=2)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    first = deploy(docker_client, release(demo_images["v1"], service, "v1"), settings, **kw)
+    for bad_env in ({"FAIL_HEALTH": "1"}, {"EXIT_ON_START": "1"}):
+        with (
+            LoadGenerator(router.url, rate=150, max_duration=60) as load,
+            pytest.raises(DeployAborted, match=r"GET /health on :8080 expects 200|exited"),
+        ):
+            deploy(
+                docker_client,
+                release(demo_images["v3"], service, "v3", **bad_env),
+                settings,
+                **kw,
+            )
+        assert load.report.failed == 0, load.report.failures
+        assert set(load.report.by_release) == {"v1"}
+    running = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
+    assert {i.digest for i in running} == {first.digest} and len(running) == 3
+
+
+def test_impossible_settings_are_refused_before_anything_changes(
+    docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DeploySettingsInvalid, match="min_in_service"):
+        MinimumInService(replicas=2, min_in_service=2)
+    with pytest.raises(DeploySettingsInvalid, match="add up"):
+        MinimumInService(replicas=4, min_in_service=1, batch_sizes=(1, 1))
+    with pytest.raises(InvalidReference, match="not pinned"):
+        Release.of(service, "test", demo_images["v1"].split("@")[0])
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"io.docker-delivery.service={service}"}
+    )
