@@ -1,0 +1,120 @@
+"""Staged rolling deployments on the real Swarm, behind the real HAProxy, under load."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from loadgen import LoadGenerator, free_port
+
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.strategies import DeployAborted, DeploySettingsInvalid, Rolling, RolloutPaused
+from docker_delivery.strategies.deploy import deploy
+from docker_delivery.targets import Release, SwarmTarget
+
+CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
+
+
+def release(image: str, service: str, name: str, **env: str) -> Release:
+    env = {"APP_RELEASE": name, "EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}
+    return Release.of(service, "test", image, env=env, stop_grace=10)
+
+
+@pytest.fixture
+def service(docker_client):  # type: ignore[no-untyped-def]
+    name = f"sw{uuid.uuid4().hex[:6]}"
+    yield name
+    for svc in docker_client.services.list(filters={"label": f"io.docker-delivery.service={name}"}):
+        svc.remove()
+    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
+        for c in docker_client.containers.list(all=True, filters={"name": n}):
+            c.remove(force=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
+                net.remove()
+            break
+        except Exception:  # tasks still detaching from the network
+            time.sleep(0.5)
+
+
+def routed_releases(router_url: str, n: int = 40) -> set[str]:
+    import httpx
+
+    with httpx.Client() as client:
+        return {client.get(router_url + "version").headers["X-Release"] for _ in range(n)}
+
+
+def test_staged_rolling_deploy_drops_no_request(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
+    )
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=4), **kw)
+    settings = Rolling(replicas=4, stages=(1, "50%", "100%"))
+    with LoadGenerator(router.url, rate=200, max_duration=180) as load:
+        result = deploy(docker_client, release(demo_images["v2"], service, "v2"), settings, **kw)
+        load.mark("after")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary())
+    assert report.failed == 0, report.failures
+    assert report.by_phase["after"].get("v1", 0) == 0
+    assert len(result.steps) == 3
+    target = SwarmTarget(docker_client)
+    services = target.services(service, "test")
+    assert [s.digest for s in services] == [result.digest]
+    assert len(target.tasks(services[0].name)) == 4
+
+
+def test_until_stage_holds_and_a_second_run_continues(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
+    )
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=4), **kw)
+    held = Rolling(replicas=4, stages=(1, "50%", "100%"), until_stage=2)
+    deploy(docker_client, release(demo_images["v2"], service, "v2"), held, **kw)
+    assert routed_releases(router.url) == {"v1", "v2"}
+    lines: list[str] = []
+    kw["log"] = lines.append
+    rest = Rolling(replicas=4, stages=(1, "50%", "100%"))
+    deploy(docker_client, release(demo_images["v2"], service, "v2"), rest, **kw)
+    assert routed_releases(router.url) == {"v2"}
+    assert not any(line.startswith("stage 1/") or line.startswith("stage 2/") for line in lines)
+
+
+def test_a_failing_stage_rolls_back_or_pauses(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
+    )
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=3), **kw)
+    bad = release(demo_images["v3"], service, "v3", FAIL_HEALTH="1")
+    with LoadGenerator(router.url, rate=150, max_duration=120) as load:
+        with pytest.raises(DeployAborted, match="Rolled back"):
+            deploy(docker_client, bad, Rolling(replicas=3, stages=(1, "100%")), **kw)
+        with pytest.raises(RolloutPaused, match="paused at stage 1"):
+            deploy(
+                docker_client,
+                bad,
+                Rolling(replicas=3, stages=(1, "100%"), failure_action="pause"),
+                **kw,
+            )
+    assert load.report.failed == 0, load.report.failures
+    assert set(load.report.by_release) == {"v1"}
+    assert routed_releases(router.url) == {"v1"}
+
+
+def test_bad_stage_settings_are_refused() -> None:
+    with pytest.raises(DeploySettingsInvalid, match="must increase"):
+        Rolling(replicas=4, stages=(2, "50%", "100%"))
+    with pytest.raises(DeploySettingsInvalid, match="last stage must be 100%"):
+        Rolling(replicas=4, stages=(1, 2))
+    with pytest.raises(DeploySettingsInvalid, match="failure_action"):
+        Rolling(replicas=4, failure_action="explode")  # type: ignore[arg-type]
