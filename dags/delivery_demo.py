@@ -1,7 +1,8 @@
 """delivery_demo: the example delivery of the demo app (dags/demo_app) to the local engine.
 
 build once -> two test tasks in parallel, inside the image, by digest -> promote to staging
-(a tag moves; nothing is rebuilt) -> start the staging release by digest -> print its URL.
+(a tag moves; nothing is rebuilt) -> deploy staging by digest, minimum in-service (4 replicas,
+2 always in service) behind the service's HAProxy router, whose URL the deploy task returns.
 
 Settings come from the environment the test bed writes (tests/bed/up): the registry and the base
 image the demo app builds from.
@@ -16,12 +17,14 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from docker_delivery.operators.build import BuildImageOperator
+from docker_delivery.operators.deploy import MinimumInServiceDeployOperator
 from docker_delivery.operators.promote import PromoteImageOperator
 from docker_delivery.operators.test import TestImageOperator
 
 APP_DIR = Path(__file__).parent / "demo_app"
 REGISTRY = os.environ.get("DOCKER_DELIVERY_BED_REGISTRY", "127.0.0.1:5000")
 BASE_IMAGE = os.environ.get("DOCKER_DELIVERY_BED_PYTHON_IMAGE", "python:3.12-slim")
+HAPROXY_IMAGE = os.environ.get("DOCKER_DELIVERY_BED_HAPROXY_IMAGE", "haproxy:lts")
 REPOSITORY = f"{REGISTRY}/docker-delivery/demo-app"
 IMAGE = "{{ ti.xcom_pull(task_ids='build') }}"
 # A smoke test in the image: start the app as it will run, ask it for its health and version.
@@ -52,7 +55,7 @@ with DAG(
         "revision": Param(
             "", type="string", description="commit SHA; empty: the app's source hash"
         ),
-        "port": Param(18080, type="integer", description="host port of the staging release"),
+        "port": Param(18080, type="integer", description="host port of the staging router"),
     },
 ) as dag:
 
@@ -94,51 +97,18 @@ with DAG(
         task_id="promote_staging", image=IMAGE, repository=REPOSITORY, environment="staging"
     )
 
-    @task
-    def start_staging(image: str, params: dict[str, object]) -> str:
-        """Start the staging release by digest (one container) and wait until it answers.
+    deploy = MinimumInServiceDeployOperator(
+        task_id="deploy_staging",
+        service="demo-app",
+        environment="staging",
+        image=IMAGE,
+        env={"APP_RELEASE": "{{ ti.xcom_pull(task_ids='revision') }}"},
+        replicas=4,
+        min_in_service=2,
+        router_port="{{ params.port }}",
+        router_image=HAPROXY_IMAGE,
+        health_check={"path": "/health", "interval": 0.5, "healthy_threshold": 2},
+        stop_grace=15,
+    )
 
-        A stand-in for the deployment operators: one container, replaced on each run.
-        """
-        import time
-        import urllib.request
-
-        import docker
-
-        from docker_delivery.images.ref import ImageRef
-
-        port = int(str(params["port"]))
-        labels = {
-            "io.docker-delivery.managed": "true",
-            "io.docker-delivery.service": "demo-app",
-            "io.docker-delivery.environment": "staging",
-        }
-        client = docker.from_env()
-        for old in client.containers.list(
-            all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
-        ):
-            old.stop(timeout=10)
-            old.remove(force=True)
-        ref = ImageRef.parse(image).require_pinned()
-        client.containers.run(
-            image,
-            detach=True,
-            name="delivery-demo-staging",
-            labels={**labels, "io.docker-delivery.digest": str(ref.digest)},
-            environment={"APP_RELEASE": str(ref.tag), "APP_DIGEST": str(ref.digest)},
-            ports={"8080/tcp": ("127.0.0.1", port)},
-            restart_policy={"Name": "unless-stopped"},
-        )
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(url + "version", timeout=2) as answer:
-                    print(f"delivery_demo: staging answers at {url} with {answer.read().decode()}")
-                    return url
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"the staging release did not answer at {url}")
-
-    revision() >> build >> tests >> promote
-    start_staging(IMAGE)  # type: ignore[arg-type]
-    promote >> dag.get_task("start_staging")
+    revision() >> build >> tests >> promote >> deploy

@@ -26,6 +26,7 @@ def run_demo(bed, port: int, revision: str) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "DOCKER_DELIVERY_BED_REGISTRY": bed.registry,
         "DOCKER_DELIVERY_BED_PYTHON_IMAGE": bed.python_image,
+        "DOCKER_DELIVERY_BED_HAPROXY_IMAGE": bed.haproxy_image,
     }
     airflow = str(Path(sys.executable).parent / "airflow")
     conf = json.dumps({"port": port, "revision": revision})
@@ -39,13 +40,22 @@ def run_demo(bed, port: int, revision: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def remove_demo_staging(docker_client) -> None:  # type: ignore[no-untyped-def]
+    """The demo's staging service (from `make demo`, or an earlier run) goes: a clean start."""
+    labels = ["io.docker-delivery.service=demo-app", "io.docker-delivery.environment=staging"]
+    for container in docker_client.containers.list(all=True, filters={"label": labels}):
+        container.remove(force=True)
+
+
 @pytest.fixture(scope="module")
-def two_runs(bed, airflow_db):  # type: ignore[no-untyped-def]
+def two_runs(bed, airflow_db, docker_client):  # type: ignore[no-untyped-def]
+    remove_demo_staging(docker_client)
     port = free_port()
     revision = os.urandom(20).hex()
     first = run_demo(bed, port, revision)
     second = run_demo(bed, port, revision)
-    return port, revision, first, second
+    yield port, revision, first, second
+    remove_demo_staging(docker_client)
 
 
 def test_demo_delivers_the_revision_it_built(two_runs) -> None:  # type: ignore[no-untyped-def]
