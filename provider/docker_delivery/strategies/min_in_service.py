@@ -95,20 +95,27 @@ class Batch:
 def plan(
     settings: MinimumInService,
     release: Release,
-    running: Sequence[Instance],
+    instances: Sequence[Instance],
     in_rotation: dict[int, str],
 ) -> list[Batch]:
-    """The batches still to do; ``in_rotation`` maps router slots that are ready to addresses."""
+    """The batches still to do.
+
+    ``instances`` are the service's containers, stopped ones included: a stopped container of an
+    older release (left by a run that was killed after stopping it) is what its slot goes back
+    to if the new release fails there. ``in_rotation`` maps ready router slots to addresses.
+    """
     todo, old = [], {}
     for slot in range(1, settings.replicas + 1):
-        here = [i for i in running if i.slot == slot]
-        current = [i for i in here if i.digest == release.digest]
+        here = [i for i in instances if i.slot == slot]
+        current = [i for i in here if i.running and i.digest == release.digest]
         if current and in_rotation.get(slot) == current[0].address:
             continue
         todo.append(slot)
-        old[slot] = [i for i in here if i.digest != release.digest]
-    # With no old instance left to keep in service, everything still to do starts at once.
-    batches = settings.batches(todo) if any(old.values()) else [tuple(todo)] if todo else []
+        olds = [i for i in here if i.digest != release.digest]
+        old[slot] = sorted(olds, key=lambda i: not i.running)  # running ones first
+    # With no old instance serving, everything still to do starts at once.
+    serving = any(i.running for olds in old.values() for i in olds)
+    batches = settings.batches(todo) if serving else [tuple(todo)] if todo else []
     return [Batch(n, slots, {s: old[s] for s in slots}) for n, slots in enumerate(batches, start=1)]
 
 
@@ -136,8 +143,10 @@ class MinimumInServiceDeployment:
         }
 
     def plan(self, release: Release, settings: MinimumInService) -> list[Batch]:
-        running = self._target.instances(release.service, release.environment)
-        return plan(settings, release, running, self._in_rotation())
+        instances = self._target.instances(
+            release.service, release.environment, include_stopped=True
+        )
+        return plan(settings, release, instances, self._in_rotation())
 
     def run(self, release: Release, settings: MinimumInService) -> DeployResult:
         started_at = time.monotonic()
@@ -145,7 +154,7 @@ class MinimumInServiceDeployment:
         batches = self.plan(release, settings)
         result.already_current = settings.replicas - sum(len(b.slots) for b in batches)
         result.previous_digests = sorted(
-            {o.digest for b in batches for olds in b.old.values() for o in olds}
+            {o.digest for b in batches for olds in b.old.values() for o in olds if o.running}
         )
         if not batches:
             self._log(f"all {settings.replicas} instances already run {release.short_digest}")
@@ -164,14 +173,17 @@ class MinimumInServiceDeployment:
 
     def _run_batch(self, release: Release, settings: MinimumInService, batch: Batch) -> None:
         router, backend = self._router, self._backend
-        draining = [slot for slot in batch.slots if batch.old[slot]]
+        routed = {s.slot for s in router.servers(backend) if s.admin_state != "maint"}
+        draining = [slot for slot in batch.slots if slot in routed]
         for slot in draining:
             router.set_state(backend, slot, "drain")
         for slot in draining:
             router.wait_drained(backend, slot, settings.drain_timeout)
-        for slot in draining:
+        for slot in batch.slots:
             for old in batch.old[slot]:
-                self._target.stop(old, grace=release.stop_grace)
+                if old.running:
+                    self._target.stop(old, grace=release.stop_grace)
+        for slot in draining:
             router.set_state(backend, slot, "maint")
         started = [self._target.start(release, slot) for slot in batch.slots]
         try:
