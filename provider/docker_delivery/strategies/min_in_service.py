@@ -8,8 +8,8 @@ rotation (HAProxy's own check must see them up) -> remove the old containers.
 
 A failed health check aborts: the batch goes back to the old containers (restarted, checked and
 put back in rotation) and the deployment fails naming the check. Slots that already run the new
-digest and are in rotation are left alone, so a run killed halfway and started again carries on
-where it stopped.
+release (digest and environment: Release.config_id) and are in rotation are left alone, so a run
+killed halfway and started again carries on where it stopped.
 """
 
 from __future__ import annotations
@@ -107,11 +107,11 @@ def plan(
     todo, old = [], {}
     for slot in range(1, settings.replicas + 1):
         here = [i for i in instances if i.slot == slot]
-        current = [i for i in here if i.running and i.digest == release.digest]
+        current = [i for i in here if i.running and i.config == release.config_id]
         if current and in_rotation.get(slot) == current[0].address:
             continue
         todo.append(slot)
-        olds = [i for i in here if i.digest != release.digest]
+        olds = [i for i in here if i.config != release.config_id]
         old[slot] = sorted(olds, key=lambda i: not i.running)  # running ones first
     # With no old instance serving, everything still to do starts at once.
     serving = any(i.running for olds in old.values() for i in olds)
@@ -157,7 +157,10 @@ class MinimumInServiceDeployment:
             {o.digest for b in batches for olds in b.old.values() for o in olds if o.running}
         )
         if not batches:
-            self._log(f"all {settings.replicas} instances already run {release.short_digest}")
+            self._log(
+                f"all {settings.replicas} instances already run {release.short_digest} "
+                f"(config {release.config_id})"
+            )
         done = result.already_current
         for batch in batches:
             line = batch.describe(len(batches))

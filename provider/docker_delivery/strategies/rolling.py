@@ -3,7 +3,7 @@
 Why not ``docker service update --image``: Swarm's native update cannot stop at a partial target
 (moby/swarmkit#1045 is open), and it stops old tasks without taking them out of a load balancer
 first, so an app that exits on SIGTERM drops its in-flight requests. Instead each release runs as
-its own Swarm service (``<service>-<env>-<digest12>``, see SwarmTarget) and the rollout shifts
+its own Swarm service (``<service>-<env>-<config12>``, see SwarmTarget) and the rollout shifts
 replicas from old to new in user-defined stages (e.g. ``[1, "50%", "100%"]``):
 
 1. the new service is scaled up to the stage's target; its new tasks must pass the health gate,
@@ -149,8 +149,8 @@ class RollingDeployment:
 
     def _split(self, release: Release) -> tuple[SwarmService | None, list[SwarmService]]:
         services = self._target.services(release.service, release.environment)
-        new = next((s for s in services if s.digest == release.digest), None)
-        return new, [s for s in services if s.digest != release.digest]
+        new = next((s for s in services if s.config == release.config_id), None)
+        return new, [s for s in services if s.config != release.config_id]
 
     def plan(self, release: Release, settings: Rolling) -> list[str]:
         new, olds = self._split(release)

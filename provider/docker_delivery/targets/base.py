@@ -21,7 +21,15 @@ LABEL_ENVIRONMENT = LABEL_PREFIX + "environment"
 LABEL_DIGEST = LABEL_PREFIX + "digest"
 LABEL_IMAGE = LABEL_PREFIX + "image"
 LABEL_SLOT = LABEL_PREFIX + "slot"
+LABEL_CONFIG = LABEL_PREFIX + "config"
 LABEL_ROLE = LABEL_PREFIX + "role"
+# Written by blue/green, A/B, rollback (and min in-service for the previous digest): the group
+# (router backend) an instance serves in, what ran before it, and the names of its run-time
+# environment variables (values stay in the container's config, never in a label).
+LABEL_SLOT_GROUP = LABEL_PREFIX + "slot-group"
+LABEL_PREVIOUS_DIGEST = LABEL_PREFIX + "previous-digest"
+LABEL_PREVIOUS_IMAGE = LABEL_PREFIX + "previous-image"
+LABEL_ENV_KEYS = LABEL_PREFIX + "env-keys"
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -78,6 +86,23 @@ class Release:
     def short_digest(self) -> str:
         return self.digest.split(":", 1)[1][:12]
 
+    @property
+    def config_id(self) -> str:
+        """What an instance runs, as 12 hex digits: digest, environment, command and port.
+
+        Two releases of one digest with different environment variables (an infrastructure
+        change) differ here, so a deployment replaces instances whose config differs, and a
+        retry leaves alone those that already run this one.
+        """
+        import hashlib
+        import json
+
+        blob = json.dumps(
+            [self.digest, sorted(self.run_env().items()), self.command, self.port],
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
     def run_labels(self) -> dict[str, str]:
         return {
             **self.labels,
@@ -86,7 +111,9 @@ class Release:
             LABEL_ENVIRONMENT: self.environment,
             LABEL_DIGEST: self.digest,
             LABEL_IMAGE: str(self.image),
+            LABEL_CONFIG: self.config_id,
             LABEL_ROLE: "app",
+            LABEL_ENV_KEYS: ",".join(sorted(self.env)),
         }
 
     def run_env(self) -> dict[str, str]:
@@ -109,6 +136,7 @@ class Instance:
     running: bool
     exit_code: int | None = None
     group: str = ""  # the Swarm service a task belongs to; "" on the engine
+    config: str = ""  # Release.config_id of what it runs
 
     @property
     def address(self) -> str:

@@ -65,6 +65,7 @@ def instance_from_container(container: Any, network: str, port: int) -> Instance
         running=bool(state.get("Running")),
         exit_code=None if state.get("Running") else state.get("ExitCode"),
         group=labels.get("com.docker.swarm.service.name", ""),
+        config=labels.get("io.docker-delivery.config", ""),
     )
 
 
@@ -110,7 +111,7 @@ class EngineTarget:
         return sorted(found, key=lambda i: (i.slot, not i.running, i.name))
 
     def container_name(self, release: Release, slot: int) -> str:
-        return f"{release.service}-{release.environment}-{slot}-{release.short_digest}"
+        return f"{release.service}-{release.environment}-{slot}-{release.config_id}"
 
     def start(self, release: Release, slot: int) -> Instance:
         """Run ``release`` in ``slot``; an already running container of it there is reused."""
@@ -124,7 +125,7 @@ class EngineTarget:
             existing = None
         if existing is not None:
             if existing.status == "running":
-                self._log(f"{name} already runs {release.short_digest} in slot {slot}")
+                self._log(f"{name} already runs {release.config_id} in slot {slot}")
                 return instance_from_container(existing, net, release.port)
             existing.remove(force=True)
         self._ensure_image(release)

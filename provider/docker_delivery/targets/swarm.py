@@ -1,6 +1,7 @@
 """SwarmTarget: a service is a Swarm service (one per release digest) on a swarm-scoped network.
 
-Each release runs as its own replicated Swarm service ``<service>-<env>-<digest12>``, with
+Each release runs as its own replicated Swarm service ``<service>-<env>-<config12>``
+(Release.config_id: the digest with the environment it runs with), with
 ``endpoint_mode=dnsrr`` (no virtual IP: this needs no IPVS, and the router addresses tasks
 directly). Its ``update_config`` and ``rollback_config`` are exposed as :class:`UpdatePolicy`, so
 Swarm's own ``docker service update`` keeps working on it with the settings users chose.
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.targets.base import (
+    LABEL_CONFIG,
     LABEL_DIGEST,
     LABEL_ENVIRONMENT,
     LABEL_MANAGED,
@@ -93,6 +95,7 @@ class SwarmService:
     id: str
     name: str
     digest: str
+    config: str
     replicas: int
     update_config: UpdatePolicy
     rollback_config: UpdatePolicy
@@ -124,7 +127,7 @@ class SwarmTarget:
         return ensure_network(self._client, service, environment)
 
     def service_name(self, release: Release) -> str:
-        return f"{release.service}-{release.environment}-{release.short_digest}"
+        return f"{release.service}-{release.environment}-{release.config_id}"
 
     def services(self, service: str, environment: str) -> list[SwarmService]:
         filters = {"label": [f"{LABEL_SERVICE}={service}", f"{LABEL_ENVIRONMENT}={environment}"]}
@@ -136,6 +139,7 @@ class SwarmTarget:
                     id=svc.id,
                     name=spec["Name"],
                     digest=spec.get("Labels", {}).get(LABEL_DIGEST, ""),
+                    config=spec.get("Labels", {}).get(LABEL_CONFIG, ""),
                     replicas=int(spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)),
                     update_config=UpdatePolicy.from_docker(spec.get("UpdateConfig")),
                     rollback_config=UpdatePolicy.from_docker(spec.get("RollbackConfig")),
