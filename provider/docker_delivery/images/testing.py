@@ -32,15 +32,28 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
-import docker
-import docker.errors
-import requests.exceptions
-
 from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
 
 if TYPE_CHECKING:
+    import docker
+    import docker.errors
     from docker.models.containers import Container
+
+
+def _request_errors() -> Any:
+    """requests' base error (the docker SDK's transport), imported on first use."""
+    import requests.exceptions
+
+    return requests.exceptions.RequestException
+
+
+def _docker_errors() -> Any:
+    """docker.errors, imported on first use: parsing a DAG must not load the docker SDK."""
+    import docker.errors
+
+    return docker.errors
+
 
 __all__ = [
     "LABEL_MANAGED",
@@ -454,7 +467,7 @@ class ImageTestRunner:
                 self._start_sidecar(sidecar, rid, network, probe_image=image)
             summary = self._run_tests(test, rid, network, image)
             succeeded = True
-        except docker.errors.NotFound as error:
+        except _docker_errors().NotFound as error:
             raise DeliveryError(
                 f"a container or network of test run {rid} was removed while the run was going "
                 f"(by cleanup, on_kill, or by hand): {error.explanation or error}"
@@ -481,11 +494,11 @@ class ImageTestRunner:
         label = f"{LABEL_TEST_RUN}={safe_run_id(run_id)}"
         removed = 0
         for container in self.client.containers.list(all=True, filters={"label": label}):
-            with contextlib.suppress(docker.errors.NotFound):
+            with contextlib.suppress(_docker_errors().NotFound):
                 try:
                     container.remove(force=True, v=True)
                     removed += 1
-                except docker.errors.APIError as error:
+                except _docker_errors().APIError as error:
                     if error.status_code != 409:  # 409: removal already in progress
                         raise
         for network in self.client.networks.list(filters={"label": label}):
@@ -495,9 +508,9 @@ class ImageTestRunner:
                     network.remove()
                     removed += 1
                     break
-                except docker.errors.NotFound:
+                except _docker_errors().NotFound:
                     break
-                except docker.errors.APIError as error:
+                except _docker_errors().APIError as error:
                     # Endpoints of containers being removed can linger for a moment.
                     if "active endpoints" not in str(error) or time.monotonic() > deadline:
                         raise
@@ -513,12 +526,12 @@ class ImageTestRunner:
         try:
             self.client.images.get(image)
             return
-        except docker.errors.ImageNotFound:
+        except _docker_errors().ImageNotFound:
             pass
         self.log(f"pulling {image}")
         try:
             self.client.images.pull(image)
-        except docker.errors.APIError as error:
+        except _docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not pull {image}: {error.explanation or error}; check that the image "
                 "was pushed and that the engine can reach (and is logged in to) its registry"
@@ -561,7 +574,7 @@ class ImageTestRunner:
         started = time.monotonic()
         try:
             container.start()
-        except docker.errors.APIError as error:
+        except _docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not start the test container from {image}: {error.explanation or error}"
             ) from error
@@ -573,7 +586,7 @@ class ImageTestRunner:
         duration = time.monotonic() - started
         if exit_code is None:
             self.log(f"tests did not finish within {test.timeout:g}s: killing the test container")
-            with contextlib.suppress(docker.errors.APIError):
+            with contextlib.suppress(_docker_errors().APIError):
                 container.kill()
             streamer.join(timeout=10)
             raise TestTimeout(test.timeout, image=image)
@@ -598,7 +611,7 @@ class ImageTestRunner:
             try:
                 result = container.wait(timeout=max(1, min(remaining, 300)))
                 return int(result["StatusCode"])
-            except requests.exceptions.RequestException:
+            except _request_errors():
                 # The engine answers a wait only when the container exits: a read timeout here
                 # is the usual case; anything else shows when the container is looked at.
                 container.reload()
@@ -626,7 +639,7 @@ class ImageTestRunner:
         try:
             chunks, _ = container.get_archive(path)
             archive = _read_limited(chunks, JUNIT_REPORT_SIZE_MAX, path)
-        except docker.errors.NotFound:
+        except _docker_errors().NotFound:
             self.log(f"no JUnit report at {path} in the test container; counting the exit code")
             return JUnitCounts(), False
         reports = _reports_in_tar(archive)
@@ -718,7 +731,7 @@ class ImageTestRunner:
             while True:
                 try:
                     code = int(probe.wait(timeout=1)["StatusCode"])
-                except requests.exceptions.RequestException:
+                except _request_errors():
                     code = None
                 if code == 0:
                     return
@@ -733,7 +746,7 @@ class ImageTestRunner:
                 if time.monotonic() > deadline:
                     self._not_ready(sidecar, container)
         finally:
-            with contextlib.suppress(docker.errors.APIError):
+            with contextlib.suppress(_docker_errors().APIError):
                 probe.remove(force=True)
 
     def _check_alive(self, sidecar: Sidecar, container: Container) -> None:
