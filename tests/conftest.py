@@ -32,6 +32,20 @@ class Bed:
     registry_log: Path
     python_image: str
     haproxy_image: str
+    # PostgreSQL for migrations: the host reaches it at postgres_host, containers at
+    # postgres_container_host (the docker0 gateway); the password is in a file, never in bed.env.
+    postgres_host: str = ""
+    postgres_container_host: str = ""
+    postgres_port: int = 0
+    postgres_user: str = ""
+    postgres_db: str = ""
+    postgres_password_file: Path | None = None
+    postgres_bin: Path | None = None
+
+    def postgres_password(self) -> str:
+        if self.postgres_password_file is None or not self.postgres_password_file.exists():
+            pytest.fail("the bed has no PostgreSQL (bed.env predates it): run tests/bed/up")
+        return self.postgres_password_file.read_text().strip()
 
     def registry_log_size(self) -> int:
         return self.registry_log.stat().st_size if self.registry_log.exists() else 0
@@ -66,7 +80,18 @@ def bed() -> Bed:
         registry_log=Path(values["DOCKER_DELIVERY_BED_REGISTRY_LOG"]),
         python_image=values["DOCKER_DELIVERY_BED_PYTHON_IMAGE"],
         haproxy_image=values["DOCKER_DELIVERY_BED_HAPROXY_IMAGE"],
+        postgres_host=values.get("DOCKER_DELIVERY_BED_POSTGRES_HOST", ""),
+        postgres_container_host=values.get("DOCKER_DELIVERY_BED_POSTGRES_CONTAINER_HOST", ""),
+        postgres_port=int(values.get("DOCKER_DELIVERY_BED_POSTGRES_PORT") or 0),
+        postgres_user=values.get("DOCKER_DELIVERY_BED_POSTGRES_USER", ""),
+        postgres_db=values.get("DOCKER_DELIVERY_BED_POSTGRES_DB", ""),
+        postgres_password_file=_path(values.get("DOCKER_DELIVERY_BED_POSTGRES_PASSWORD_FILE")),
+        postgres_bin=_path(values.get("DOCKER_DELIVERY_BED_POSTGRES_BIN")),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 @pytest.fixture(scope="session")

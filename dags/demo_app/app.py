@@ -1,6 +1,8 @@
 """docker-delivery demo application: a small HTTP service the example DAGs deliver as an image.
 
-Python 3 standard library only. Configuration (environment variables):
+Python 3 standard library only, plus a PostgreSQL driver (psycopg2 or psycopg, which the
+Dockerfile installs) imported only when a database is configured. Configuration (environment
+variables):
 
   PORT                         listen port on 0.0.0.0 (default 8080; 0 picks a free port)
   APP_RELEASE                  release string reported by /version and the X-Release header
@@ -14,19 +16,27 @@ Python 3 standard library only. Configuration (environment variables):
   EXIT_ON_SIGTERM_IMMEDIATELY=1  exit at once on SIGTERM/SIGINT (code 128+signal) without
                                draining, like apps that drop requests when stopped
   KEEPALIVE_TIMEOUT_S          idle keep-alive connections are closed after this (default 15)
+  DATABASE_URL                 PostgreSQL URL (postgresql://user:password@host:port/db) for
+                               /greetings, or DATABASE_URL_FILE: a file holding it. Optional:
+                               without it the app runs as before and /greetings answers 503.
+                               Never printed (the log names host, port and database only).
 
 Flags (FAIL_HEALTH, EXIT_ON_START, EXIT_ON_SIGTERM_IMMEDIATELY) are on for 1/true/yes/on. Logs go
 to stdout, one line per request (method, path, status, duration_ms), flushed at once.
 
-Endpoints: GET /, /health, /ready, /version, /slow?ms=N (cap 60000), /admin/fault;
-POST /echo, /admin/fault. Every response carries X-Release and X-Instance headers.
-The fault switches can be changed at runtime: POST /admin/fault {"unhealthy": bool,
-"error_rate": 0..1, "exit_on_start": bool} (exit_on_start only matters at start; it is stored
-and reported).
+Endpoints: GET /, /health, /ready, /version, /slow?ms=N (cap 60000), /admin/fault,
+/greetings?limit=N; POST /echo, /admin/fault, /greetings. Every response carries X-Release and
+X-Instance headers. The fault switches can be changed at runtime: POST /admin/fault
+{"unhealthy": bool, "error_rate": 0..1, "exit_on_start": bool} (exit_on_start only matters at
+start; it is stored and reported).
 
 On SIGTERM/SIGINT the server stops accepting connections, /ready answers 503, idle keep-alive
 connections are closed, in-flight requests finish (up to SHUTDOWN_TIMEOUT_S), then it exits 0.
 A second signal during the drain exits at once.
+
+/greetings uses the database (schema: migrations/, applied by migrate.py): GET lists the latest
+greetings (limit 1-100, default 20), POST adds one (a JSON {"message": "..."} or plain text) and
+answers 201. Without a database, or when it fails, it answers 503 with the (masked) reason.
 """
 
 from __future__ import annotations
@@ -42,10 +52,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+import db
 
 HOSTNAME = socket.gethostname()
 MAX_SLOW_MS = 60_000
@@ -60,7 +72,9 @@ ROUTES = {  # path -> methods; /admin/fault is served by Handler.route_admin_fau
     "/slow": ("GET",),
     "/echo": ("POST",),
     "/admin/fault": ("GET", "POST"),
+    "/greetings": ("GET", "POST"),
 }
+MAX_GREETING = 1000
 
 
 def log(message: str) -> None:
@@ -91,6 +105,7 @@ class Config:
     shutdown_timeout_s: float = 30.0
     exit_on_sigterm_immediately: bool = False
     keepalive_timeout_s: float = 15.0
+    database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -105,6 +120,7 @@ class Config:
             shutdown_timeout_s=float(env.get("SHUTDOWN_TIMEOUT_S", "30")),
             exit_on_sigterm_immediately=_flag(env.get("EXIT_ON_SIGTERM_IMMEDIATELY", "")),
             keepalive_timeout_s=float(env.get("KEEPALIVE_TIMEOUT_S", "15")),
+            database_url=db.database_url(env),
         )
         if not 0.0 <= cfg.error_rate <= 1.0:
             raise ValueError(f"ERROR_RATE must be within 0..1, got {cfg.error_rate}")
@@ -263,6 +279,37 @@ class Handler(BaseHTTPRequestHandler):
             200, {"release": self.server.config.release, "received": len(body), "body": text}
         )
 
+    def route_greetings(self, query: dict, body: bytes) -> None:
+        url = self.server.config.database_url
+        if not url:
+            return self._json(503, {"error": "no database configured: set DATABASE_URL"})
+        try:
+            if self.command == "POST":
+                text = _greeting(body)
+                sql = "INSERT INTO greetings (body) VALUES (%s) RETURNING id, body, created_at"
+                status, rows = 201, _query(url, sql, (text,))
+            else:
+                limit = query.get("limit", ["20"])[0]
+                if not limit.isdigit():
+                    raise ValueError("limit must be a whole number")
+                limit = min(max(int(limit), 1), 100)
+                sql = "SELECT id, body, created_at FROM greetings ORDER BY id DESC LIMIT %s"
+                status, rows = 200, _query(url, sql, (limit,))
+        except ValueError as error:
+            return self._json(400, {"error": str(error)})
+        except Exception as error:
+            if not db.is_database_error(error):
+                raise
+            return self._json(503, {"error": f"database error: {db.error_text(error, url)}"})
+        greetings = [
+            {"id": id_, "message": message, "created_at": created.isoformat()}
+            for id_, message, created in rows
+        ]
+        release = self.server.config.release
+        if status == 201:
+            return self._json(201, {"release": release, "greeting": greetings[0]})
+        self._json(200, {"release": release, "greetings": greetings})
+
     def route_admin_fault(self, query: dict, body: bytes) -> None:
         cfg = self.server.config
         if self.command == "POST":
@@ -280,6 +327,33 @@ class Handler(BaseHTTPRequestHandler):
                     setattr(cfg, key, FAULT_KEYS[key](value))
             log(f"faults changed: {cfg.faults()}")
         self._json(200, cfg.faults())
+
+
+def _greeting(body: bytes) -> str:
+    """The message of a POST /greetings body: JSON {"message": "..."} or plain UTF-8 text."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            message = json.loads(text).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if not isinstance(message, str):
+            raise ValueError('expected {"message": "..."} or plain text')
+        text = message.strip()
+    if not text or len(text) > MAX_GREETING:
+        raise ValueError(f"a greeting is 1-{MAX_GREETING} characters")
+    return text
+
+
+def _query(url: str, sql: str, params: tuple) -> list[tuple]:
+    """One statement on a fresh connection (autocommit); its rows."""
+    conn = db.connect(url, timeout=5)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        return cur.fetchall()
+    finally:
+        conn.close()
 
 
 class DemoServer(ThreadingHTTPServer):
@@ -324,9 +398,10 @@ def drain(server: DemoServer, timeout: float) -> bool:
 
 def main() -> int:
     cfg = Config.from_env()
+    where = db.describe_url(cfg.database_url) if cfg.database_url else "none"
     log(
         f"starting release={cfg.release} digest={cfg.digest} pid={os.getpid()} "
-        f"faults={cfg.faults()}"
+        f"faults={cfg.faults()} database={where}"
     )
     if cfg.exit_on_start:
         log("EXIT_ON_START is set: simulating a bad release, exiting with code 3")

@@ -16,6 +16,7 @@ from pathlib import Path
 from unittest import mock
 
 import app
+import db
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -98,6 +99,28 @@ class EndpointTest(ServerTestCase):
         resp, _ = self.request("POST", "/health", body=b"")
         self.assertEqual((resp.status, resp.getheader("Allow")), (405, "GET"))
 
+    def test_greetings_without_a_database_answer_503(self) -> None:
+        self.assertIsNone(self.config.database_url)
+        self.assertIn("no database configured", self.get_json("/greetings", status=503)["error"])
+        resp, _ = self.request("POST", "/greetings", body=b'{"message": "hi"}')
+        self.assertEqual(resp.status, 503)
+
+    def test_greetings_with_an_unreachable_database_answer_503_without_the_password(
+        self,
+    ) -> None:
+        try:
+            db.driver_name()
+        except db.DriverMissing:
+            self.skipTest("no PostgreSQL driver here (the image has one)")
+        self.config.database_url = "postgresql://demo:hunter2@127.0.0.1:1/demo"
+        error = self.get_json("/greetings", status=503)["error"]
+        self.assertTrue(error.startswith("database error: "), error)
+        self.assertNotIn("hunter2", error)
+        resp, body = self.request("POST", "/greetings", body=b'{"message": 3}')
+        self.assertEqual(resp.status, 400)
+        self.assertIn("expected", json.loads(body)["error"])
+        self.get_json("/greetings?limit=x", status=400)
+
     def test_keep_alive_reuses_one_connection(self) -> None:
         conn = self.connect()
         first, _ = self.request("GET", "/health", conn=conn)
@@ -160,6 +183,11 @@ class FaultTest(ServerTestCase):
         )
         with self.assertRaises(ValueError):
             app.Config.from_env({"ERROR_RATE": "1.5"})
+        self.assertIsNone(cfg.database_url)
+        url = "postgresql://demo:hunter2@db:5432/demo"
+        cfg = app.Config.from_env({"DATABASE_URL": url})
+        self.assertEqual(cfg.database_url, url)
+        self.assertNotIn("hunter2", repr(cfg))
 
 
 class ShutdownTest(ServerTestCase):

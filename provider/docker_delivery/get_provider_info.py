@@ -31,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
                     "docker_delivery.operators.build",
                     "docker_delivery.operators.test",
                     "docker_delivery.operators.promote",
+                    "docker_delivery.operators.migrate",
                     "docker_delivery.operators.deploy",
                 ],
             }

@@ -10,6 +10,14 @@ BED_REGISTRY=${DOCKER_DELIVERY_BED_REGISTRY:-127.0.0.1:5000}
 BED_DEBIAN_IMAGE=docker-delivery-bed/debian:bookworm
 BED_PYTHON_IMAGE=docker-delivery-bed/python:3
 BED_HAPROXY_IMAGE=docker-delivery-bed/haproxy:lts
+# PostgreSQL for migrations: a cluster of the bed's own (not the distribution's), data under
+# $BED_PG_DIR, reached from the host on 127.0.0.1 and from containers on the docker0 gateway.
+BED_PG_DIR=$BED_DIR/postgres
+BED_PG_PORT=${DOCKER_DELIVERY_BED_POSTGRES_PORT:-55432}
+BED_PG_USER=demo
+BED_PG_DB=demo
+BED_PG_CONTAINER_HOST=""  # set by `up`: the docker0 gateway address
+BED_PG_BIN=""             # set by `up`: the folder of PostgreSQL's programs
 
 say() { printf '[bed] %s\n' "$*"; }
 die() { printf '[bed] error: %s\n' "$*" >&2; exit 1; }
@@ -48,5 +56,37 @@ DOCKER_DELIVERY_BED_REGISTRY=$BED_REGISTRY
 DOCKER_DELIVERY_BED_REGISTRY_LOG=$BED_DIR/registry/registry.log
 DOCKER_DELIVERY_BED_PYTHON_IMAGE=$BED_PYTHON_IMAGE
 DOCKER_DELIVERY_BED_HAPROXY_IMAGE=$BED_HAPROXY_IMAGE
+DOCKER_DELIVERY_BED_POSTGRES_HOST=127.0.0.1
+DOCKER_DELIVERY_BED_POSTGRES_CONTAINER_HOST=$BED_PG_CONTAINER_HOST
+DOCKER_DELIVERY_BED_POSTGRES_PORT=$BED_PG_PORT
+DOCKER_DELIVERY_BED_POSTGRES_USER=$BED_PG_USER
+DOCKER_DELIVERY_BED_POSTGRES_DB=$BED_PG_DB
+DOCKER_DELIVERY_BED_POSTGRES_PASSWORD_FILE=$BED_PG_DIR/password
+DOCKER_DELIVERY_BED_POSTGRES_BIN=$BED_PG_BIN
 EOF
+}
+
+# --- PostgreSQL helpers (up and down) -------------------------------------------------------
+pg_find_bin() { # prints the folder of initdb/pg_ctl/postgres; PostgreSQL 15 preferred
+  local dir
+  for dir in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then echo "$dir"; return 0; fi
+  done
+  if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+    dirname "$(readlink -f "$(command -v initdb)")"
+    return 0
+  fi
+  return 1
+}
+
+pg_os_user() { # the system user the cluster runs as: postgres when root, else oneself
+  if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi
+}
+
+pg_as_owner() { # command...: run as the cluster's system user (initdb refuses to run as root)
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
 }
