@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -213,7 +214,12 @@ def _describe(exc: BaseException, timeout: float) -> str:
 
 
 class LoadGenerator:
-    """Open-loop HTTP load against one URL, or round-robin over several (a poor man's router)."""
+    """Open-loop HTTP load against one URL, or round-robin over several (a poor man's router).
+
+    Cookies: by default the responses' cookies are kept in one jar shared by every request, as
+    one browser would (behind a sticky router, all requests then stick to one server);
+    ``cookies=False`` drops them, so each request is a new client (to measure traffic shares).
+    """
 
     def __init__(
         self,
@@ -228,6 +234,7 @@ class LoadGenerator:
         max_in_flight: int = 400,
         phase: str = "start",
         seed: int | None = None,
+        cookies: bool = True,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
@@ -245,6 +252,7 @@ class LoadGenerator:
         self.max_duration = float(max_duration)
         self.max_requests = max_requests
         self.max_in_flight = max_in_flight
+        self.cookies = cookies
         self._random = random.Random(seed)
         self._phases = [phase]
         self._phase = phase
@@ -345,6 +353,8 @@ class LoadGenerator:
 
     async def _main(self) -> None:
         options: dict[str, Any] = {"timeout": httpx.Timeout(self.timeout), "trust_env": False}
+        if not self.cookies:  # a jar that refuses every cookie: no request carries one
+            options["cookies"] = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         pooled = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=100), **options
         )

@@ -81,12 +81,10 @@ class _DeployOperator(BaseOperator):
     def hold(self, stage: int) -> None:
         """Between stages; rolling deployments may wait for a continue here."""
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from docker_delivery.hooks.haproxy import HaproxyHook
-        from docker_delivery.strategies.deploy import deploy
+    def release(self) -> Any:
         from docker_delivery.targets.base import Release
 
-        release = Release.of(
+        return Release.of(
             self.service,
             self.environment,
             self.image,
@@ -94,24 +92,39 @@ class _DeployOperator(BaseOperator):
             env=self.env,
             stop_grace=self.stop_grace,
         )
+
+    def router(self) -> Any:
+        from docker_delivery.hooks.haproxy import HaproxyHook
+
         settings = self._router_settings()
-        router = settings or HaproxyHook(self.haproxy_conn_id or "haproxy_default").get_router()
+        return settings or HaproxyHook(self.haproxy_conn_id or "haproxy_default").get_router()
+
+    @staticmethod
+    def lock_owner(context: Context) -> str:
+        """Stable across retries of one task: a retry takes over its own deployment lock."""
         ti = context["ti"]
-        owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+        return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+
+    def deliver(self, client: Any, context: Context) -> Any:
+        from docker_delivery.strategies.deploy import deploy
+
+        return deploy(
+            client,
+            self.release(),
+            self.strategy(),
+            router=self.router(),
+            check=self.health_check,
+            owner=self.lock_owner(context),
+            lock_wait=self.lock_wait,
+            dry_run=self.plan_only,
+            hold=self.hold,
+            log=self.log.info,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
         with closing(engine_client(self.docker_url)) as client:
-            result = deploy(
-                client,
-                release,
-                self.strategy(),
-                router=router,
-                check=self.health_check,
-                owner=owner,
-                lock_wait=self.lock_wait,
-                dry_run=self.plan_only,
-                hold=self.hold,
-                log=self.log.info,
-            )
-        out = result.as_dict()
+            out: dict[str, Any] = self.deliver(client, context).as_dict()
+        settings = self._router_settings()
         if settings is not None:
             out["url"] = settings.url
             self.log.info("%s/%s answers at %s", self.service, self.environment, out["url"])
@@ -187,3 +200,203 @@ class RollingDeployOperator(_DeployOperator):
         )
         while int(Variable.get(self.continue_variable, default="0") or 0) < stage + 1:
             time.sleep(5)
+
+
+class BlueGreenDeployOperator(_DeployOperator):
+    """Deploy the idle colour at full capacity (or ``preview_replicas`` first), health-gated,
+    reachable on the router's preview frontend (``preview_port``) for a validation window.
+    SwitchTrafficOperator then moves all traffic at once; RetireOperator removes the old colour.
+    """
+
+    def __init__(
+        self,
+        *,
+        preview_port: int | None = None,
+        replicas: int | None = None,
+        preview_replicas: int | None = None,
+        scale_down_delay: float = 300.0,
+        post_switch_check: float = 10.0,
+        max_5xx_ratio: float = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from docker_delivery.strategies.bluegreen import BlueGreen
+
+        self.preview_port = preview_port
+        self.settings = BlueGreen(
+            replicas=replicas,
+            preview_replicas=preview_replicas,
+            scale_down_delay=scale_down_delay,
+            post_switch_check=post_switch_check,
+            max_5xx_ratio=max_5xx_ratio,
+            stop_grace=self.stop_grace,
+        )
+
+    def _router_settings(self) -> RouterSettings | None:
+        settings = super()._router_settings()
+        if settings is None or self.preview_port is None:
+            return settings
+        return RouterSettings(
+            port=settings.port,
+            preview_port=int(self.preview_port),
+            image=settings.image,
+            slots=settings.slots,
+        )
+
+    def deliver(self, client: Any, context: Context) -> Any:
+        from docker_delivery.strategies.bluegreen import deploy_idle
+
+        return deploy_idle(
+            client,
+            self.release(),
+            self.settings,
+            router=self.router(),
+            check=self.health_check,
+            owner=self.lock_owner(context),
+            lock_wait=self.lock_wait,
+            dry_run=self.plan_only,
+            log=self.log.info,
+        )
+
+
+class SwitchTrafficOperator(BlueGreenDeployOperator):
+    """Move all traffic to the colour running ``image`` at once (atomic at the router), after
+    bringing it to full capacity; a failed post-switch check switches back by itself."""
+
+    def deliver(self, client: Any, context: Context) -> Any:
+        from docker_delivery.strategies.bluegreen import switch_traffic
+
+        return switch_traffic(
+            client,
+            self.release(),
+            self.settings,
+            router=self.router(),
+            check=self.health_check,
+            owner=self.lock_owner(context),
+            lock_wait=self.lock_wait,
+            log=self.log.info,
+        )
+
+
+class RetireOperator(BlueGreenDeployOperator):
+    """Remove the old colour once ``scale_down_delay`` has passed since the switch (it stays
+    warm until then, so a rollback is a switch back). ``image`` is not used."""
+
+    def __init__(self, *, image: str = "", **kwargs: Any) -> None:
+        super().__init__(image=image, **kwargs)
+
+    def deliver(self, client: Any, context: Context) -> Any:
+        from docker_delivery.strategies.bluegreen import retire
+
+        return retire(
+            client,
+            self.service,
+            self.environment,
+            self.settings,
+            router=self.router(),
+            check=self.health_check,
+            owner=self.lock_owner(context),
+            wait=True,
+            lock_wait=self.lock_wait,
+            log=self.log.info,
+        )
+
+
+class ABDeployOperator(_DeployOperator):
+    """A/B test: variant B (``image``) takes ``steps`` percent of new clients (sticky by cookie),
+    pre-warmed ahead of each step; each step bakes ``bake_time`` s while the router's own
+    counters are analysed (5xx ratio, response time); a bad step aborts back to A by itself;
+    100 % promotes B and retires A."""
+
+    def __init__(
+        self,
+        *,
+        steps: Sequence[int] = (5, 25, 50, 100),
+        bake_time: float = 30.0,
+        max_5xx_ratio: float = 0.01,
+        max_response_ms: float | None = None,
+        min_requests: int = 20,
+        replicas: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from docker_delivery.strategies.ab import ABTest
+
+        self.settings = ABTest(
+            steps=tuple(steps),
+            bake_time=bake_time,
+            max_5xx_ratio=max_5xx_ratio,
+            max_response_ms=max_response_ms,
+            min_requests=min_requests,
+            replicas=replicas,
+            stop_grace=self.stop_grace,
+        )
+
+    def deliver(self, client: Any, context: Context) -> Any:
+        from docker_delivery.strategies.ab import ab_deploy
+
+        return ab_deploy(
+            client,
+            self.release(),
+            self.settings,
+            router=self.router(),
+            check=self.health_check,
+            owner=self.lock_owner(context),
+            lock_wait=self.lock_wait,
+            dry_run=self.plan_only,
+            log=self.log.info,
+        )
+
+
+class RollbackOperator(_DeployOperator):
+    """Return the service in the environment to its previous release: a switch back where the old
+    release is still warm (blue/green, A/B), a min in-service redeploy of the previous digest
+    otherwise. Everything is read from the running containers' labels and the router, so it works
+    after a worker crash. With ``database_conn_id``, a rollback past a contract migration is
+    refused before anything changes. ``image`` is not used."""
+
+    def __init__(
+        self,
+        *,
+        image: str = "",
+        database_conn_id: str | None = None,
+        migration_status_command: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(image=image, **kwargs)
+        self.database_conn_id = database_conn_id
+        self.migration_status_command = migration_status_command
+
+    def deliver(self, client: Any, context: Context) -> Any:
+        from docker_delivery.strategies.rollback import roll_back
+
+        kwargs = dict(router=self.router(), check=self.health_check, owner=self.lock_owner(context))
+        if self.database_conn_id:
+            plan = roll_back(client, self.service, self.environment, dry_run=True, **kwargs)
+            self._check_schema(client, plan.to_digest, context)
+        return roll_back(
+            client,
+            self.service,
+            self.environment,
+            stop_grace=self.stop_grace,
+            lock_wait=self.lock_wait,
+            dry_run=self.plan_only,
+            log=self.log.info,
+            **kwargs,
+        )
+
+    def _check_schema(self, client: Any, digest: str, context: Context) -> None:
+        from docker_delivery.migrations import MigrationRunner, MigrationSpec
+        from docker_delivery.operators.migrate import database_from_connection
+        from docker_delivery.strategies.bluegreen import list_running
+
+        running = list_running(client, self.service, self.environment, self.app_port)
+        images = {r.digest: r.image for r in running}
+        images.update({r.previous_digest: r.previous_image for r in running if r.previous_image})
+        db = database_from_connection(str(self.database_conn_id))
+        spec_kwargs: dict[str, Any] = {"image": images.get(digest, digest), "phase": "expand"}
+        if self.migration_status_command:
+            spec_kwargs["status_command"] = tuple(self.migration_status_command)
+        MigrationRunner(client, self.log.info, owner=self.lock_owner(context)).check_rollback(
+            MigrationSpec(**spec_kwargs), db
+        )

@@ -79,22 +79,27 @@ class MigrateDatabaseOperator(BaseOperator):
         return self._runner.migrate(spec, database).as_dict()
 
     def _database(self) -> Database:
-        conn = BaseHook.get_connection(self.database_conn_id)
-        database = Database.from_connection(
-            self.database_conn_id,
-            conn_type=conn.conn_type,
-            host=conn.host,
-            port=conn.port,
-            login=conn.login,
-            password=conn.password,
-            schema=conn.schema,
-            extra=conn.extra_dejson,
-        )
-        for secret in database.secrets():  # the URL itself too, raw and encoded
-            mask_secret(secret)
-        return database
+        return database_from_connection(self.database_conn_id)
 
     def on_kill(self) -> None:
         if self._runner is not None:
             self._runner.cleanup()
             self._runner.release_lock()
+
+
+def database_from_connection(conn_id: str) -> Database:
+    """The database of an Airflow connection, its URL and password registered with the masker."""
+    conn = BaseHook.get_connection(conn_id)
+    database = Database.from_connection(
+        conn_id,
+        conn_type=conn.conn_type,
+        host=conn.host,
+        port=conn.port,
+        login=conn.login,
+        password=conn.password,
+        schema=conn.schema,
+        extra=conn.extra_dejson,
+    )
+    for secret in database.secrets():  # the URL itself too, raw and encoded
+        mask_secret(secret)
+    return database

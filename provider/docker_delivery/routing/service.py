@@ -1,16 +1,26 @@
 """The router of one service in one environment: an HAProxy container on the service's network.
 
-Its ``public`` frontend (backend ``live``) is published on the host (``127.0.0.1:port``); an
-optional ``preview`` frontend (a second port) serves the idle colour of a blue/green deployment.
-Backends ``live``, ``blue`` and ``green`` each hold pre-allocated server slots, filled at run
-time.
+Its ``public`` frontend is published on the host (``127.0.0.1:port``); an optional ``preview``
+frontend (a second port) serves the idle colour of a blue/green deployment. Both are switchable:
+which backend they serve is an entry of the routes map (:func:`routed_backend`), changed at run
+time by :meth:`HaproxyRouter.route`; ``public`` serves ``live`` and ``preview`` serves ``green``
+until a deployment routes them elsewhere.
+
+Backends (each with pre-allocated server slots, filled at run time):
+
+* ``live``, ``blue``, ``green``: the cookie-free *groups* an instance can serve in; the one
+  ``public`` routes to is the live group. No sticky cookie here: HAProxy sends cookie-sticky
+  requests even to a draining server, which would keep a min-in-service drain from finishing.
+* ``ab``: an A/B test's backend (variant A's and B's instances side by side, shares set by server
+  weights), sticky per client through HAProxy's dynamic cookie ``dd_ab``. ``public`` routes to it
+  only while a test runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.routing.haproxy import (
@@ -26,7 +36,23 @@ if TYPE_CHECKING:
 
 LIVE_PORT = 8080  # inside the router container
 PREVIEW_PORT = 8081
-BACKENDS = ("live", "blue", "green")
+PUBLIC = "public"
+PREVIEW = "preview"
+LIVE = "live"
+COLOURS = ("blue", "green")
+AB = "ab"
+AB_COOKIE = "dd_ab"
+BACKENDS = (LIVE, *COLOURS, AB)
+DEFAULT_ROUTES = {PUBLIC: LIVE, PREVIEW: "green"}
+
+
+class _Routes(Protocol):
+    def routes(self) -> dict[str, str]: ...
+
+
+def routed_backend(router: _Routes, frontend: str = PUBLIC) -> str:
+    """The backend ``frontend`` serves now: its routes-map entry, else the configured default."""
+    return router.routes().get(frontend) or DEFAULT_ROUTES[frontend]
 
 
 @dataclass(frozen=True)
@@ -64,10 +90,14 @@ def render_service_config(settings: RouterSettings, app_port: int, health_path: 
         health_path=health_path,
         check_interval_ms=settings.check_interval_ms,
     )
-    frontends = {"public": FrontendSpec(port=LIVE_PORT, default_backend="live")}
+    frontends = {PUBLIC: FrontendSpec(port=LIVE_PORT, default_backend=DEFAULT_ROUTES[PUBLIC])}
     if settings.preview_port is not None:
-        frontends["preview"] = FrontendSpec(port=PREVIEW_PORT, default_backend="green")
-    return render_config(frontends, dict.fromkeys(BACKENDS, backend))
+        frontends[PREVIEW] = FrontendSpec(
+            port=PREVIEW_PORT, default_backend=DEFAULT_ROUTES[PREVIEW]
+        )
+    backends = {name: backend for name in (LIVE, *COLOURS)}
+    backends[AB] = replace(backend, cookie=AB_COOKIE)
+    return render_config(frontends, backends)
 
 
 def ensure_router(

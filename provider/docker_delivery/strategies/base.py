@@ -64,6 +64,19 @@ class DeployResult:
         }
 
 
+def in_parallel(work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``work`` on each item at once (threads); results in order; the first error is raised
+    once every call has ended, so nothing is left half-done behind the caller's back."""
+    import concurrent.futures
+
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        concurrent.futures.wait(futures)
+    return [f.result() for f in futures]
+
+
 def wait_router_up(router: Any, backend: str, slots: Sequence[int], timeout: float) -> None:
     """Wait until HAProxy's own check sees each slot up (the release really takes traffic)."""
     import time

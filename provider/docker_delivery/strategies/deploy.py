@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import HaproxyRouter
-from docker_delivery.routing.service import RouterSettings, ensure_router
+from docker_delivery.routing.service import RouterSettings, ensure_router, routed_backend
 from docker_delivery.strategies.base import DeployResult, DeploySettingsInvalid, Log, health_gate
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService, MinimumInServiceDeployment
@@ -76,6 +76,14 @@ def deploy(
         haproxy = router
     if "live" not in haproxy.backends():
         raise DeploySettingsInvalid("the router has no backend named 'live' to deploy into")
+    serving = routed_backend(haproxy)
+    if serving != "live":
+        raise DeploySettingsInvalid(
+            f"{release.service}/{release.environment} is served by the router's {serving!r} "
+            "backend (a blue/green or A/B deployment): deploy it with BlueGreenDeployOperator or "
+            "ABDeployOperator, or roll back first; a minimum in-service or rolling deployment "
+            "here would stop serving containers without draining them"
+        )
     gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
     with DeploymentLock(
         client,

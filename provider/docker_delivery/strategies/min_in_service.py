@@ -15,8 +15,9 @@ killed halfway and started again carries on where it stopped.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.strategies.base import (
@@ -26,9 +27,10 @@ from docker_delivery.strategies.base import (
     HealthGate,
     Log,
     Router,
+    in_parallel,
     wait_router_up,
 )
-from docker_delivery.targets.base import Instance, Release
+from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
 from docker_delivery.targets.engine import EngineTarget
 
 
@@ -156,6 +158,16 @@ class MinimumInServiceDeployment:
         result.previous_digests = sorted(
             {o.digest for b in batches for olds in b.old.values() for o in olds if o.running}
         )
+        before = Counter(
+            o.digest
+            for b in batches
+            for olds in b.old.values()
+            for o in olds
+            if o.digest != release.digest
+        )
+        if before:  # on the new instances: the digest a rollback goes back to (strategies.rollback)
+            previous = {LABEL_PREVIOUS_DIGEST: before.most_common(1)[0][0]}
+            release = replace(release, labels={**previous, **release.labels})
         if not batches:
             self._log(
                 f"all {settings.replicas} instances already run {release.short_digest} "
@@ -182,13 +194,11 @@ class MinimumInServiceDeployment:
             router.set_state(backend, slot, "drain")
         for slot in draining:
             router.wait_drained(backend, slot, settings.drain_timeout)
-        for slot in batch.slots:
-            for old in batch.old[slot]:
-                if old.running:
-                    self._target.stop(old, grace=release.stop_grace)
+        running_olds = [o for slot in batch.slots for o in batch.old[slot] if o.running]
+        in_parallel(lambda old: self._target.stop(old, grace=release.stop_grace), running_olds)
         for slot in draining:
             router.set_state(backend, slot, "maint")
-        started = [self._target.start(release, slot) for slot in batch.slots]
+        started = in_parallel(lambda slot: self._target.start(release, slot), batch.slots)
         try:
             self._gate(started)
             self._into_rotation(started, settings)

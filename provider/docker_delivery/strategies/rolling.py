@@ -43,6 +43,7 @@ from docker_delivery.strategies.base import (
     HealthGate,
     Log,
     Router,
+    in_parallel,
     wait_router_up,
 )
 from docker_delivery.targets.base import Instance, Release
@@ -253,8 +254,7 @@ class RollingDeployment:
             self._router.set_state(self._backend, slot, "drain")
         for slot in slots:
             self._router.wait_drained(self._backend, slot, settings.drain_timeout)
-        for task in tasks:
-            self._target.stop_task(task, grace=grace)
+        in_parallel(lambda task: self._target.stop_task(task, grace=grace), tasks)
         for slot in slots:
             self._router.release(self._backend, slot)
 

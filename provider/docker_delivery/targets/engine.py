@@ -4,11 +4,16 @@ Each container runs one release by digest in one slot (1..N). Containers of a se
 environment share a bridge network (``dd-<service>-<env>``) with the router; the network is
 created swarm-scoped and attachable when the engine is in a Swarm, so Swarm services and plain
 containers (the router) can share it.
+
+A release's secret files are copied into its container (``put_archive``, ``/run/secrets/<name>``,
+mode 0444) after it is created and before it starts; its extra networks are connected then too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import tarfile
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from docker_delivery.targets.base import (
@@ -17,8 +22,10 @@ from docker_delivery.targets.base import (
     LABEL_ROLE,
     LABEL_SERVICE,
     LABEL_SLOT,
+    SECRETS_DIR,
     Instance,
     Release,
+    SecretMount,
     TargetError,
     check_name,
 )
@@ -67,6 +74,24 @@ def instance_from_container(container: Any, network: str, port: int) -> Instance
         group=labels.get("com.docker.swarm.service.name", ""),
         config=labels.get("io.docker-delivery.config", ""),
     )
+
+
+def secret_files_tar(secrets: Sequence[SecretMount]) -> bytes:
+    """A tar of ``/run/secrets/<name>`` files (mode 0444, as Swarm's secrets), for put_archive."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        parent = ""
+        for part in SECRETS_DIR.strip("/").split("/"):
+            parent = f"{parent}/{part}".lstrip("/")
+            info = tarfile.TarInfo(parent)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for secret in secrets:
+            data = (secret.value or "").encode()
+            info = tarfile.TarInfo(secret.path.lstrip("/"))
+            info.size, info.mode = len(data), 0o444
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 class EngineTarget:
@@ -129,16 +154,40 @@ class EngineTarget:
                 return instance_from_container(existing, net, release.port)
             existing.remove(force=True)
         self._ensure_image(release)
-        container = self._client.containers.run(
+        if any(s.docker_secret for s in release.secrets):
+            raise TargetError(
+                f"{release.service}/{release.environment}: Docker secrets need a Swarm service "
+                "(target swarm); on the engine give the secret's value (file or env)"
+            )
+        missing = [n for n in release.networks if not self._client.networks.list(names=[n])]
+        if missing:
+            raise TargetError(
+                f"networks {missing} do not exist: apply the environment's infrastructure first "
+                "(ApplyInfraOperator creates them)"
+            )
+        limits: dict[str, Any] = {}
+        if release.limits is not None and release.limits.cpus is not None:
+            limits["nano_cpus"] = release.limits.nano_cpus
+        if release.limits is not None and release.limits.memory is not None:
+            limits["mem_limit"] = release.limits.memory
+        # Created, given its secret files and extra networks, then started: the app finds its
+        # secrets from its first instruction on.
+        container = self._client.containers.create(
             str(release.image),
             command=list(release.command) if release.command else None,
             name=name,
-            detach=True,
-            environment=release.run_env(),
+            environment=release.start_env(),
             labels={**release.run_labels(), LABEL_SLOT: str(slot)},
             network=net,
             restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+            **limits,
         )
+        files = [s for s in release.secrets if s.expose == "file" and s.value is not None]
+        if files:
+            container.put_archive("/", secret_files_tar(files))
+        for extra in release.networks:
+            self._client.networks.get(extra).connect(container)
+        container.start()
         container.reload()
         self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
         return instance_from_container(container, net, release.port)

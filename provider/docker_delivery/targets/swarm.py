@@ -5,10 +5,16 @@ Each release runs as its own replicated Swarm service ``<service>-<env>-<config1
 ``endpoint_mode=dnsrr`` (no virtual IP: this needs no IPVS, and the router addresses tasks
 directly). Its ``update_config`` and ``rollback_config`` are exposed as :class:`UpdatePolicy`, so
 Swarm's own ``docker service update`` keeps working on it with the settings users chose.
+
+A release's secrets with a value become Docker secrets named after a fingerprint of the value
+(:func:`swarm_secret_name`), created once and mounted at ``/run/secrets/<name>``; a new value is
+a new Docker secret, so a service never changes under a running task. Resource limits go into
+the service's resources, extra networks into its networks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,9 +26,11 @@ from docker_delivery.targets.base import (
     LABEL_DIGEST,
     LABEL_ENVIRONMENT,
     LABEL_MANAGED,
+    LABEL_PREFIX,
     LABEL_SERVICE,
     Instance,
     Release,
+    SecretMount,
     TargetError,
 )
 from docker_delivery.targets.engine import ensure_network, instance_from_container, network_name
@@ -31,6 +39,18 @@ if TYPE_CHECKING:
     import docker
 
 _NS = 1_000_000_000
+LABEL_SECRET_NAME = LABEL_PREFIX + "secret-name"
+
+
+def swarm_secret_name(service: str, environment: str, secret: SecretMount) -> str:
+    """The Docker secret holding ``secret``'s value: ends with 12 digits of its fingerprint."""
+    if secret.docker_secret is not None:
+        return secret.docker_secret
+    name = f"{service}-{environment}-{secret.name}-{secret.fingerprint[:12]}"
+    if len(name) > 64:  # Docker's limit
+        scope = hashlib.sha256(f"{service}/{environment}/{secret.name}".encode()).hexdigest()
+        name = f"dd-{scope[:16]}-{secret.fingerprint[:12]}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -164,14 +184,21 @@ class SwarmTarget:
                 return existing
         net = self.network(release.service, release.environment)
         labels = release.run_labels()
+        resources = None
+        if release.limits is not None:
+            resources = docker.types.Resources(
+                cpu_limit=release.limits.nano_cpus or None, mem_limit=release.limits.memory
+            )
         self._client.services.create(
             str(release.image),
             command=list(release.command) if release.command else None,
             name=name,
-            env=[f"{k}={v}" for k, v in release.run_env().items()],
+            env=[f"{k}={v}" for k, v in release.start_env().items()],
             labels=labels,
             container_labels=labels,
-            networks=[net],
+            networks=[net, *release.networks],
+            secrets=[self._secret(release, s) for s in release.secrets if s.expose == "file"],
+            resources=resources,
             mode=docker.types.ServiceMode("replicated", replicas=replicas),
             endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
             update_config=(update_config or UpdatePolicy()).to_docker("update"),
@@ -185,6 +212,35 @@ class SwarmTarget:
         return next(
             s for s in self.services(release.service, release.environment) if s.name == name
         )
+
+    def _secret(self, release: Release, secret: SecretMount) -> Any:
+        """A reference to ``secret``'s Docker secret, created (labelled, never logged) if new."""
+        import docker.errors
+        import docker.types
+
+        name = swarm_secret_name(release.service, release.environment, secret)
+        found = self._client.secrets.list(filters={"name": name})
+        existing = next((s for s in found if s.name == name), None)
+        if existing is None and secret.value is None:
+            raise TargetError(f"Docker secret {name!r} (for {secret.name}) does not exist")
+        if existing is None:
+            try:
+                existing = self._client.secrets.create(
+                    name=name,
+                    data=(secret.value or "").encode(),
+                    labels={
+                        LABEL_MANAGED: "true",
+                        LABEL_SERVICE: release.service,
+                        LABEL_ENVIRONMENT: release.environment,
+                        LABEL_SECRET_NAME: secret.name,
+                    },
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # created meanwhile by a retry of this step
+                    raise
+                existing = next(s for s in self._client.secrets.list() if s.name == name)
+            self._log(f"created Docker secret {name} for {secret.name}")
+        return docker.types.SecretReference(existing.id, name, filename=secret.name)
 
     def scale(self, name: str, replicas: int) -> None:
         svc = self._client.services.get(name)

@@ -1,0 +1,649 @@
+"""A/B test on one Docker Engine: variant B next to A in the sticky ``ab`` backend, step by step.
+
+Variant A is what serves now: the instances ready in the live group (its *home*, ``live``,
+``blue`` or ``green``). The test:
+
+1. A's instances are put in the ``ab`` backend as well (same containers, weight 1 each), HAProxy's
+   check must see them up, then ``public`` is routed to ``ab`` (atomic; nothing changes for users
+   but the sticky cookie ``dd_ab`` HAProxy starts to set).
+2. For each step ``w`` (e.g. 5, 25, 50, 100 %): B is scaled up *ahead* of the step so that no B
+   instance takes more than its share: ``ceil(replicas * w / 100)`` instances, started by digest,
+   health-gated, put in ``ab`` at weight 0 and seen up by HAProxy's check. Then the server weights
+   are set so that A's servers together take ``100 - w`` % of the new clients and B's ``w`` %
+   (per server: A ``(100-w) * nB``, B ``w * nA``, reduced). Clients keep their server through
+   the cookie (a client that met B stays on B).
+3. During the step's ``bake_time`` the analysis reads HAProxy's own per-server counters (``show
+   stat``) every ``poll`` seconds and compares B's deltas since the step began with the
+   thresholds: 5xx (plus connection and response errors) over requests against
+   ``max_5xx_ratio``, and HAProxy's average response time of B's servers against
+   ``max_response_ms``, once B has served ``min_requests``. A breach aborts at once: ``public``
+   goes back to A's home group (A never left it), B's servers are put in maintenance, their
+   in-flight requests are waited for, B's containers are removed, and :class:`ABTestAborted`
+   carries the figures. Too few requests by the end of the bake: the step waits for them up to
+   ``max_bake_time``, then aborts as inconclusive.
+4. At 100 %: promotion. A's servers leave the home group (not routed now), B's instances take
+   their slots there (B's instance ``k`` in slot ``k``), HAProxy must see them up, ``public`` is
+   routed back to the home group, the ``ab`` backend is emptied (in-flight requests waited for)
+   and A's containers are removed. The home group never carries a cookie, so later
+   min-in-service drains are not held up by sticky clients.
+
+State read back on every run (a retry after a crash carries on): ``public`` -> ``ab`` means a
+test is under way; B is the release's config, A the other one; B's labels name its home group
+(``io.docker-delivery.slot-group``) and A's digest (``previous-digest``); the step reached is B's
+share of the ``ab`` weights; B in the home group means the promotion had begun.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.haproxy import BackendStats, HaproxyRouter, ServerState
+from docker_delivery.routing.service import AB, COLOURS, LIVE, PUBLIC, RouterSettings
+from docker_delivery.strategies.base import (
+    DeployAborted,
+    DeployResult,
+    DeploySettingsInvalid,
+    Log,
+)
+from docker_delivery.strategies.bluegreen import (
+    Running,
+    ServiceState,
+    Wiring,
+    connect,
+    into_group,
+    remove_instances,
+    take_out,
+    with_history,
+)
+from docker_delivery.targets.base import Instance, Release
+
+if TYPE_CHECKING:
+    import docker
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step's traffic starts (``"start"``: its weights are set) or ends (``"end"``: its
+    weights are about to change: next step, promotion or abort). Between the two, B gets
+    ``weight`` % of the new clients."""
+
+    number: int  # from 1
+    weight: int
+    event: Literal["start", "end"]
+
+
+StepCallback = Callable[[StepEvent], None]
+
+
+class ABTestAborted(DeployAborted):
+    """The analysis stopped the test; traffic went back to A, B was removed. ``figures`` holds
+    what it saw (step, weight, B's and A's requests, 5xx, ratios, response times, seconds)."""
+
+    def __init__(self, message: str, *, figures: Mapping[str, Any]) -> None:
+        self.figures = dict(figures)
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ABTest:
+    """A/B settings; see the module docstring. ``steps`` in % of new clients sent to B, strictly
+    increasing within 1..100 and ending at 100 (promotion). ``replicas``: B's full size (None:
+    as many as A has). ``max_bake_time`` (None: 5 x ``bake_time``): how long a step may wait
+    for ``min_requests`` before it aborts as inconclusive."""
+
+    steps: tuple[int, ...] = (5, 25, 50, 100)
+    bake_time: float = 30.0
+    max_5xx_ratio: float = 0.01
+    max_response_ms: float | None = None
+    min_requests: int = 20
+    replicas: int | None = None
+    max_bake_time: float | None = None
+    poll: float = 0.5
+    stop_grace: float = 30.0
+    drain_timeout: float = 120.0
+    router_up_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        steps = tuple(self.steps)
+        if not steps:
+            raise DeploySettingsInvalid("steps must not be empty; e.g. (5, 25, 50, 100)")
+        if any(not isinstance(s, int) or isinstance(s, bool) for s in steps):
+            raise DeploySettingsInvalid(f"steps must be whole percentages, got {list(steps)}")
+        if any(not 1 <= s <= 100 for s in steps):
+            raise DeploySettingsInvalid(f"steps must be within 1..100 (%), got {list(steps)}")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise DeploySettingsInvalid(f"steps must increase, got {list(steps)}")
+        if steps[-1] != 100:
+            raise DeploySettingsInvalid(
+                f"the last step must be 100 (B takes all, then it is promoted), got {steps[-1]}"
+            )
+        if self.bake_time < 0:
+            raise DeploySettingsInvalid(f"bake_time must be >= 0 seconds, got {self.bake_time}")
+        if not 0 <= self.max_5xx_ratio <= 1:
+            raise DeploySettingsInvalid(
+                f"max_5xx_ratio must be within 0..1, got {self.max_5xx_ratio}"
+            )
+        if self.max_response_ms is not None and self.max_response_ms <= 0:
+            raise DeploySettingsInvalid(
+                f"max_response_ms must be > 0 (or None), got {self.max_response_ms}"
+            )
+        if self.min_requests < 1:
+            raise DeploySettingsInvalid(f"min_requests must be >= 1, got {self.min_requests}")
+        if self.replicas is not None and self.replicas < 1:
+            raise DeploySettingsInvalid(f"replicas must be >= 1 (or None), got {self.replicas}")
+        if self.max_bake_time is not None and self.max_bake_time < self.bake_time:
+            raise DeploySettingsInvalid(
+                f"max_bake_time ({self.max_bake_time}) must be >= bake_time ({self.bake_time})"
+            )
+        if self.poll <= 0 or self.drain_timeout <= 0 or self.router_up_timeout <= 0:
+            raise DeploySettingsInvalid("poll, drain_timeout and router_up_timeout must be > 0")
+        if self.stop_grace < 0:
+            raise DeploySettingsInvalid(f"stop_grace must be >= 0, got {self.stop_grace}")
+
+    @property
+    def longest_bake(self) -> float:
+        return self.max_bake_time if self.max_bake_time is not None else 5 * self.bake_time
+
+    def b_count(self, total: int, weight: int) -> int:
+        """B instances needed at ``weight`` so that none takes more than its share."""
+        return max(1, math.ceil(total * weight / 100))
+
+
+def split_weights(weight: int, a_count: int, b_count: int) -> tuple[int, int]:
+    """Per-server weights (A, B) so that A's servers together take ``100 - weight`` % and B's
+    ``weight`` % under roundrobin; HAProxy weights are 0..256."""
+    if weight >= 100 or a_count == 0:
+        return 0, 1
+    if weight <= 0 or b_count == 0:
+        return 1, 0
+    a, b = (100 - weight) * b_count, weight * a_count
+    g = math.gcd(a, b)
+    a, b = a // g, b // g
+    top = max(a, b)
+    if top > 256:
+        a, b = max(1, round(a * 256 / top)), max(1, round(b * 256 / top))
+    return a, b
+
+
+def weight_order(
+    current: Mapping[int, int], target: Mapping[int, int], b_slots: set[int]
+) -> list[tuple[int, int]]:
+    """The weight changes (slot, weight), one server at a time, in an order that keeps B's share
+    between its old and its new value all along (e.g. A's weights go up before B's first one)."""
+
+    def share(weights: Mapping[int, int]) -> float:
+        total = sum(weights.values())
+        return sum(v for k, v in weights.items() if k in b_slots) / total if total else 0.0
+
+    weights = dict(current)
+    lo, hi = sorted((share(weights), share({**weights, **target})))
+    todo = {k: v for k, v in target.items() if weights.get(k) != v}
+    order = []
+    while todo:
+
+        def outside(slot: int) -> float:
+            after = share({**weights, slot: todo[slot]})
+            return max(lo - after, after - hi, 0.0)
+
+        slot = min(sorted(todo), key=outside)
+        weights[slot] = todo.pop(slot)
+        order.append((slot, weights[slot]))
+    return order
+
+
+@dataclass
+class ABResult(DeployResult):
+    home: str = ""
+    promoted: bool = False
+    figures: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **super().as_dict(),
+            "home": self.home,
+            "promoted": self.promoted,
+            "figures": self.figures,
+        }
+
+
+@dataclass(frozen=True)
+class _Sides:
+    home: str
+    a: list[Running]  # A's running instances
+    b: list[Running]  # B's running instances (the release's config)
+
+
+class ABDeployment:
+    """Runs an :class:`ABTest` of a release against what is live (see the module docstring)."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self._w = wiring
+        self._log = wiring.log
+        self._on_step: StepCallback | None = None
+        self._current: StepEvent | None = None  # the step whose weights are set (for events)
+        wiring.require_backends(LIVE, *COLOURS, AB)
+
+    def _event(self, number: int, weight: int, event: Literal["start", "end"]) -> None:
+        if event == "end" and self._current is None:
+            return
+        step = StepEvent(number, weight, event)
+        self._current = step if event == "start" else None
+        if self._on_step is not None:
+            self._on_step(step)
+
+    def _end_step(self) -> None:
+        if self._current is not None:
+            self._event(self._current.number, self._current.weight, "end")
+
+    # -- where things stand --------------------------------------------------------------
+
+    def _sides(self, state: ServiceState, release: Release) -> _Sides:
+        config = release.config_id
+        if state.public != AB:
+            home = state.public
+            a = state.live()
+        else:
+            in_ab = [r for r, _ in state.members(AB, ("ready", "drain", "maint"))]
+            a = [r for r in in_ab if r.config != config]
+            b_labels = [r for r in state.running if r.config == config]
+            if b_labels:
+                home = b_labels[0].group
+            elif a:
+                home = a[0].group
+            else:
+                raise DeployAborted(
+                    f"{state.service}/{state.environment}: public routes to ab, which serves "
+                    "nothing known: roll back (strategies.rollback) to restore the live group"
+                )
+        b = [r for r in state.running if r.config == config and r.group == home]
+        return _Sides(home, [r for r in a if r.config != config], b)
+
+    def _share(self, state: ServiceState, sides: _Sides) -> float:
+        """B's share (%) of the ab backend's ready weights."""
+        b_ids = {r.instance.id for r in sides.b}
+        total = b_weight = 0
+        for member, server in state.members(AB):
+            total += server.weight
+            if member.instance.id in b_ids:
+                b_weight += server.weight
+        return 100.0 * b_weight / total if total else 0.0
+
+    def plan(self, release: Release, settings: ABTest) -> list[str]:
+        state = self._w.state(release.service, release.environment)
+        sides = self._sides(state, release)
+        total = settings.replicas or len(sides.a)
+        lines = [state.describe()]
+        if state.public != AB:
+            lines.append(f"put A ({len(sides.a)} instance(s) of {sides.home}) in ab; public -> ab")
+        for n, weight in enumerate(settings.steps, start=1):
+            count = settings.b_count(total, weight)
+            a_w, b_w = split_weights(weight, len(sides.a), count)
+            lines.append(
+                f"step {n}: {weight}% to B: {count}/{total} B instance(s), weights A {a_w} x "
+                f"{len(sides.a)} / B {b_w} x {count}; bake {settings.bake_time:g}s"
+            )
+        lines.append(f"promote: B into {sides.home}, public -> {sides.home}, A removed")
+        return lines
+
+    # -- the test ---------------------------------------------------------------------------
+
+    def run(
+        self, release: Release, settings: ABTest, *, on_step: StepCallback | None = None
+    ) -> ABResult:
+        started_at = time.monotonic()
+        self._on_step, self._current = on_step, None
+        w = self._w
+        service, environment = release.service, release.environment
+        state = w.state(service, environment)
+        sides = self._sides(state, release)
+        result = ABResult(service, environment, release.digest, home=sides.home)
+        result.previous_digests = sorted({r.digest for r in sides.a})
+        if state.public != AB:
+            live = state.live()
+            if not live:
+                raise DeployAborted(
+                    f"{service}/{environment}: nothing is live to test against; deploy a first "
+                    "release with another deployment type"
+                )
+            if state.main_config(live) == release.config_id:
+                self._log(f"{release.short_digest} is live already in {sides.home}: nothing to do")
+                result.steps.append("already live")
+                return result
+        total = settings.replicas or len(sides.a)
+        b_release = with_history(release, group=sides.home, previous=sides.a)
+        if state.public == AB and any(
+            r.config == release.config_id for r in state.serving(sides.home)
+        ):
+            self._log("the promotion had begun: carrying on with it")
+        else:
+            if state.public != AB:
+                self._open(state, sides, settings)
+                done = 0.0
+            else:
+                done = self._share(state, sides)
+                self._log(f"A/B test under way: B has {done:.0f}% of the weights; carrying on")
+            for number, weight in enumerate(settings.steps, start=1):
+                if weight + 0.5 < done:
+                    continue
+                line = f"step {number}/{len(settings.steps)}: {weight}% to B"
+                self._log(line)
+                result.steps.append(line)
+                figures = self._step(b_release, settings, sides.home, number, weight, total)
+                result.figures.append(figures)
+        self._promote(release, settings, sides.home, total)
+        result.steps.append(f"promoted: public -> {sides.home}")
+        result.promoted = True
+        result.replaced = total
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+    def _open(self, state: ServiceState, sides: _Sides, settings: ABTest) -> None:
+        """A into the ab backend next to nothing else, then public -> ab."""
+        w = self._w
+        stale = state.assigned(AB)
+        if stale:
+            take_out(w, AB, stale, drain_timeout=settings.drain_timeout)
+        free = w.router.free_slots(AB)
+        if len(free) < len(sides.a):
+            raise DeployAborted(
+                f"the router has {len(free)} free slots in ab, {len(sides.a)} needed"
+            )
+        into_group(
+            w,
+            AB,
+            [r.instance for r in sides.a],
+            router_up_timeout=settings.router_up_timeout,
+            weight=1,
+            slots=free[: len(sides.a)],
+        )
+        w.router.route(PUBLIC, AB)
+        self._log(f"A/B test open: public -> ab ({len(sides.a)} A instance(s) of {sides.home})")
+
+    def _step(
+        self,
+        release: Release,
+        settings: ABTest,
+        home: str,
+        number: int,
+        weight: int,
+        total: int,
+    ) -> dict[str, Any]:
+        w = self._w
+        count = settings.b_count(total, weight)
+        state = w.state(release.service, release.environment)
+        try:
+            self._scale_b(state, release, settings, count, total)
+        except DeliveryError as exc:
+            self._abort(release, settings, home, f"B did not start: {exc}", {"step": number})
+        state = w.state(release.service, release.environment)
+        a_servers = [s for r, s in state.members(AB) if r.config != release.config_id]
+        b_servers = [s for r, s in state.members(AB) if r.config == release.config_id]
+        a_w, b_w = split_weights(weight, len(a_servers), len(b_servers))
+        current = {s.slot: s.weight for s in [*a_servers, *b_servers]}
+        target = {**{s.slot: a_w for s in a_servers}, **{s.slot: b_w for s in b_servers}}
+        self._end_step()
+        for slot, value in weight_order(current, target, {s.slot for s in b_servers}):
+            w.router.set_weight(AB, slot, value)
+        self._log(
+            f"weights: A {a_w} x {len(a_servers)}, B {b_w} x {len(b_servers)} ({weight}% to B)"
+        )
+        self._event(number, weight, "start")
+        figures = self._bake(settings, number, weight, a_servers, b_servers)
+        if figures.get("failed"):
+            self._abort(release, settings, home, str(figures["failed"]), figures)
+        self._log(
+            f"step {number} ({weight}%) passed: B {figures['b_requests']} requests, "
+            f"{figures['b_5xx']} 5xx, rtime {figures['b_rtime_ms']} ms; A "
+            f"{figures['a_requests']} requests, {figures['a_5xx']} 5xx"
+        )
+        return figures
+
+    def _scale_b(
+        self, state: ServiceState, release: Release, settings: ABTest, count: int, total: int
+    ) -> None:
+        """``count`` B instances ready in ab (new ones at weight 0, seen up by the check)."""
+        w = self._w
+        sides = self._sides(state, release)
+        in_ab = {r.instance.id for r in state.serving(AB)}
+        serving = [r for r in sides.b if r.instance.id in in_ab]
+        if len(serving) >= count:
+            return
+        idle = [r.instance for r in sides.b if r.instance.id not in in_ab]
+        used = {r.instance.slot for r in sides.b}
+        new_slots = [k for k in range(1, total + 1) if k not in used]
+        want = count - len(serving)
+        start = [w.target.start(release, k) for k in new_slots[: max(0, want - len(idle))]]
+        fresh: list[Instance] = [*idle[:want], *start]
+        w.gate(fresh)
+        free = w.router.free_slots(AB)
+        if len(free) < len(fresh):
+            raise DeployAborted(f"the router has {len(free)} free slots in ab, {len(fresh)} needed")
+        into_group(
+            w,
+            AB,
+            fresh,
+            router_up_timeout=settings.router_up_timeout,
+            weight=0,
+            slots=free[: len(fresh)],
+        )
+        self._log(
+            f"B: {len(serving) + len(fresh)} instance(s) ready in ab (weight 0 until the step)"
+        )
+
+    def _bake(
+        self,
+        settings: ABTest,
+        number: int,
+        weight: int,
+        a_servers: Sequence[ServerState],
+        b_servers: Sequence[ServerState],
+    ) -> dict[str, Any]:
+        """The step's analysis; figures with ``failed`` set to the reason when it fails."""
+        w = self._w
+        base = w.router.stats(AB)
+        started = time.monotonic()
+        a_slots = [s.slot for s in a_servers]
+        b_slots = [s.slot for s in b_servers]
+        while True:
+            time.sleep(min(settings.poll, max(0.0, settings.bake_time)) or settings.poll)
+            now = w.router.stats(AB)
+            elapsed = time.monotonic() - started
+            b = _delta(base, now, b_slots)
+            a = _delta(base, now, a_slots)
+            figures: dict[str, Any] = {
+                "step": number,
+                "weight": weight,
+                "seconds": round(elapsed, 2),
+                **{f"b_{k}": v for k, v in b.items()},
+                **{f"a_{k}": v for k, v in a.items()},
+                "max_5xx_ratio": settings.max_5xx_ratio,
+                "max_response_ms": settings.max_response_ms,
+                "failed": None,
+            }
+            if b["requests"] >= settings.min_requests:
+                if b["5xx_ratio"] > settings.max_5xx_ratio:
+                    figures["failed"] = (
+                        f"B's error ratio {b['5xx_ratio']:.1%} ({b['5xx']} of {b['requests']} "
+                        f"requests: 5xx or no answer) > {settings.max_5xx_ratio:.1%} at step "
+                        f"{number} ({weight}%), after {elapsed:.1f}s; A: {a['5xx']} of "
+                        f"{a['requests']} ({a['5xx_ratio']:.1%})"
+                    )
+                    return figures
+                if (
+                    settings.max_response_ms is not None
+                    and b["rtime_ms"] > settings.max_response_ms
+                ):
+                    figures["failed"] = (
+                        f"B's response time {b['rtime_ms']} ms > {settings.max_response_ms:g} ms "
+                        f"at step {number} ({weight}%), after {elapsed:.1f}s; A: "
+                        f"{a['rtime_ms']} ms"
+                    )
+                    return figures
+                if elapsed >= settings.bake_time:
+                    return figures
+            elif elapsed >= settings.longest_bake:
+                figures["failed"] = (
+                    f"inconclusive: B served {b['requests']} requests in {elapsed:.0f}s at step "
+                    f"{number} ({weight}%), fewer than min_requests ({settings.min_requests})"
+                )
+                return figures
+
+    def _abort(
+        self,
+        release: Release,
+        settings: ABTest,
+        home: str,
+        reason: str,
+        figures: Mapping[str, Any],
+    ) -> None:
+        """Everything back to A (its home group never changed), B removed; raises."""
+        w = self._w
+        state = w.state(release.service, release.environment)
+        if not [r for r in state.serving(home) if r.config != release.config_id]:
+            raise DeployAborted(
+                f"{release.service}/{release.environment}: {reason}; and A does not serve in "
+                f"{home} any more: roll back (strategies.rollback)"
+            )
+        self._end_step()
+        w.router.route(PUBLIC, home)
+        self._log(f"A/B aborted ({reason}): public -> {home}")
+        close_ab(w, state, release.config_id, grace=release.stop_grace, settings=settings)
+        raise ABTestAborted(
+            f"{release.service}/{release.environment}: A/B test of {release.short_digest} "
+            f"aborted: {reason}. All traffic is back on A in {home}; B was removed",
+            figures=figures,
+        )
+
+    def _promote(self, release: Release, settings: ABTest, home: str, total: int) -> None:
+        w = self._w
+        state = w.state(release.service, release.environment)
+        sides = self._sides(state, release)
+        b_ids = {r.instance.id for r in sides.b}
+        b_ready = [r for r in state.serving(AB) if r.instance.id in b_ids]
+        if len(b_ready) < total:
+            raise DeployAborted(
+                f"promotion needs {total} B instance(s) ready in ab, {len(b_ready)} are: run the "
+                "test again to carry on"
+            )
+        if state.public == AB:
+            mine = {r.instance.address for r in b_ready}
+            others = [s for s in state.assigned(home) if s.endpoint not in mine]
+            if others:  # A's slots in the home group: not routed now, so no traffic
+                take_out(w, home, others, drain_timeout=settings.drain_timeout)
+            into_group(
+                w,
+                home,
+                [r.instance for r in sorted(b_ready, key=lambda r: r.instance.slot)],
+                router_up_timeout=settings.router_up_timeout,
+            )
+            self._end_step()
+            w.router.route(PUBLIC, home)
+            self._log(f"promoted: public -> {home} ({total} B instance(s))")
+        state = w.state(release.service, release.environment)
+        close_ab(
+            w, state, release.config_id, grace=settings.stop_grace, settings=settings, keep_b=True
+        )
+
+
+def close_ab(
+    w: Wiring,
+    state: ServiceState,
+    b_config: str,
+    *,
+    grace: float,
+    settings: ABTest | None = None,
+    keep_b: bool = False,
+) -> None:
+    """Empty the ab backend (maint, in-flight requests waited for, slots freed), then remove the
+    instances that no longer serve: B's (``keep_b=False``) or A's (``keep_b=True``). Instances
+    still ready in the group ``public`` routes to are never removed."""
+    drain = settings.drain_timeout if settings else 120.0
+    servers = state.assigned(AB)
+    if servers:
+        take_out(w, AB, servers, drain_timeout=drain)
+    routed = routed_public(w)
+    serving = {r.instance.id for r in state.serving(routed)} if routed != AB else set()
+    in_ab = {r.instance.id for r, _ in state.members(AB, ("ready", "drain", "maint"))}
+    if keep_b:  # promotion: A leaves (what was in ab, or labelled for the group now live)
+        leaving = [
+            r
+            for r in state.running
+            if r.config != b_config
+            and r.instance.id not in serving
+            and (r.instance.id in in_ab or r.group == routed)
+        ]
+    else:  # abort: every B instance, in ab or started but never put there
+        leaving = [
+            r for r in state.running if r.config == b_config and r.instance.id not in serving
+        ]
+    remove_instances(w, leaving, grace=grace)
+
+
+def routed_public(w: Wiring) -> str:
+    return w.router.routes().get(PUBLIC) or LIVE
+
+
+def _delta(base: BackendStats, now: BackendStats, slots: Sequence[int]) -> dict[str, Any]:
+    """Counters of ``slots`` since ``base``: requests, 5xx (with connect and response errors),
+    their ratio, and HAProxy's response time (ms, averaged over the servers by requests)."""
+    before = {s.slot: s for s in base.servers}
+    requests = errors = 0
+    rtime_sum = 0.0
+    for server in now.servers:
+        if server.slot not in slots:
+            continue
+        old = before.get(server.slot)
+        d_req = server.requests - (old.requests if old else 0)
+        d_err = (
+            server.hrsp_5xx
+            + server.connect_errors
+            + server.response_errors
+            - (old.hrsp_5xx + old.connect_errors + old.response_errors if old else 0)
+        )
+        requests += max(0, d_req)
+        errors += max(0, d_err)
+        rtime_sum += server.rtime_ms * max(0, d_req)
+    return {
+        "requests": requests,
+        "5xx": errors,
+        "5xx_ratio": round(errors / requests, 4) if requests else 0.0,
+        "rtime_ms": round(rtime_sum / requests) if requests else 0,
+    }
+
+
+def ab_deploy(
+    client: docker.DockerClient,
+    release: Release,
+    settings: ABTest,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    owner: str,
+    on_step: StepCallback | None = None,
+    lock_wait: float = 0.0,
+    dry_run: bool = False,
+    log: Log = print,
+) -> ABResult:
+    """An A/B test of ``release`` against what is live, promoted at 100 % (ABDeployOperator)."""
+    if check.port != release.port:
+        raise DeploySettingsInvalid(
+            f"the health check probes port {check.port} but the release listens on {release.port}"
+        )
+    w = connect(client, release.service, release.environment, router=router, check=check, log=log)
+    runner = ABDeployment(w)
+    w.target._ensure_image(release)
+    if dry_run:
+        for line in runner.plan(release, settings):
+            log(line)
+        return ABResult(release.service, release.environment, release.digest)
+    with w.lock(
+        release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
+    ):
+        return runner.run(release, settings, on_step=on_step)

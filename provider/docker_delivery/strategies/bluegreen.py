@@ -1,0 +1,1306 @@
+"""Blue/green on one Docker Engine: a second full copy, then all traffic at once.
+
+Groups and colours. The router of a service (``routing.service``) has three cookie-free backends,
+``live``, ``blue`` and ``green``; each is a *group* an instance can serve in, and the group the
+``public`` frontend routes to is the live one. Min in-service deploys into ``live``; blue/green
+alternates between the two colours: the idle colour is ``green`` when ``blue`` is live and
+``blue`` otherwise (so the first blue/green after a min-in-service deployment goes to ``blue``).
+Each instance carries its group in the label ``io.docker-delivery.slot-group`` and its slot in
+``io.docker-delivery.slot``; instance ``k`` of a colour serves in that colour's server slot ``k``.
+
+Three steps, each usable alone (an operator each), each safe to run again:
+
+1. :meth:`BlueGreenDeployment.deploy_idle`: the release in the idle colour, ``preview_replicas``
+   instances (default: as many as the live group has), health-gated and seen up by HAProxy's own
+   check, reachable on the ``preview`` frontend. Whatever else was in the idle colour (the warm
+   copy of the release before, kept for a switch back) is removed first.
+2. :meth:`BlueGreenDeployment.switch`: zero to hero. The idle colour is brought to full capacity
+   (``replicas``, default: as many as the live group) and every instance must pass the health
+   check again and be up at the router; only then ``public`` is routed to it, atomically (one
+   ``set map``: every request after it goes to the new colour; requests in flight finish). A
+   *switch marker* records the switch (below). Then the post-switch check watches the new live
+   colour for ``post_switch_check`` seconds: its instances' health (probed directly) and the
+   router's 5xx counters of its backend. When it fails, ``public`` goes back to the old colour
+   (still warm, untouched) by itself and :class:`SwitchAborted` says why, with the figures.
+3. :meth:`BlueGreenDeployment.retire`: after ``scale_down_delay`` seconds since the switch, the
+   old group leaves its backend (maint, in-flight requests waited for) and its containers are
+   stopped and removed. Until then a rollback is a switch back (``strategies.rollback``).
+
+State lives on running objects, never in memory:
+
+* the routes map of the router: which group is live (``public``) and which is previewed;
+* the router's server slots: which instance serves in which group (address -> slot);
+* labels on each container: digest, image, slot, group, and ``previous-digest`` /
+  ``previous-image`` (what was live when it was deployed: a rollback reads them);
+* the switch marker, a container that is created and never started (like the deployment lock),
+  named ``dd-switch-<service>-<env>-<ms>``, labelled ``io.docker-delivery.role=switch-marker``
+  with ``switched-at`` (UTC), ``live-group``, ``previous-group``, ``digest`` and
+  ``previous-digest``. A switch writes a new marker and then removes the older ones; the newest
+  is the truth. A marker whose live group is not the router's is stale (a run died between the
+  switch and the marker): retire then counts the delay from now.
+
+The module also holds what A/B and rollback share with it: reading where a service stands
+(:func:`read_state`), wiring a target, router and health gate (:func:`connect`), and the markers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.haproxy import HaproxyRouter, ServerState
+from docker_delivery.routing.service import (
+    AB,
+    COLOURS,
+    LIVE,
+    PREVIEW,
+    PUBLIC,
+    RouterSettings,
+    ensure_router,
+)
+from docker_delivery.strategies.base import (
+    DeployAborted,
+    DeployResult,
+    DeploySettingsInvalid,
+    HealthGate,
+    Log,
+    health_gate,
+    wait_router_up,
+)
+from docker_delivery.strategies.lock import DeploymentLock
+from docker_delivery.targets.base import (
+    LABEL_CONFIG,
+    LABEL_DIGEST,
+    LABEL_ENV_KEYS,
+    LABEL_ENVIRONMENT,
+    LABEL_IMAGE,
+    LABEL_MANAGED,
+    LABEL_PREFIX,
+    LABEL_PREVIOUS_DIGEST,
+    LABEL_PREVIOUS_IMAGE,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    LABEL_SLOT,
+    LABEL_SLOT_GROUP,
+    Instance,
+    Release,
+)
+from docker_delivery.targets.engine import EngineTarget, network_name
+
+if TYPE_CHECKING:
+    import docker
+
+GROUPS = (LIVE, *COLOURS)  # the cookie-free groups; the one ``public`` routes to is live
+
+LABEL_SWITCHED_AT = LABEL_PREFIX + "switched-at"
+LABEL_LIVE_GROUP = LABEL_PREFIX + "live-group"
+LABEL_PREVIOUS_GROUP = LABEL_PREFIX + "previous-group"
+ROLE_SWITCH_MARKER = "switch-marker"
+
+
+class SwitchAborted(DeployAborted):
+    """The post-switch check failed and traffic went back to the old colour. ``figures`` holds
+    what the check saw (requests, 5xx, ratio, probes, seconds)."""
+
+    def __init__(self, message: str, *, figures: Mapping[str, Any]) -> None:
+        self.figures = dict(figures)
+        super().__init__(message)
+
+
+class RetireNotDue(DeliveryError):
+    """``retire`` was asked before ``scale_down_delay`` had passed since the switch; ``due`` is
+    when it may run (UTC). Run it again then, or wait for it (``wait=True``)."""
+
+    def __init__(self, message: str, *, due: dt.datetime) -> None:
+        self.due = due
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------------------------
+# Where a service stands (shared with A/B and rollback)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running container of the service with the labels it was started with."""
+
+    instance: Instance
+    labels: Mapping[str, str]
+
+    @property
+    def group(self) -> str:
+        """The group the instance was started for (``live`` when unlabelled: min in-service)."""
+        return self.labels.get(LABEL_SLOT_GROUP) or LIVE
+
+    @property
+    def digest(self) -> str:
+        return self.instance.digest
+
+    @property
+    def config(self) -> str:
+        """The Release.config_id it runs (digest, environment, command, port)."""
+        return self.labels.get(LABEL_CONFIG, "")
+
+    @property
+    def image(self) -> str:
+        return self.labels.get(LABEL_IMAGE, "")
+
+    @property
+    def previous_digest(self) -> str:
+        return self.labels.get(LABEL_PREVIOUS_DIGEST, "")
+
+    @property
+    def previous_image(self) -> str:
+        return self.labels.get(LABEL_PREVIOUS_IMAGE, "")
+
+    @property
+    def env_keys(self) -> tuple[str, ...] | None:
+        """Names of the run-time environment variables, or None (started before the label)."""
+        if LABEL_ENV_KEYS not in self.labels:
+            return None
+        return tuple(k for k in self.labels[LABEL_ENV_KEYS].split(",") if k)
+
+    @property
+    def swarm_service(self) -> str:
+        return self.instance.group
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A snapshot: the routes, every backend's slots, and the running containers."""
+
+    service: str
+    environment: str
+    public: str
+    preview: str | None
+    running: tuple[Running, ...]
+    servers: Mapping[str, tuple[ServerState, ...]]
+    read_at: float = field(default_factory=time.time)
+
+    def members(
+        self, backend: str, states: Sequence[str] = ("ready",)
+    ) -> list[tuple[Running, ServerState]]:
+        """Running instances assigned to ``backend``'s slots in one of ``states``, by slot."""
+        by_address = {r.instance.address: r for r in self.running}
+        found = []
+        for server in self.servers.get(backend, ()):
+            if server.assigned and server.admin_state in states:
+                member = by_address.get(server.endpoint)
+                if member is not None:
+                    found.append((member, server))
+        return found
+
+    def serving(self, backend: str) -> list[Running]:
+        return [r for r, _ in self.members(backend)]
+
+    def live(self) -> list[Running]:
+        """The instances taking public traffic (ready in the group ``public`` routes to)."""
+        return self.serving(self.public)
+
+    def assigned(self, backend: str) -> list[ServerState]:
+        """Every slot of ``backend`` holding an address (a running instance or not)."""
+        return [s for s in self.servers.get(backend, ()) if s.assigned]
+
+    def in_backend(self, backend: str) -> set[str]:
+        """Instance ids assigned to ``backend`` in any state."""
+        return {r.instance.id for r, _ in self.members(backend, ("ready", "drain", "maint"))}
+
+    @staticmethod
+    def main_digest(members: Sequence[Running]) -> str:
+        counts = Counter(m.digest for m in members)
+        return counts.most_common(1)[0][0] if counts else ""
+
+    @staticmethod
+    def main_config(members: Sequence[Running]) -> str:
+        counts = Counter(m.config for m in members)
+        return counts.most_common(1)[0][0] if counts else ""
+
+    def describe(self) -> str:
+        parts = []
+        for backend, servers in self.servers.items():
+            ready = self.members(backend)
+            digests = sorted({r.digest[7:19] for r, _ in ready})
+            if any(s.assigned for s in servers):
+                parts.append(f"{backend}: {len(ready)} ready ({', '.join(digests) or '-'})")
+        route = f"public -> {self.public}" + (
+            f", preview -> {self.preview}" if self.preview else ""
+        )
+        return f"{self.service}/{self.environment}: {route}; " + ("; ".join(parts) or "empty")
+
+
+def list_running(
+    client: docker.DockerClient, service: str, environment: str, port: int
+) -> list[Running]:
+    """The service's running app containers with their labels, in one Engine API call."""
+    net = network_name(service, environment)
+    filters = {
+        "label": [
+            f"{LABEL_MANAGED}=true",
+            f"{LABEL_SERVICE}={service}",
+            f"{LABEL_ENVIRONMENT}={environment}",
+            f"{LABEL_ROLE}=app",
+        ]
+    }
+    found = []
+    for raw in client.api.containers(filters=filters):
+        labels: dict[str, str] = raw.get("Labels") or {}
+        nets = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+        instance = Instance(
+            id=raw["Id"],
+            name=(raw.get("Names") or ["/?"])[0].lstrip("/"),
+            service=labels.get(LABEL_SERVICE, ""),
+            environment=labels.get(LABEL_ENVIRONMENT, ""),
+            digest=labels.get(LABEL_DIGEST, ""),
+            slot=int(labels.get(LABEL_SLOT, "0") or 0),
+            ip=(nets.get(net) or {}).get("IPAddress", ""),
+            port=port,
+            running=raw.get("State") == "running",
+            group=labels.get("com.docker.swarm.service.name", ""),
+            config=labels.get(LABEL_CONFIG, ""),
+        )
+        found.append(Running(instance, labels))
+    return sorted(found, key=lambda r: (r.group, r.instance.slot, r.instance.name))
+
+
+def read_state(
+    client: docker.DockerClient,
+    router: HaproxyRouter,
+    service: str,
+    environment: str,
+    *,
+    port: int,
+) -> ServiceState:
+    backends = set(router.backends())
+    servers = {b: tuple(router.servers(b)) for b in (*GROUPS, AB) if b in backends}
+    routes = router.routes()
+    return ServiceState(
+        service=service,
+        environment=environment,
+        public=routes.get(PUBLIC) or LIVE,
+        preview=routes.get(PREVIEW),
+        running=tuple(list_running(client, service, environment, port)),
+        servers=servers,
+    )
+
+
+def idle_colour(live: str) -> str:
+    """The colour a blue/green deployment goes to when ``live`` is the live group."""
+    return "green" if live == "blue" else "blue"
+
+
+def with_history(release: Release, *, group: str, previous: Sequence[Running] = ()) -> Release:
+    """``release`` with the labels of its group and of what ran before it (the most common digest
+    of ``previous``); labels the release already has win."""
+    labels = {LABEL_SLOT_GROUP: group}
+    before = ServiceState.main_digest(previous)
+    if before and before != release.digest:
+        image = next((p.image for p in previous if p.digest == before), "")
+        labels[LABEL_PREVIOUS_DIGEST] = before
+        if image:
+            labels[LABEL_PREVIOUS_IMAGE] = image
+    return replace(release, labels={**labels, **release.labels})
+
+
+# --------------------------------------------------------------------------------------------
+# Wiring: target, router, health gate, lock (shared with A/B and rollback)
+# --------------------------------------------------------------------------------------------
+
+
+def health_deadline(check: HealthCheck) -> float:
+    """How long a new instance may take to become healthy (as strategies.deploy computes it)."""
+    return (
+        check.start_period
+        + (check.healthy_threshold + check.unhealthy_threshold) * (check.interval + check.timeout)
+        + 30.0
+    )
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a runner drives: the engine, the service's router, the health check and its gate."""
+
+    client: Any
+    target: EngineTarget
+    router: HaproxyRouter
+    check: HealthCheck
+    gate: HealthGate
+    log: Log
+
+    def state(self, service: str, environment: str) -> ServiceState:
+        return read_state(self.client, self.router, service, environment, port=self.check.port)
+
+    def require_backends(self, *names: str) -> None:
+        missing = [n for n in names if n not in self.router.backends()]
+        if missing:
+            raise DeploySettingsInvalid(
+                f"the router has no backend {', '.join(map(repr, missing))}: start it from "
+                "routing.service.RouterSettings (backends live, blue, green, ab)"
+            )
+
+    @contextmanager
+    def lock(
+        self, service: str, environment: str, *, owner: str, image: str, wait: float
+    ) -> Iterator[DeploymentLock]:
+        with DeploymentLock(
+            self.client,
+            service,
+            environment,
+            owner=owner,
+            image=image,
+            wait=wait,
+            log=self.log,
+        ) as lock:
+            yield lock
+
+
+def connect(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    log: Log = print,
+) -> Wiring:
+    """The engine target, the service's router (started if ``router`` is its settings and it does
+    not run) and a health gate with ``check``; instances listen on ``check.port``."""
+    target = EngineTarget(client, port=check.port, log=log)
+    network = target.network(service, environment)
+    if isinstance(router, RouterSettings):
+        haproxy = ensure_router(
+            client,
+            service,
+            environment,
+            network,
+            router,
+            app_port=check.port,
+            health_path=check.path,
+            log=log,
+        ).router
+    else:
+        haproxy = router
+    gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
+    return Wiring(client, target, haproxy, check, gate, log)
+
+
+# --------------------------------------------------------------------------------------------
+# Switch markers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwitchRecord:
+    """One switch of ``public``, read from its marker container."""
+
+    name: str
+    at: float  # seconds since the epoch
+    live: str
+    previous: str
+    digest: str
+    previous_digest: str
+
+    @property
+    def at_utc(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.at, dt.timezone.utc)
+
+
+def _marker_filters(service: str, environment: str) -> dict[str, list[str]]:
+    return {
+        "label": [
+            f"{LABEL_ROLE}={ROLE_SWITCH_MARKER}",
+            f"{LABEL_SERVICE}={service}",
+            f"{LABEL_ENVIRONMENT}={environment}",
+        ]
+    }
+
+
+def switch_records(
+    client: docker.DockerClient, service: str, environment: str
+) -> list[SwitchRecord]:
+    """Every switch marker of the service, newest first."""
+    records = []
+    for raw in client.api.containers(all=True, filters=_marker_filters(service, environment)):
+        labels = raw.get("Labels") or {}
+        try:
+            at = float(labels.get(LABEL_SWITCHED_AT, ""))
+        except ValueError:
+            continue
+        records.append(
+            SwitchRecord(
+                name=(raw.get("Names") or ["/?"])[0].lstrip("/"),
+                at=at,
+                live=labels.get(LABEL_LIVE_GROUP, ""),
+                previous=labels.get(LABEL_PREVIOUS_GROUP, ""),
+                digest=labels.get(LABEL_DIGEST, ""),
+                previous_digest=labels.get(LABEL_PREVIOUS_DIGEST, ""),
+            )
+        )
+    return sorted(records, key=lambda r: r.at, reverse=True)
+
+
+def last_switch(client: docker.DockerClient, service: str, environment: str) -> SwitchRecord | None:
+    records = switch_records(client, service, environment)
+    return records[0] if records else None
+
+
+def record_switch(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    *,
+    image: str,
+    live: str,
+    previous: str,
+    digest: str,
+    previous_digest: str,
+    log: Log = print,
+) -> SwitchRecord:
+    """Write a new switch marker (a created, never started container of ``image``), then remove
+    the older ones: a run killed in between leaves two, and the newest wins."""
+    import docker.errors
+
+    at = time.time()
+    name = f"dd-switch-{service}-{environment}-{int(at * 1000)}"
+    client.containers.create(
+        image,
+        name=name,
+        command=["true"],
+        labels={
+            LABEL_MANAGED: "true",
+            LABEL_ROLE: ROLE_SWITCH_MARKER,
+            LABEL_SERVICE: service,
+            LABEL_ENVIRONMENT: environment,
+            LABEL_SWITCHED_AT: f"{at:.3f}",
+            LABEL_LIVE_GROUP: live,
+            LABEL_PREVIOUS_GROUP: previous,
+            LABEL_DIGEST: digest,
+            LABEL_PREVIOUS_DIGEST: previous_digest,
+            LABEL_PREFIX + "switched-at-utc": dt.datetime.fromtimestamp(
+                at, dt.timezone.utc
+            ).isoformat(timespec="milliseconds"),
+        },
+    )
+    for old in switch_records(client, service, environment):
+        if old.name != name:
+            with suppress(docker.errors.NotFound):
+                client.containers.get(old.name).remove(force=True)
+    log(f"switch marker {name}: public -> {live} (was {previous})")
+    return SwitchRecord(name, at, live, previous, digest, previous_digest)
+
+
+# --------------------------------------------------------------------------------------------
+# Moving instances in and out of groups (shared with A/B and rollback)
+# --------------------------------------------------------------------------------------------
+
+
+def take_out(
+    w: Wiring,
+    backend: str,
+    servers: Sequence[ServerState],
+    *,
+    drain_timeout: float,
+) -> None:
+    """Servers out of ``backend``: maint (no new request, sticky ones included; in-flight ones
+    finish), wait until they hold no session, free their slots."""
+    for server in servers:
+        w.router.set_state(backend, server.slot, "maint")
+    for server in servers:
+        w.router.wait_drained(backend, server.slot, drain_timeout)
+    for server in servers:
+        w.router.release(backend, server.slot)
+
+
+def remove_instances(w: Wiring, members: Sequence[Running], *, grace: float) -> None:
+    """Stop (SIGTERM, SIGKILL after ``grace``) and remove containers that take no traffic."""
+    for member in members:
+        w.target.stop(member.instance, grace=grace)
+        w.target.remove(member.instance)
+
+
+def into_group(
+    w: Wiring,
+    backend: str,
+    instances: Sequence[Instance],
+    *,
+    router_up_timeout: float,
+    weight: int | None = None,
+    slots: Sequence[int] | None = None,
+) -> list[int]:
+    """Instances into ``backend``: slot = the instance's slot unless ``slots`` are given; weight
+    set before the slot is ready; then HAProxy's own check must see them up. Returns the slots."""
+    used = []
+    for n, inst in enumerate(instances):
+        slot = slots[n] if slots is not None else inst.slot
+        w.router.assign(backend, slot, inst.ip, inst.port)
+        if weight is not None:
+            w.router.set_weight(backend, slot, weight)
+        w.router.set_state(backend, slot, "ready")
+        used.append(slot)
+    if used:
+        wait_router_up(w.router, backend, used, router_up_timeout)
+    return used
+
+
+class Prober:
+    """Probes instances with ``check``, concurrently, again and again: one HTTP client (a new
+    connection per probe, as health.probe does) and one thread pool for all the rounds."""
+
+    def __init__(self, check: HealthCheck, size: int) -> None:
+        self._check = check
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(check.timeout),
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,
+            verify=False,
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, size))
+
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    def _one(self, address: str) -> tuple[bool, str]:
+        try:
+            status = self._client.get(self._check.url(address)).status_code
+        except httpx.HTTPError as exc:
+            return False, f"no answer: {type(exc).__name__}: {exc}"[:200]
+        return status == self._check.expected_status, f"got {status}"
+
+    def round(self, members: Sequence[Running]) -> dict[str, tuple[bool, str]]:
+        """One probe of each instance: address -> (ok, detail)."""
+        addresses = [m.instance.address for m in members]
+        return dict(zip(addresses, self._pool.map(self._one, addresses), strict=True))
+
+
+def probe_all(members: Sequence[Running], check: HealthCheck) -> dict[str, tuple[bool, str]]:
+    """One probe of each instance, concurrently: address -> (ok, detail)."""
+    if not members:
+        return {}
+    with Prober(check, len(members)) as prober:
+        return prober.round(members)
+
+
+def watch(
+    w: Wiring,
+    backend: str,
+    members: Sequence[Running],
+    *,
+    seconds: float,
+    max_5xx_ratio: float,
+    min_requests: int,
+    poll: float = 0.25,
+) -> tuple[str | None, dict[str, Any]]:
+    """Watch a backend that just took traffic: its router 5xx counters (deltas from now) and its
+    instances' health (probed directly; ``unhealthy_threshold`` failures in a row fail it, as an
+    exit does). Returns (why it failed or None, figures)."""
+    check = w.check
+    base = w.router.stats(backend)
+    started = time.monotonic()
+    in_a_row: Counter[str] = Counter()
+    probes = failed_probes = requests = errors = 0
+
+    def figures() -> dict[str, Any]:
+        return {
+            "backend": backend,
+            "seconds": round(time.monotonic() - started, 2),
+            "requests": requests,
+            "5xx": errors,
+            "5xx_ratio": round(errors / requests, 4) if requests else 0.0,
+            "max_5xx_ratio": max_5xx_ratio,
+            "probes": probes,
+            "failed_probes": failed_probes,
+        }
+
+    with Prober(check, len(members)) as prober:
+        while True:
+            stats = w.router.stats(backend)
+            requests = stats.requests - base.requests
+            errors = (
+                stats.hrsp_5xx
+                - base.hrsp_5xx
+                + stats.response_errors
+                - base.response_errors
+                + stats.connect_errors
+                - base.connect_errors
+            )
+            if requests >= max(1, min_requests) and errors / requests > max_5xx_ratio:
+                return (
+                    f"{errors} of {requests} requests to {backend} failed (5xx or no answer at "
+                    f"the router: {errors / requests:.1%} > {max_5xx_ratio:.1%})",
+                    figures(),
+                )
+            results = prober.round(members)
+            for member in members:
+                address = member.instance.address
+                ok, detail = results[address]
+                probes += 1
+                failed_probes += not ok
+                in_a_row[address] = 0 if ok else in_a_row[address] + 1
+                if not ok:
+                    gone = w.target.exit_reason(member.instance)
+                    if gone is not None:
+                        return gone, figures()
+                if in_a_row[address] >= check.unhealthy_threshold:
+                    return (
+                        f"{address} is unhealthy: {check.describe()} failed "
+                        f"{in_a_row[address]} times in a row; last: {detail}",
+                        figures(),
+                    )
+            if time.monotonic() - started >= seconds:
+                return None, figures()
+            time.sleep(poll)
+
+
+# --------------------------------------------------------------------------------------------
+# Blue/green
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlueGreen:
+    """Blue/green settings.
+
+    ``replicas``: the new colour's full size (None: as many as the live group has).
+    ``preview_replicas``: how many ``deploy_idle`` starts (None: ``replicas``); the rest start
+    in ``switch``, before traffic moves. ``scale_down_delay``: seconds after the switch before
+    ``retire`` removes the old colour (a switch back is possible until then).
+    ``post_switch_check``: seconds the new live colour is watched after the switch; it fails
+    when an instance fails ``unhealthy_threshold`` probes in a row or exits, or when more than
+    ``max_5xx_ratio`` of at least ``min_requests`` requests get a 5xx (or no answer) at the
+    router. ``stop_grace``: SIGTERM to SIGKILL when the old colour is removed.
+    """
+
+    replicas: int | None = None
+    preview_replicas: int | None = None
+    scale_down_delay: float = 300.0
+    post_switch_check: float = 10.0
+    max_5xx_ratio: float = 0.01
+    min_requests: int = 20
+    stop_grace: float = 30.0
+    drain_timeout: float = 120.0
+    router_up_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.replicas is not None and self.replicas < 1:
+            raise DeploySettingsInvalid(f"replicas must be >= 1 (or None), got {self.replicas}")
+        if self.preview_replicas is not None:
+            most = self.replicas if self.replicas is not None else math.inf
+            if not 1 <= self.preview_replicas <= most:
+                raise DeploySettingsInvalid(
+                    f"preview_replicas must be within 1..replicas ({self.replicas}), got "
+                    f"{self.preview_replicas}"
+                )
+        for name in ("scale_down_delay", "post_switch_check", "stop_grace"):
+            if getattr(self, name) < 0:
+                raise DeploySettingsInvalid(
+                    f"{name} must be >= 0 seconds, got {getattr(self, name)}"
+                )
+        if not 0 <= self.max_5xx_ratio <= 1:
+            raise DeploySettingsInvalid(
+                f"max_5xx_ratio must be within 0..1, got {self.max_5xx_ratio}"
+            )
+        if self.min_requests < 0:
+            raise DeploySettingsInvalid(f"min_requests must be >= 0, got {self.min_requests}")
+        if self.drain_timeout <= 0 or self.router_up_timeout <= 0:
+            raise DeploySettingsInvalid("drain_timeout and router_up_timeout must be > 0 seconds")
+
+    def full_size(self, live_count: int) -> int:
+        size = self.replicas if self.replicas is not None else live_count
+        if size < 1:
+            raise DeploySettingsInvalid(
+                "nothing is live to size the new colour from: give BlueGreen(replicas=...)"
+            )
+        return size
+
+
+@dataclass
+class BlueGreenResult(DeployResult):
+    live: str = ""
+    idle: str = ""
+    switched_at: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **super().as_dict(),
+            "live": self.live,
+            "idle": self.idle,
+            "switched_at": self.switched_at,
+            "figures": self.figures,
+        }
+
+
+@dataclass(frozen=True)
+class BlueGreenStatus:
+    """Where a blue/green deployment stands (all read from the router and labels)."""
+
+    live: str
+    idle: str
+    live_digest: str
+    live_count: int
+    idle_digest: str
+    idle_count: int
+    last_switch: SwitchRecord | None
+    retire_due: dt.datetime | None  # None: nothing to retire
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "live": self.live,
+            "idle": self.idle,
+            "live_digest": self.live_digest,
+            "live_count": self.live_count,
+            "idle_digest": self.idle_digest,
+            "idle_count": self.idle_count,
+            "switched_at": self.last_switch.at_utc.isoformat() if self.last_switch else None,
+            "retire_due": self.retire_due.isoformat() if self.retire_due else None,
+        }
+
+
+class BlueGreenDeployment:
+    """The three steps of a blue/green deployment on one engine (see the module docstring)."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self._w = wiring
+        self._log = wiring.log
+        wiring.require_backends(LIVE, *COLOURS)
+
+    # -- where things stand --------------------------------------------------------------
+
+    def status(self, service: str, environment: str, settings: BlueGreen) -> BlueGreenStatus:
+        state = self._w.state(service, environment)
+        idle = idle_colour(state.public)
+        live, waiting = state.live(), state.serving(idle)
+        record = last_switch(self._w.client, service, environment)
+        due = None
+        old = self._old_group(state, record)
+        if old is not None and record is not None:
+            due = dt.datetime.fromtimestamp(record.at + settings.scale_down_delay, dt.timezone.utc)
+        return BlueGreenStatus(
+            live=state.public,
+            idle=idle,
+            live_digest=state.main_digest(live),
+            live_count=len(live),
+            idle_digest=state.main_digest(waiting),
+            idle_count=len(waiting),
+            last_switch=record,
+            retire_due=due,
+        )
+
+    def plan_idle(self, release: Release, settings: BlueGreen) -> list[str]:
+        state = self._w.state(release.service, release.environment)
+        idle = idle_colour(state.public)
+        live = state.live()
+        size = settings.full_size(len(live))
+        first = settings.preview_replicas or size
+        lines = [state.describe()]
+        if state.main_config(live) == release.config_id:
+            return [*lines, f"{release.short_digest} is live already: nothing to do"]
+        keep = [r for r in state.serving(idle) if r.config == release.config_id]
+        stale = [r for r, _ in state.members(idle, ("ready", "drain", "maint"))]
+        stale = [r for r in stale if r.config != release.config_id]
+        if stale:
+            lines.append(f"remove {len(stale)} instance(s) of older releases from {idle}")
+        lines.append(
+            f"start {max(0, first - len(keep))} instance(s) of {release.short_digest} in {idle} "
+            f"({len(keep)} already there); {first}/{size} before the switch"
+        )
+        return lines
+
+    def _old_group(self, state: ServiceState, record: SwitchRecord | None) -> str | None:
+        """The group retire would remove: the marker's previous group while it still holds
+        instances; None when nothing is left to retire."""
+        candidates = []
+        if record is not None and record.live == state.public and record.previous != state.public:
+            candidates.append(record.previous)
+        live_ids = {r.instance.id for r in state.live()}
+        for group in candidates:
+            left = [r for r in state.running if r.group == group and r.instance.id not in live_ids]
+            if left or state.assigned(group):
+                return group
+        return None
+
+    # -- 1. the idle colour ----------------------------------------------------------------
+
+    def deploy_idle(self, release: Release, settings: BlueGreen) -> BlueGreenResult:
+        started_at = time.monotonic()
+        w = self._w
+        state = w.state(release.service, release.environment)
+        self._refuse_ab(state)
+        idle = idle_colour(state.public)
+        live = state.live()
+        result = BlueGreenResult(
+            release.service, release.environment, release.digest, live=state.public, idle=idle
+        )
+        result.previous_digests = sorted({r.digest for r in live})
+        if live and state.main_config(live) == release.config_id:
+            self._log(f"{release.short_digest} is live already in {state.public}: nothing to do")
+            result.steps.append("already live")
+            return result
+        size = settings.full_size(len(live))
+        count = settings.preview_replicas or size
+        line = f"deploy {release.short_digest} to {idle} ({count}/{size}), {state.public} is live"
+        self._log(line)
+        result.steps.append(line)
+        self._clear(state, idle, keep=release.config_id, settings=settings)
+        state = w.state(release.service, release.environment)
+        started = self._scale_to(
+            state, idle, with_history(release, group=idle, previous=live), count, settings
+        )
+        result.replaced = len(started)
+        result.already_current = count - len(started)
+        if PREVIEW in w.router.frontends():
+            w.router.route(PREVIEW, idle)
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+    def _refuse_ab(self, state: ServiceState) -> None:
+        if state.public == AB:
+            raise DeploySettingsInvalid(
+                f"{state.service}/{state.environment}: an A/B test is running (public -> ab): "
+                "finish it or roll it back before a blue/green deployment"
+            )
+
+    def _clear(self, state: ServiceState, group: str, *, keep: str, settings: BlueGreen) -> None:
+        """Everything in ``group`` that is not release ``keep`` out (slots and containers)."""
+        w = self._w
+        live_ids = {r.instance.id for r in state.live()}
+        keep_addresses = {
+            r.instance.address for r in state.running if r.config == keep and r.group == group
+        }
+        out = [s for s in state.assigned(group) if s.endpoint not in keep_addresses]
+        if out:
+            self._log(f"{group}: taking {len(out)} slot(s) of older releases out")
+            take_out(w, group, out, drain_timeout=settings.drain_timeout)
+        in_group = state.in_backend(group)
+        stale = [
+            r
+            for r in state.running
+            if (r.group == group or r.instance.id in in_group)
+            and r.config != keep
+            and r.instance.id not in live_ids
+        ]
+        if stale:
+            digests = ", ".join(sorted({r.digest[7:19] for r in stale}))
+            self._log(
+                f"{group}: removing {len(stale)} instance(s) of {digests} "
+                "(no switch back to them after this)"
+            )
+            remove_instances(w, stale, grace=settings.stop_grace)
+
+    def _scale_to(
+        self,
+        state: ServiceState,
+        group: str,
+        release: Release,
+        count: int,
+        settings: BlueGreen,
+    ) -> list[Instance]:
+        """``count`` instances of ``release`` ready in ``group`` (slots 1..count); returns those
+        started now."""
+        w = self._w
+        ready = {r.instance.slot for r in state.serving(group) if r.config == release.config_id}
+        todo = [slot for slot in range(1, count + 1) if slot not in ready]
+        if not todo:
+            return []
+        mine = {
+            r.instance.address
+            for r in state.running
+            if r.config == release.config_id and r.group == group
+        }
+        busy = {s.slot for s in state.assigned(group) if s.slot in todo and s.endpoint not in mine}
+        if busy:
+            raise DeployAborted(
+                f"{group}: slots {sorted(busy)} hold other instances; run deploy_idle again to "
+                "clear the idle colour"
+            )
+        started = [w.target.start(release, slot) for slot in todo]
+        try:
+            w.gate(started)
+            into_group(w, group, started, router_up_timeout=settings.router_up_timeout)
+        except DeliveryError as exc:
+            for inst in started:
+                w.router.release(group, inst.slot)
+                w.target.remove(inst)
+            raise DeployAborted(
+                f"{release.service}/{release.environment}: {release.short_digest} failed in "
+                f"{group}: {exc}. Its instances were removed; the live group keeps serving"
+            ) from exc
+        self._log(f"{group}: {count} instance(s) of {release.short_digest} ready")
+        return started
+
+    # -- 2. the switch ---------------------------------------------------------------------
+
+    def switch(self, release: Release, settings: BlueGreen) -> BlueGreenResult:
+        """Route ``public`` to the idle colour running ``release`` (at full capacity, healthy),
+        watch it, switch back by itself if the watch fails (SwitchAborted)."""
+        started_at = time.monotonic()
+        w = self._w
+        service, environment = release.service, release.environment
+        state = w.state(service, environment)
+        self._refuse_ab(state)
+        live = state.live()
+        if live and state.main_config(live) == release.config_id:
+            return self._already_switched(state, release, settings, started_at)
+        idle = idle_colour(state.public)
+        result = BlueGreenResult(service, environment, release.digest, live=idle, idle=state.public)
+        result.previous_digests = sorted({r.digest for r in live})
+        size = settings.full_size(len(live))
+        waiting = [r for r in state.serving(idle) if r.config == release.config_id]
+        if not waiting:
+            raise DeployAborted(
+                f"{service}/{environment}: {release.short_digest} does not run in {idle} (the idle "
+                "colour): deploy it there first (deploy_idle)"
+            )
+        release = with_history(release, group=idle, previous=live)
+        if len(waiting) < size:
+            self._log(f"{idle}: scaling {release.short_digest} from {len(waiting)} to {size}")
+            result.replaced = len(self._scale_to(state, idle, release, size, settings))
+            state = w.state(service, environment)
+        # Zero to hero: full capacity, healthy now, up at the router, or no switch.
+        members = state.members(idle)
+        ready = [(r, s) for r, s in members if r.config == release.config_id]
+        if len(ready) < size:
+            raise DeployAborted(
+                f"{idle} has {len(ready)}/{size} instances of {release.short_digest} ready: "
+                "no switch below full capacity"
+            )
+        try:
+            w.gate([r.instance for r, _ in ready])
+            wait_router_up(w.router, idle, [s.slot for _, s in ready], settings.router_up_timeout)
+        except DeliveryError as exc:
+            raise DeployAborted(
+                f"{service}/{environment}: no switch to {idle}: {exc}. public still routes to "
+                f"{state.public}"
+            ) from exc
+        previous, old_digest = state.public, state.main_digest(live)
+        w.router.route(PUBLIC, idle)
+        record = record_switch(
+            w.client,
+            service,
+            environment,
+            image=str(release.image),
+            live=idle,
+            previous=previous,
+            digest=release.digest,
+            previous_digest=old_digest,
+            log=self._log,
+        )
+        line = f"public -> {idle} ({release.short_digest}, {len(ready)} instances), was {previous}"
+        result.steps.append(line)
+        result.switched_at = record.at_utc.isoformat()
+        why, figures = watch(
+            w,
+            idle,
+            [r for r, _ in ready],
+            seconds=settings.post_switch_check,
+            max_5xx_ratio=settings.max_5xx_ratio,
+            min_requests=settings.min_requests,
+        )
+        result.figures = figures
+        if why is not None:
+            self._switch_back(state, previous, idle, old_digest, release, live)
+            raise SwitchAborted(
+                f"{service}/{environment}: the post-switch check of {idle} failed after "
+                f"{figures['seconds']}s: {why}. public went back to {previous} "
+                f"({old_digest[7:19]}); "
+                f"{release.short_digest} stays in {idle} for a look, until the next deployment",
+                figures=figures,
+            )
+        self._log(
+            f"post-switch check of {idle} passed: {figures['requests']} requests, "
+            f"{figures['5xx']} failed, {figures['probes']} probes in {figures['seconds']}s"
+        )
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+    def _switch_back(
+        self,
+        state: ServiceState,
+        previous: str,
+        failed: str,
+        old_digest: str,
+        release: Release,
+        live: Sequence[Running],
+    ) -> None:
+        w = self._w
+        if not live:
+            self._log(f"nothing was live before {failed}: it stays live")
+            return
+        w.router.route(PUBLIC, previous)
+        record_switch(
+            w.client,
+            state.service,
+            state.environment,
+            image=live[0].image or str(release.image),
+            live=previous,
+            previous=failed,
+            digest=old_digest,
+            previous_digest=release.digest,
+            log=self._log,
+        )
+
+    def _already_switched(
+        self, state: ServiceState, release: Release, settings: BlueGreen, started_at: float
+    ) -> BlueGreenResult:
+        """A switch run again (retry after a crash): check again while a switch back is possible."""
+        w = self._w
+        record = last_switch(w.client, state.service, state.environment)
+        result = BlueGreenResult(
+            state.service,
+            state.environment,
+            release.digest,
+            live=state.public,
+            idle=idle_colour(state.public),
+        )
+        result.already_current = len(state.live())
+        result.steps.append("already live")
+        if record is not None:
+            result.switched_at = record.at_utc.isoformat()
+        old = self._old_group(state, record)
+        warm = state.serving(old) if old else []
+        if record is None or not warm:
+            self._log(f"{release.short_digest} is live already in {state.public}")
+            return result
+        self._log(f"{release.short_digest} is live already in {state.public}: checking it again")
+        why, figures = watch(
+            w,
+            state.public,
+            state.live(),
+            seconds=settings.post_switch_check,
+            max_5xx_ratio=settings.max_5xx_ratio,
+            min_requests=settings.min_requests,
+        )
+        result.figures = figures
+        if why is not None and old is not None:
+            self._switch_back(state, old, state.public, record.previous_digest, release, warm)
+            raise SwitchAborted(
+                f"{state.service}/{state.environment}: the post-switch check of {state.public} "
+                f"failed: {why}. public went back to {old}",
+                figures=figures,
+            )
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+    # -- 3. retire -------------------------------------------------------------------------
+
+    def retire(
+        self, service: str, environment: str, settings: BlueGreen, *, wait: bool = True
+    ) -> BlueGreenResult:
+        """Remove the old colour once ``scale_down_delay`` has passed since the switch: waits for
+        it with ``wait``, raises :class:`RetireNotDue` otherwise."""
+        started_at = time.monotonic()
+        w = self._w
+        state = w.state(service, environment)
+        self._refuse_ab(state)
+        record = last_switch(w.client, service, environment)
+        result = BlueGreenResult(
+            service,
+            environment,
+            state.main_digest(state.live()),
+            live=state.public,
+            idle=idle_colour(state.public),
+        )
+        if record is not None:
+            result.switched_at = record.at_utc.isoformat()
+        if record is None or record.live != state.public:
+            leftovers = [r for r in state.running if r.group != state.public]
+            if not leftovers:
+                self._log(f"nothing to retire: only {state.public} runs")
+                result.steps.append("nothing to retire")
+                return result
+            # A switch that left no marker: the delay counts from now.
+            live = state.live()
+            record = record_switch(
+                w.client,
+                service,
+                environment,
+                image=live[0].image if live else leftovers[0].image,
+                live=state.public,
+                previous=leftovers[0].group,
+                digest=state.main_digest(live),
+                previous_digest=leftovers[0].digest,
+                log=self._log,
+            )
+        old = self._old_group(state, record)
+        if old is None:
+            self._log(f"nothing to retire: {record.previous} holds no instance")
+            result.steps.append("nothing to retire")
+            return result
+        due = record.at + settings.scale_down_delay
+        remaining = due - time.time()
+        if remaining > 0:
+            due_at = dt.datetime.fromtimestamp(due, dt.timezone.utc)
+            if not wait:
+                raise RetireNotDue(
+                    f"{service}/{environment}: {old} may be retired at {due_at.isoformat()} "
+                    f"(scale_down_delay {settings.scale_down_delay:g}s after the switch at "
+                    f"{record.at_utc.isoformat()}); {remaining:.0f}s to go",
+                    due=due_at,
+                )
+            self._log(f"waiting {remaining:.1f}s (scale_down_delay) before retiring {old}")
+            time.sleep(remaining)
+            state = w.state(service, environment)
+            if state.public != record.live:
+                raise DeployAborted(
+                    f"{service}/{environment}: public moved to {state.public} while waiting to "
+                    f"retire {old}: nothing retired"
+                )
+        live_ids = {r.instance.id for r in state.live()}
+        servers = state.assigned(old)
+        if servers:
+            take_out(w, old, servers, drain_timeout=settings.drain_timeout)
+        in_old = state.in_backend(old)  # by the router too: a container may lack the label
+        leaving = [
+            r
+            for r in state.running
+            if (r.group == old or r.instance.id in in_old) and r.instance.id not in live_ids
+        ]
+        remove_instances(w, leaving, grace=settings.stop_grace)
+        line = f"retired {old}: {len(servers)} slot(s) freed, {len(leaving)} container(s) removed"
+        self._log(line)
+        result.steps.append(line)
+        result.previous_digests = sorted({r.digest for r in leaving})
+        result.duration_s = time.monotonic() - started_at
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# One call per step (what the operators call)
+# --------------------------------------------------------------------------------------------
+
+
+def _start(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    log: Log,
+) -> tuple[Wiring, BlueGreenDeployment]:
+    w = connect(client, service, environment, router=router, check=check, log=log)
+    return w, BlueGreenDeployment(w)
+
+
+def _check_port(release: Release, check: HealthCheck) -> None:
+    if check.port != release.port:
+        raise DeploySettingsInvalid(
+            f"the health check probes port {check.port} but the release listens on {release.port}"
+        )
+
+
+def deploy_idle(
+    client: docker.DockerClient,
+    release: Release,
+    settings: BlueGreen,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    owner: str,
+    lock_wait: float = 0.0,
+    dry_run: bool = False,
+    log: Log = print,
+) -> BlueGreenResult:
+    """Step 1 (BlueGreenDeployOperator): ``release`` in the idle colour, health-gated."""
+    _check_port(release, check)
+    w, bg = _start(client, release.service, release.environment, router, check, log)
+    w.target._ensure_image(release)
+    if dry_run:
+        for line in bg.plan_idle(release, settings):
+            log(line)
+        return BlueGreenResult(release.service, release.environment, release.digest)
+    with w.lock(
+        release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
+    ):
+        return bg.deploy_idle(release, settings)
+
+
+def switch_traffic(
+    client: docker.DockerClient,
+    release: Release,
+    settings: BlueGreen,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    owner: str,
+    lock_wait: float = 0.0,
+    log: Log = print,
+) -> BlueGreenResult:
+    """Step 2 (SwitchTrafficOperator): ``public`` to the idle colour running ``release``."""
+    _check_port(release, check)
+    w, bg = _start(client, release.service, release.environment, router, check, log)
+    w.target._ensure_image(release)
+    with w.lock(
+        release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
+    ):
+        return bg.switch(release, settings)
+
+
+def retire(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    settings: BlueGreen,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    owner: str,
+    wait: bool = True,
+    lock_wait: float = 0.0,
+    log: Log = print,
+) -> BlueGreenResult:
+    """Step 3 (RetireOperator): the old colour removed once ``scale_down_delay`` has passed.
+
+    With ``wait=False`` it raises :class:`RetireNotDue` (``.due``) instead of sleeping: an
+    operator can defer until then. The lock is taken only for the removal, not for the wait.
+    """
+    w, bg = _start(client, service, environment, router, check, log)
+    if wait:
+        status = bg.status(service, environment, settings)
+        if status.retire_due is not None:
+            remaining = status.retire_due.timestamp() - time.time()
+            if remaining > 0:
+                log(f"waiting {remaining:.1f}s (scale_down_delay) before retiring")
+                time.sleep(remaining)
+    image = _any_image(w, service, environment)
+    if image is None:
+        log(f"nothing runs for {service}/{environment}: nothing to retire")
+        return BlueGreenResult(service, environment, "", steps=["nothing to retire"])
+    with w.lock(service, environment, owner=owner, image=image, wait=lock_wait):
+        return bg.retire(service, environment, settings, wait=wait)
+
+
+def blue_green_status(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    settings: BlueGreen,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    log: Log = print,
+) -> BlueGreenStatus:
+    """Where the service stands: live and idle colours, their digests, when retire is due."""
+    _, bg = _start(client, service, environment, router, check, log)
+    return bg.status(service, environment, settings)
+
+
+def _any_image(w: Wiring, service: str, environment: str) -> str | None:
+    """An image that is on the engine (one a container of the service runs): for lock and
+    marker containers, which are created from an image but never started."""
+    running = list_running(w.client, service, environment, w.check.port)
+    return running[0].image if running and running[0].image else None

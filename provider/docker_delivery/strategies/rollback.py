@@ -1,0 +1,481 @@
+"""Rollback: return a service in an environment to its previous release.
+
+Everything is read from running objects (a worker that crashed halfway left nothing else):
+
+* the router's routes map says which group is live (``public``) and whether an A/B test runs
+  (``public`` -> ``ab``);
+* the live instances' labels say what ran before them: ``io.docker-delivery.previous-digest``
+  and ``previous-image`` (written by blue/green, A/B, rollback and min in-service when they start
+  an instance); the most common value among the live instances wins, unless the newest switch
+  marker made the live release live (then its ``previous-digest``: after a switch back, a second
+  rollback goes forward again);
+* the router's slots and the containers' labels say whether that previous release still runs,
+  ready, in another group.
+
+Three cases, the cheapest first:
+
+1. an A/B test under way (``public`` -> ``ab``): A never left its home group; ``public`` goes
+   back to it (atomic), the ``ab`` backend is emptied and B's containers removed;
+2. the previous release is still warm (blue/green before ``retire``: the old colour runs, ready
+   in its backend): HAProxy must see all its servers up and one direct probe of each must pass,
+   then ``public`` is routed to it (atomic; requests in flight finish on the bad release). A
+   switch marker is written, so a later ``retire`` removes the bad colour after its delay;
+3. otherwise a redeploy of the previous digest, min in-service, into the live group: the image is
+   ``previous-image`` (or the current image's repository at ``previous-digest``), the run-time
+   environment is the current one (an environment change is an infrastructure change, not part
+   of a release): ``template`` (the release as the environment spec describes it) with the
+   previous image, or else the names in ``io.docker-delivery.env-keys`` with the values in the
+   live container's configuration. The redeployed instances record the bad release as their
+   previous one, so a second rollback goes forward again (like ``kubectl rollout undo``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.health import HealthCheck
+from docker_delivery.images.ref import ImageRef
+from docker_delivery.routing.haproxy import HaproxyRouter
+from docker_delivery.routing.service import AB, PUBLIC, RouterSettings
+from docker_delivery.strategies.base import DeployAborted, Log
+from docker_delivery.strategies.bluegreen import (
+    GROUPS,
+    Running,
+    ServiceState,
+    Wiring,
+    connect,
+    into_group,
+    last_switch,
+    list_running,
+    probe_all,
+    record_switch,
+    remove_instances,
+    take_out,
+)
+from docker_delivery.strategies.min_in_service import (
+    MinimumInService,
+    MinimumInServiceDeployment,
+)
+from docker_delivery.targets.base import (
+    LABEL_PREVIOUS_DIGEST,
+    LABEL_PREVIOUS_IMAGE,
+    LABEL_SECRET_KEYS,
+    LABEL_SLOT_GROUP,
+    Release,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+Kind = Literal["switch-back", "redeploy"]
+
+
+class RollbackImpossible(DeliveryError):
+    """Nothing tells what ran before (no label, no warm group), or nothing runs at all."""
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What a rollback will do, decided from the running objects alone."""
+
+    kind: Kind
+    live: str  # the group public routes to now
+    target: str  # the group public will route to
+    from_digest: str
+    to_digest: str
+    to_image: str
+    instances: int  # live instances now (the size of a redeploy)
+    why: str
+
+    def describe(self) -> str:
+        short = self.to_digest[7:19] or "?"
+        if self.kind == "switch-back":
+            return (
+                f"switch back: public {self.live} -> {self.target} ({short}, still warm): "
+                f"{self.why}"
+            )
+        return (
+            f"redeploy {short} ({self.to_image}) into {self.target}, min in-service, "
+            f"{self.instances} instance(s): {self.why}"
+        )
+
+
+@dataclass
+class RollbackResult:
+    service: str
+    environment: str
+    kind: Kind
+    from_digest: str
+    to_digest: str
+    live: str
+    switch_s: float | None = None  # from the call to the switch (switch-back only)
+    steps: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "environment": self.environment,
+            "kind": self.kind,
+            "from_digest": self.from_digest,
+            "to_digest": self.to_digest,
+            "live": self.live,
+            "switch_s": None if self.switch_s is None else round(self.switch_s, 3),
+            "steps": self.steps,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _most_common(values: list[str]) -> str:
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+class Rollback:
+    """Plans and runs a rollback from where things stand (see the module docstring)."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self._w = wiring
+        self._log = wiring.log
+
+    # -- the plan --------------------------------------------------------------------------
+
+    def plan(self, service: str, environment: str) -> RollbackPlan:
+        return self._plan(self._w.state(service, environment))
+
+    def _plan(self, state: ServiceState) -> RollbackPlan:
+        if state.public == AB:
+            return self._plan_ab(state)
+        live = state.live()
+        if not live:
+            raise RollbackImpossible(
+                f"{state.service}/{state.environment}: nothing is live in {state.public}: "
+                "there is no release to roll back from"
+            )
+        if any(r.swarm_service for r in live):
+            raise RollbackImpossible(
+                f"{state.service}/{state.environment}: the live instances are Swarm tasks; roll "
+                "back with a Rolling deployment of the previous digest"
+            )
+        current = state.main_digest(live)
+        current_ones = [r for r in live if r.digest == current]
+        previous = _most_common([r.previous_digest for r in current_ones])
+        record = last_switch(self._w.client, state.service, state.environment)
+        if record and (record.live, record.digest) == (state.public, current):
+            # The last switch made this release live: what it replaced is the previous one
+            # (after a switch back, that is the release rolled back from: undo goes forward).
+            previous = record.previous_digest or previous
+        if not previous:
+            raise RollbackImpossible(
+                f"{state.service}/{state.environment}: the live instances ({current[7:19]}) do "
+                f"not record a previous release (label {LABEL_PREVIOUS_DIGEST}); deploy the "
+                "digest you want by its reference instead"
+            )
+        for group in GROUPS:
+            if group == state.public:
+                continue
+            ready = state.serving(group)
+            if ready and all(r.digest == previous for r in ready):
+                return RollbackPlan(
+                    kind="switch-back",
+                    live=state.public,
+                    target=group,
+                    from_digest=current,
+                    to_digest=previous,
+                    to_image=ready[0].image,
+                    instances=len(live),
+                    why=f"{len(ready)} instance(s) of it still ready in {group}",
+                )
+        image = _most_common([r.previous_image for r in current_ones])
+        if not image:
+            image = str(ImageRef.parse(current_ones[0].image).without_tag().with_digest(previous))
+        return RollbackPlan(
+            kind="redeploy",
+            live=state.public,
+            target=state.public,
+            from_digest=current,
+            to_digest=previous,
+            to_image=image,
+            instances=len(live),
+            why="the previous release no longer runs",
+        )
+
+    def _plan_ab(self, state: ServiceState) -> RollbackPlan:
+        in_ab = [r for r, _ in state.members(AB, ("ready", "drain", "maint"))]
+        digests = {r.digest for r in in_ab}
+        # B is the variant whose instances record another variant present as their previous one.
+        b = next(
+            (
+                d
+                for d in digests
+                if any(r.previous_digest in digests - {d} for r in in_ab if r.digest == d)
+            ),
+            "",
+        )
+        a_members = [r for r in in_ab if r.digest != b]
+        if not a_members:
+            raise RollbackImpossible(
+                f"{state.service}/{state.environment}: public routes to ab but variant A is not "
+                "there any more; deploy the release you want"
+            )
+        home = a_members[0].group
+        return RollbackPlan(
+            kind="switch-back",
+            live=AB,
+            target=home,
+            from_digest=b,
+            to_digest=a_members[0].digest,
+            to_image=a_members[0].image,
+            instances=len(a_members),
+            why=f"an A/B test runs: A still runs ({len(a_members)} instance(s), home {home})",
+        )
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        service: str,
+        environment: str,
+        *,
+        settings: MinimumInService | None = None,
+        template: Release | None = None,
+        stop_grace: float = 30.0,
+        started_at: float | None = None,
+    ) -> RollbackResult:
+        """Roll back; ``started_at`` (time.monotonic() at the call) times the switch."""
+        t0 = started_at if started_at is not None else time.monotonic()
+        state = self._w.state(service, environment)
+        plan = self._plan(state)
+        self._log(plan.describe())
+        result = RollbackResult(
+            service, environment, plan.kind, plan.from_digest, plan.to_digest, plan.target
+        )
+        result.steps.append(plan.describe())
+        if plan.kind == "switch-back" and plan.live == AB:
+            result.switch_s = self._back_from_ab(state, plan, t0, stop_grace)
+        elif plan.kind == "switch-back":
+            switched = self._switch_back(state, plan, t0)
+            if switched is None:  # the warm group failed its check: redeploy instead
+                plan = RollbackPlan(
+                    "redeploy",
+                    plan.live,
+                    plan.live,
+                    plan.from_digest,
+                    plan.to_digest,
+                    plan.to_image,
+                    plan.instances,
+                    "the warm copy failed its check",
+                )
+                result.kind, result.live = "redeploy", plan.live
+                result.steps.append(plan.describe())
+                self._redeploy(state, plan, settings, template, stop_grace)
+            else:
+                result.switch_s = switched
+        else:
+            self._redeploy(state, plan, settings, template, stop_grace)
+        result.duration_s = time.monotonic() - t0
+        return result
+
+    def _switch_back(self, state: ServiceState, plan: RollbackPlan, t0: float) -> float | None:
+        w = self._w
+        members = state.members(plan.target)
+        servers = {s.slot: s for s in w.router.servers(plan.target)}
+        down = [s.slot for _, s in members if servers[s.slot].operational != "up"]
+        failed = {
+            a: d for a, (ok, d) in probe_all([r for r, _ in members], w.check).items() if not ok
+        }
+        if down or failed:
+            self._log(
+                f"{plan.target} is not fit to take traffic (router: slots {down} not up; "
+                f"probes: {failed or 'ok'})"
+            )
+            return None
+        w.router.route(PUBLIC, plan.target)
+        switched = time.monotonic() - t0
+        self._log(
+            f"public -> {plan.target} ({plan.to_digest[7:19]}) {switched:.3f}s after the call"
+        )
+        record_switch(
+            w.client,
+            state.service,
+            state.environment,
+            image=plan.to_image,
+            live=plan.target,
+            previous=plan.live,
+            digest=plan.to_digest,
+            previous_digest=plan.from_digest,
+            log=self._log,
+        )
+        return switched
+
+    def _back_from_ab(
+        self, state: ServiceState, plan: RollbackPlan, t0: float, stop_grace: float
+    ) -> float:
+        w = self._w
+        home = plan.target
+        a = [
+            r
+            for r, _ in state.members(AB, ("ready", "drain", "maint"))
+            if r.digest == plan.to_digest
+        ]
+        a_addresses = {r.instance.address for r in a}
+        ready = {s.endpoint for r, s in state.members(home) if r.instance.address in a_addresses}
+        if len(ready) < len(a):
+            # The promotion had begun: A back into its home slots (home is not routed now).
+            out = [s for s in state.assigned(home) if s.endpoint not in a_addresses]
+            if out:
+                take_out(w, home, out, drain_timeout=120.0)
+            missing = [r.instance for r in a if r.instance.address not in ready]
+            into_group(w, home, missing, router_up_timeout=30.0)
+        w.router.route(PUBLIC, home)
+        switched = time.monotonic() - t0
+        self._log(f"public -> {home} (A, {plan.to_digest[7:19]}) {switched:.3f}s after the call")
+        state = w.state(state.service, state.environment)
+        servers = state.assigned(AB)
+        if servers:
+            take_out(w, AB, servers, drain_timeout=120.0)
+        serving = {r.instance.id for r in state.serving(home)}
+        b = [
+            r
+            for r in state.running
+            if r.digest == plan.from_digest and r.instance.id not in serving
+        ]
+        remove_instances(w, b, grace=stop_grace)
+        return switched
+
+    def _redeploy(
+        self,
+        state: ServiceState,
+        plan: RollbackPlan,
+        settings: MinimumInService | None,
+        template: Release | None,
+        stop_grace: float,
+    ) -> None:
+        w = self._w
+        live = state.live()
+        live_ids = {r.instance.id for r in live}
+        # What does not serve (another group's leftovers) goes first: min in-service works on
+        # the live group's slots alone.
+        for group in [*GROUPS, AB]:
+            if group == state.public:
+                continue
+            servers = state.assigned(group)
+            if servers:
+                take_out(w, group, servers, drain_timeout=120.0)
+        leftovers = [r for r in state.running if r.instance.id not in live_ids]
+        if leftovers:
+            self._log(f"removing {len(leftovers)} instance(s) that take no traffic")
+            remove_instances(w, leftovers, grace=stop_grace)
+        current = next(r for r in live if r.digest == plan.from_digest)
+        history = {
+            LABEL_SLOT_GROUP: state.public,
+            LABEL_PREVIOUS_DIGEST: plan.from_digest,
+            LABEL_PREVIOUS_IMAGE: current.image,
+        }
+        if template is not None:
+            if (template.service, template.environment) != (state.service, state.environment):
+                raise RollbackImpossible(
+                    f"the template is a release of {template.service}/{template.environment}, "
+                    f"not of {state.service}/{state.environment}"
+                )
+            release = replace(
+                template,
+                image=ImageRef.parse(plan.to_image),
+                labels={**template.labels, **history},
+            )
+        else:
+            if current.labels.get(LABEL_SECRET_KEYS):
+                raise RollbackImpossible(
+                    f"{state.service}/{state.environment} runs with secrets, which no label "
+                    "holds: pass template= (the release as the environment spec describes it) "
+                    "to redeploy the previous digest"
+                )
+            release = Release(
+                state.service,
+                state.environment,
+                ImageRef.parse(plan.to_image),
+                port=w.check.port,
+                env=self._run_env(current),
+                labels=history,
+                stop_grace=stop_grace,
+            )
+        w.target._ensure_image(release)
+        count = len(live)
+        mis = settings or MinimumInService(
+            replicas=count, min_in_service=count - max(1, count // 2)
+        )
+        MinimumInServiceDeployment(
+            w.target, w.router, w.gate, backend=state.public, log=self._log
+        ).run(release, mis)
+
+    def _run_env(self, member: Running) -> dict[str, str]:
+        """The live instance's run-time environment: the names in its env-keys label with the
+        values of its configuration; without the label, what differs from its image's ENV."""
+        attrs = self._w.client.api.inspect_container(member.instance.id)
+        pairs = [e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e]
+        env = {k: v for k, v in pairs}
+        keys = member.env_keys
+        if keys is not None:
+            return {k: env[k] for k in keys if k in env}
+        image = self._w.client.api.inspect_image(attrs["Image"])
+        image_pairs = [
+            e.split("=", 1) for e in (image.get("Config") or {}).get("Env") or [] if "=" in e
+        ]
+        image_env = {k: v for k, v in image_pairs}
+        return {k: v for k, v in env.items() if image_env.get(k) != v and k != "APP_DIGEST"}
+
+
+def roll_back(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    owner: str,
+    settings: MinimumInService | None = None,
+    template: Release | None = None,
+    stop_grace: float = 30.0,
+    lock_wait: float = 0.0,
+    dry_run: bool = False,
+    log: Log = print,
+) -> RollbackResult:
+    """Return ``service`` in ``environment`` to its previous release (RollbackOperator).
+
+    A switch back when the previous release is still warm (blue/green before retire, or an A/B
+    test under way), a min-in-service redeploy of the previous digest otherwise (``settings``;
+    default: batches of half the live size). ``template``: the release as the environment spec
+    describes it (environment, secrets, limits, networks, command, port, stop grace); its image
+    is replaced by the previous one. Without it, the live containers' run-time environment
+    variables are carried over (``io.docker-delivery.env-keys``), nothing else, and a release
+    with secrets is refused. ``dry_run`` logs the plan and changes nothing. Raises
+    :class:`RollbackImpossible` when the running objects do not tell what ran before.
+    """
+    t0 = time.monotonic()
+    w = connect(client, service, environment, router=router, check=check, log=log)
+    runner = Rollback(w)
+    if dry_run:
+        plan = runner.plan(service, environment)
+        log(plan.describe())
+        return RollbackResult(
+            service, environment, plan.kind, plan.from_digest, plan.to_digest, plan.target
+        )
+    live = [r for r in list_running(client, service, environment, check.port) if r.image]
+    if not live:
+        raise RollbackImpossible(f"nothing runs for {service}/{environment}")
+    with w.lock(service, environment, owner=owner, image=live[0].image, wait=lock_wait):
+        try:
+            return runner.run(
+                service,
+                environment,
+                settings=settings,
+                template=template,
+                stop_grace=stop_grace,
+                started_at=t0,
+            )
+        except DeployAborted as exc:
+            raise DeployAborted(f"rollback of {service}/{environment} failed: {exc}") from exc

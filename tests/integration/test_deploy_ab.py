@@ -1,0 +1,177 @@
+"""A/B tests on the real engine, behind the real HAProxy (sticky ab backend), under load."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+from loadgen import LoadGenerator, free_port
+
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.strategies.ab import (
+    ABTest,
+    ABTestAborted,
+    StepEvent,
+    ab_deploy,
+    split_weights,
+    weight_order,
+)
+from docker_delivery.strategies.base import DeploySettingsInvalid
+from docker_delivery.strategies.bluegreen import list_running
+from docker_delivery.strategies.deploy import deploy
+from docker_delivery.strategies.min_in_service import MinimumInService
+from docker_delivery.targets import Release
+
+# start_period: on a busy test machine an instance may take a few seconds to listen.
+CHECK = HealthCheck(
+    interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
+)
+SHARE_MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # no slow requests: shares per start
+
+
+def release(image: str, service: str, **env: str) -> Release:
+    return Release.of(
+        service, "test", image, env={"EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}, stop_grace=10
+    )
+
+
+@pytest.fixture
+def service(docker_client):  # type: ignore[no-untyped-def]
+    name = f"ab{uuid.uuid4().hex[:6]}"
+    yield name
+    for c in docker_client.containers.list(
+        all=True, filters={"label": f"io.docker-delivery.service={name}"}
+    ):
+        c.remove(force=True)
+    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
+        for c in docker_client.containers.list(all=True, filters={"name": n}):
+            c.remove(force=True)
+    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
+        net.remove()
+
+
+def live_v1(bed, docker_client, demo_images, service):  # type: ignore[no-untyped-def]
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
+    )
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 2), **kw)
+    return router, kw
+
+
+def test_rollout_through_every_step_keeps_shares_and_drops_no_request(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router, kw = live_v1(bed, docker_client, demo_images, service)
+    settings = ABTest(steps=(5, 25, 50, 100), bake_time=11, poll=0.5)
+    events: list[tuple[int, int, str]] = []
+    # Two kinds of clients at once: cookie-less ones (each request a new client: the shares),
+    # and one cookie-keeping client (sticky: it must never see a failure either).
+    with (
+        LoadGenerator(router.url, rate=100, mix=SHARE_MIX, cookies=False, max_duration=240) as load,
+        LoadGenerator(router.url, rate=20, cookies=True, max_duration=240) as sticky,
+    ):
+
+        def on_step(step: StepEvent) -> None:
+            events.append((step.number, step.weight, step.event))
+            label = f"step {step.weight}" if step.event == "start" else f"end {step.weight}"
+            load.mark(label)
+            sticky.mark(label)
+
+        load.mark("start")
+        result = ab_deploy(
+            docker_client, release(demo_images["v2"], service), settings, on_step=on_step, **kw
+        )
+        load.mark("promoted")
+        sticky.mark("promoted")
+        time.sleep(1.5)
+    report, sticky_report = load.report, sticky.report
+    print(report.summary())
+    print(sticky_report.summary())
+    assert report.failed == 0, report.failures
+    assert sticky_report.failed == 0, sticky_report.failures
+    assert events == [
+        (n, w, e) for n, w in ((1, 5), (2, 25), (3, 50), (4, 100)) for e in ("start", "end")
+    ]
+    for weight in (5, 25, 50, 100):
+        phase = report.by_phase[f"step {weight}"]
+        share = report.share("v2", f"step {weight}") * 100
+        print(f"step {weight}%: {phase['total']} requests, v2 share {share:.1f}%")
+        assert phase["total"] >= 1000, phase
+        assert abs(share - weight) <= 5, (weight, share, phase)
+    assert set(report.by_phase["promoted"]) - {"total", "failed"} == {"v2"}
+    assert result.promoted and result.home == "live" and len(result.figures) == 4
+    assert all(f["b_requests"] >= settings.min_requests for f in result.figures)
+    running = list_running(docker_client, service, "test", 8080)
+    assert len(running) == 3 and {r.digest for r in running} == {result.digest}
+    assert {r.previous_digest for r in running} == {demo_images["v1"].split("@")[1]}
+    with httpx.Client(trust_env=False) as client:
+        response = client.get(router.url + "version")
+        assert response.headers["X-Release"] == "v2" and "dd_ab" not in response.cookies
+
+
+def test_a_faulty_variant_is_aborted_at_its_first_step(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router, kw = live_v1(bed, docker_client, demo_images, service)
+    settings = ABTest(steps=(5, 50, 100), bake_time=20, poll=0.5)
+    bad = release(demo_images["v2"], service, ERROR_RATE="0.2")
+    with LoadGenerator(
+        router.url, rate=120, mix=SHARE_MIX, cookies=False, max_duration=120
+    ) as load:
+        with pytest.raises(ABTestAborted, match="error ratio") as caught:
+            ab_deploy(
+                docker_client,
+                bad,
+                settings,
+                on_step=lambda step: load.mark(f"{step.event} {step.weight}"),
+                **kw,
+            )
+        time.sleep(1.5)
+    report = load.report
+    figures = caught.value.figures
+    step = report.by_phase["start 5"]  # from B's weights set to public back on A
+    expected = 0.05 * 0.2 * step["total"]
+    print(report.summary())
+    print(
+        f"step 5%: {step['total']} requests until the abort, {step['failed']} failed at the "
+        f"clients; weight x fault rate x requests = {expected:.1f}; router figures {figures}"
+    )
+    assert figures["step"] == 1 and figures["weight"] == 5
+    assert figures["b_5xx"] >= 1 and figures["b_requests"] >= settings.min_requests
+    assert figures["seconds"] < settings.bake_time
+    assert all(why == "status 500" for (_, why) in report.failures), report.failures
+    assert report.failed == step["failed"], "failures only while B took its 5 %"
+    assert step["failed"] <= 3 * expected + 5
+    assert set(report.by_phase["end 5"]) - {"total", "failed"} == {"v1"}
+    assert report.by_phase["end 5"]["failed"] == 0
+    running = list_running(docker_client, service, "test", 8080)
+    assert {r.digest for r in running} == {demo_images["v1"].split("@")[1]} and len(running) == 3
+
+
+def test_weights_and_bad_settings() -> None:
+    assert split_weights(5, 3, 1) == (19, 3)  # 3 x 19 : 1 x 3 = 95 : 5
+    assert split_weights(25, 3, 1) == (1, 1)
+    assert split_weights(50, 3, 2) == (2, 3)
+    assert split_weights(100, 3, 3) == (0, 1)
+    a, b = split_weights(1, 16, 16)
+    assert (a, b) == (99, 1)
+    # A (slots 1-3, weight 1) goes up to 19 before new B (slot 4, weight 0) gets 3: B never
+    # takes more than 5 % on the way (B first would give it 50 % for a moment).
+    assert weight_order({1: 1, 2: 1, 3: 1, 4: 0}, {1: 19, 2: 19, 3: 19, 4: 3}, {4}) == [
+        (1, 19),
+        (2, 19),
+        (3, 19),
+        (4, 3),
+    ]
+    with pytest.raises(DeploySettingsInvalid, match="increase"):
+        ABTest(steps=(5, 5, 100))
+    with pytest.raises(DeploySettingsInvalid, match="last step must be 100"):
+        ABTest(steps=(5, 50))
+    with pytest.raises(DeploySettingsInvalid, match=r"within 1\.\.100"):
+        ABTest(steps=(0, 100))
+    with pytest.raises(DeploySettingsInvalid, match="max_5xx_ratio"):
+        ABTest(max_5xx_ratio=1.5)

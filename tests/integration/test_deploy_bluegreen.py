@@ -1,0 +1,186 @@
+"""Blue/green deployments on the real engine, behind the real HAProxy, under load."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+from loadgen import LoadGenerator, free_port
+
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
+from docker_delivery.strategies.bluegreen import (
+    BlueGreen,
+    RetireNotDue,
+    SwitchAborted,
+    blue_green_status,
+    deploy_idle,
+    last_switch,
+    list_running,
+    retire,
+    switch_traffic,
+)
+from docker_delivery.strategies.deploy import deploy
+from docker_delivery.strategies.min_in_service import MinimumInService
+from docker_delivery.targets import Release
+
+# start_period: on a busy test machine an instance may take a few seconds to listen.
+# Few slow (1 s) requests: enough to have requests in flight at every switch, few enough that
+# the in-process load generator's connection pool stays small on a busy machine.
+MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
+CHECK = HealthCheck(
+    interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
+)
+
+
+def release(image: str, service: str, **env: str) -> Release:
+    # APP_RELEASE comes from the image (baked from the build's RELEASE argument).
+    return Release.of(
+        service, "test", image, env={"EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}, stop_grace=10
+    )
+
+
+def router_settings(bed) -> RouterSettings:  # type: ignore[no-untyped-def]
+    return RouterSettings(
+        port=free_port(),
+        preview_port=free_port(),
+        image=bed.haproxy_image,
+        slots=8,
+        check_interval_ms=500,
+    )
+
+
+@pytest.fixture
+def service(docker_client):  # type: ignore[no-untyped-def]
+    name = f"bg{uuid.uuid4().hex[:6]}"
+    yield name
+    for c in docker_client.containers.list(
+        all=True, filters={"label": f"io.docker-delivery.service={name}"}
+    ):
+        c.remove(force=True)
+    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
+        for c in docker_client.containers.list(all=True, filters={"name": n}):
+            c.remove(force=True)
+    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
+        net.remove()
+
+
+def releases_at(url: str, n: int = 30) -> set[str]:
+    with httpx.Client(trust_env=False) as client:
+        return {client.get(url + "version").headers["X-Release"] for _ in range(n)}
+
+
+def test_switch_and_retire_drop_no_request_and_colours_alternate(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 2), **kw)
+    settings = BlueGreen(preview_replicas=1, scale_down_delay=1, post_switch_check=2)
+    preview = f"http://127.0.0.1:{router.preview_port}/"
+    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=180) as load:
+        load.mark("deploy v2")
+        idle = deploy_idle(docker_client, release(demo_images["v2"], service), settings, **kw)
+        assert (idle.live, idle.idle, idle.replaced) == ("live", "blue", 1)
+        assert releases_at(preview) == {"v2"}
+        load.mark("switch to v2")
+        switched = switch_traffic(
+            docker_client, release(demo_images["v2"], service), settings, **kw
+        )
+        load.mark("v2 live")
+        assert switched.live == "blue" and switched.replaced == 2, "scaled 1 -> 3 before"
+        assert switched.figures["requests"] > 0 and switched.figures["5xx"] == 0
+        retired = retire(docker_client, service, "test", settings, **kw)
+        assert "retired live" in retired.steps[0]
+        load.mark("deploy v3")
+        idle = deploy_idle(docker_client, release(demo_images["v3"], service), settings, **kw)
+        assert (idle.live, idle.idle, idle.replaced) == ("blue", "green", 1)
+        switch_traffic(docker_client, release(demo_images["v3"], service), settings, **kw)
+        load.mark("v3 live")
+        time.sleep(1.0)
+        retire(docker_client, service, "test", settings, **kw)
+        time.sleep(1.0)
+    report = load.report
+    print(report.summary())
+    assert report.failed == 0, report.failures
+    assert report.by_phase["switch to v2"]["v2"] > 0
+    assert set(report.by_release) == {"v1", "v2", "v3"}
+    assert set(report.by_phase["v2 live"]) - {"total", "failed"} == {"v2"}
+    assert set(report.by_phase["v3 live"]) - {"total", "failed"} == {"v3"}
+    running = list_running(docker_client, service, "test", 8080)
+    assert len(running) == 3 and {r.group for r in running} == {"green"}
+    assert {r.previous_digest for r in running} == {demo_images["v2"].split("@")[1]}
+    status = blue_green_status(docker_client, service, "test", settings, router=router, check=CHECK)
+    assert (status.live, status.live_count, status.retire_due) == ("green", 3, None)
+
+
+def test_a_failing_post_switch_check_switches_back_by_itself(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    first = BlueGreen(replicas=2, post_switch_check=1)
+    deploy_idle(docker_client, release(demo_images["v1"], service), first, **kw)
+    switch_traffic(docker_client, release(demo_images["v1"], service), first, **kw)
+    # Healthy (GET /health answers 200) but 20 % of the requests answer 500.
+    bad = release(demo_images["v2"], service, ERROR_RATE="0.2")
+    settings = BlueGreen(post_switch_check=10, scale_down_delay=60)
+    deploy_idle(docker_client, bad, settings, **kw)
+    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=120) as load:
+        time.sleep(0.5)
+        load.mark("switch")
+        started = time.monotonic()
+        with pytest.raises(SwitchAborted, match="post-switch check of green failed") as caught:
+            switch_traffic(docker_client, bad, settings, **kw)
+        took = time.monotonic() - started
+        load.mark("back")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary(), caught.value.figures, f"switch + check + back: {took:.2f}s")
+    assert caught.value.figures["5xx"] >= 1 and caught.value.figures["seconds"] < 10
+    assert set(report.by_phase["back"]) - {"total", "failed"} == {"v1"}
+    assert report.by_phase["back"]["failed"] == 0
+    failed = report.by_phase["switch"]["failed"]
+    assert failed == sum(n for (_, why), n in report.failures.items() if why == "status 500")
+    assert releases_at(router.url) == {"v1"}
+    record = last_switch(docker_client, service, "test")
+    assert record is not None and (record.live, record.previous) == ("blue", "green")
+    # The failed colour is what retire removes, once its delay has passed.
+    with pytest.raises(RetireNotDue) as not_due:
+        retire(docker_client, service, "test", settings, wait=False, **kw)
+    assert not_due.value.due.timestamp() > time.time() + 50
+    retire(docker_client, service, "test", BlueGreen(scale_down_delay=0), **kw)
+    running = list_running(docker_client, service, "test", 8080)
+    assert {(r.group, r.digest) for r in running} == {("blue", demo_images["v1"].split("@")[1])}
+
+
+def test_no_switch_below_full_capacity_or_health(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    first = BlueGreen(replicas=2, post_switch_check=0)
+    deploy_idle(docker_client, release(demo_images["v1"], service), first, **kw)
+    switch_traffic(docker_client, release(demo_images["v1"], service), first, **kw)
+    v2 = release(demo_images["v2"], service)
+    with pytest.raises(DeployAborted, match="does not run in green"):
+        switch_traffic(docker_client, v2, first, **kw)
+    deploy_idle(docker_client, v2, first, **kw)
+    # One idle instance turns unhealthy after deploy_idle: the switch must not happen.
+    green = [r for r in list_running(docker_client, service, "test", 8080) if r.group == "green"]
+    httpx.post(
+        f"http://{green[0].instance.address}/admin/fault", json={"unhealthy": True}, trust_env=False
+    ).raise_for_status()
+    with pytest.raises(DeployAborted, match="no switch to green"):
+        switch_traffic(docker_client, v2, first, **kw)
+    assert releases_at(router.url) == {"v1"}
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(DeploySettingsInvalid, match="preview_replicas"):
+        BlueGreen(replicas=2, preview_replicas=3)
+    with pytest.raises(DeploySettingsInvalid, match="scale_down_delay"):
+        BlueGreen(scale_down_delay=-1)
+    with pytest.raises(DeploySettingsInvalid, match="max_5xx_ratio"):
+        BlueGreen(max_5xx_ratio=2)
