@@ -27,9 +27,10 @@ import concurrent.futures
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from docker_delivery.errors import DeliveryError
 
@@ -250,6 +251,8 @@ def parse_addresses(addresses: str | Sequence[str]) -> list[str]:
 
 
 def _describe_error(exc: BaseException, timeout: float) -> str:
+    import httpx
+
     if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
         return f"timed out after {_seconds(timeout)}"
     text = str(exc) or type(exc).__name__
@@ -273,6 +276,8 @@ def _result(response: httpx.Response, check: HealthCheck) -> ProbeResult:
 
 
 def _client_options(check: HealthCheck) -> dict[str, Any]:
+    import httpx
+
     # A new connection per probe (a kept-alive one would hide an instance that stopped accepting,
     # and pin a router frontend to one backend); no proxies from the environment.
     return {
@@ -285,6 +290,8 @@ def _client_options(check: HealthCheck) -> dict[str, Any]:
 
 def probe(address: str, check: HealthCheck) -> ProbeResult:
     """Probe ``address`` once, synchronously (bounded by ``check.timeout`` per phase)."""
+    import httpx
+
     url = check.url(address)
     try:
         with httpx.Client(**_client_options(check)) as client:
@@ -296,6 +303,8 @@ def probe(address: str, check: HealthCheck) -> ProbeResult:
 async def _probe_async(
     client: httpx.AsyncClient, url: str, check: HealthCheck, timeout: float
 ) -> ProbeResult:
+    import httpx
+
     try:
         response = await asyncio.wait_for(client.get(url), timeout)
     except (httpx.HTTPError, asyncio.TimeoutError) as exc:
@@ -318,6 +327,8 @@ async def wait_healthy(
     once it has stopped, which ends the wait at once. ``log`` receives a line whenever the result
     changes, and the outcome.
     """
+    import httpx
+
     if not _is_number(deadline) or deadline <= 0:
         raise HealthCheckInvalid(f"deadline must be a positive number of seconds, got {deadline!r}")
     url = check.url(address)

@@ -74,12 +74,24 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-import docker.errors
-import requests.exceptions
-
 from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.targets.base import LABEL_DIGEST, LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
+
+
+def _docker_errors() -> Any:
+    """docker.errors, imported on first use: parsing a DAG must not load the docker SDK."""
+    import docker.errors
+
+    return docker.errors
+
+
+def _request_errors() -> Any:
+    """requests' base error (the docker SDK's transport), imported on first use."""
+    import requests.exceptions
+
+    return requests.exceptions.RequestException
+
 
 if TYPE_CHECKING:
     import docker
@@ -525,7 +537,7 @@ class MigrationLock:
                 )
                 self._log(f"migration lock {self.name} ({self._database}) taken")
                 return
-            except docker.errors.APIError as error:
+            except _docker_errors().APIError as error:
                 if error.status_code != 409:
                     raise
             holder = self._holder()
@@ -549,7 +561,7 @@ class MigrationLock:
     def _holder(self) -> tuple[str, str] | None:
         try:
             labels = self._client.containers.get(self.name).labels
-        except docker.errors.NotFound:
+        except _docker_errors().NotFound:
             return None
         return labels.get(LABEL_LOCK_OWNER, "?"), labels.get(LABEL_LOCK_SINCE, "?")
 
@@ -557,7 +569,7 @@ class MigrationLock:
         holder = self._holder()
         if holder is None or holder[0] != self._owner:
             return
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(_docker_errors().NotFound):
             self._client.containers.get(self.name).remove(force=True)
             self._log(f"migration lock {self.name} released")
 
@@ -706,11 +718,11 @@ class MigrationRunner:
         removed = 0
         label = f"{LABEL_MIGRATION_RUN}={self.run_id}"
         for container in self.client.containers.list(all=True, filters={"label": label}):
-            with contextlib.suppress(docker.errors.NotFound):
+            with contextlib.suppress(_docker_errors().NotFound):
                 try:
                     container.remove(force=True)
                     removed += 1
-                except docker.errors.APIError as error:
+                except _docker_errors().APIError as error:
                     if error.status_code != 409:  # 409: removal already in progress
                         raise
         return removed
@@ -734,12 +746,12 @@ class MigrationRunner:
         try:
             self.client.images.get(image)
             return
-        except docker.errors.ImageNotFound:
+        except _docker_errors().ImageNotFound:
             pass
         log(f"pulling {image}")
         try:
             self.client.images.pull(image)
-        except docker.errors.APIError as error:
+        except _docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not pull {image}: {error.explanation or error}; check that the image "
                 "was pushed and that the engine can reach (and is logged in to) its registry"
@@ -806,7 +818,7 @@ class MigrationRunner:
             streamer.start()
             code = self._wait(container, started + spec.timeout)
             if code is None:
-                with contextlib.suppress(docker.errors.APIError):
+                with contextlib.suppress(_docker_errors().APIError):
                     container.kill()
                 streamer.join(timeout=10)
                 raise MigrationTimeout(
@@ -819,7 +831,7 @@ class MigrationRunner:
             streamer.join(timeout=30)
             return code, (self._all_output(container) if role == "status" else list(tail))
         finally:
-            with contextlib.suppress(docker.errors.APIError):
+            with contextlib.suppress(_docker_errors().APIError):
                 container.remove(force=True)
 
     def _put_secret(self, container: Container, image: str, user: str | None, url: str) -> None:
@@ -851,7 +863,7 @@ class MigrationRunner:
             try:
                 result = container.wait(timeout=max(1, min(remaining, 300)))
                 return int(result["StatusCode"])
-            except requests.exceptions.RequestException:
+            except _request_errors():
                 container.reload()
                 if container.status not in ("running", "created", "restarting"):
                     return int(container.attrs["State"]["ExitCode"])
