@@ -33,6 +33,7 @@ def get_provider_info() -> dict[str, Any]:
                     "docker_delivery.operators.promote",
                     "docker_delivery.operators.migrate",
                     "docker_delivery.operators.deploy",
+                    "docker_delivery.operators.infra",
                 ],
             }
         ],

@@ -1,0 +1,99 @@
+"""ApplyInfraOperator: an environment's replicas, env variables, secrets, networks and limits made
+to match its spec (docker_delivery.infra); the plan is logged and returned masked. Secrets are read
+at run time (Airflow connections, variables, AWS Secrets Manager) and masked in logs at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from docker_delivery.hooks.engine import engine_client
+from docker_delivery.spec import SecretRef, ServiceSpec, load_spec
+
+
+def read_secret(ref: SecretRef, *, aws_conn_id: str = "aws_default") -> str:
+    """The value ``ref`` points at, masked in Airflow's logs from now on."""
+    from airflow.sdk import Connection, Variable
+    from airflow.sdk.log import mask_secret
+
+    value: Any
+    if ref.source == "airflow_connection":
+        conn = Connection.get(ref.ref)
+        key = ref.key or "password"
+        if key.startswith("extra."):
+            value = conn.extra_dejson.get(key.removeprefix("extra."))
+        else:
+            value = conn.get_uri() if key == "uri" else getattr(conn, key)
+    elif ref.source == "airflow_variable":
+        value = Variable.get(ref.ref, deserialize_json=ref.key is not None)
+        value = value.get(ref.key) if ref.key is not None else value
+    elif ref.source == "aws_secret_arn":
+        from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook as Hook
+
+        value = Hook(aws_conn_id=aws_conn_id).get_secret(ref.ref)  # type: ignore[no-untyped-call]
+        value = json.loads(value).get(ref.key) if ref.key is not None else value
+    else:
+        raise ValueError(f"{ref.describe()} is mounted by Docker, not read")
+    if value is None or value == "":
+        raise ValueError(f"secret {ref.name}: {ref.describe()} is empty")
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    mask_secret(text, ref.name)
+    return text
+
+
+class ApplyInfraOperator(BaseOperator):
+    """Plan, then apply, ``environment``'s spec (a YAML path or text, a mapping, or a
+    ServiceSpec); the running digest never changes. Returns ``{"plan": ..., "result": ...}``."""
+
+    template_fields: Sequence[str] = ("spec", "environment")
+    ui_color = "#c7d2fe"
+
+    def __init__(
+        self,
+        *,
+        spec: str | ServiceSpec | Mapping[str, Any],
+        environment: str,
+        plan_only: bool = False,
+        docker_url: str | None = None,
+        lock_wait: float = 0.0,
+        aws_conn_id: str = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(spec, str) and "{{" not in environment:
+            load_spec(spec).environment(environment)  # validates now, at parse time
+        if isinstance(spec, ServiceSpec):  # plain data, as DAG serialization wants
+            spec = spec.model_dump(by_alias=True, exclude_unset=True)
+        self.spec = spec
+        self.environment = environment
+        self.plan_only = plan_only
+        self.docker_url = docker_url
+        self.lock_wait = lock_wait
+        self.aws_conn_id = aws_conn_id
+
+    def resolve_secret(self, ref: SecretRef) -> str:
+        return read_secret(ref, aws_conn_id=self.aws_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from docker_delivery.infra import apply, plan
+
+        spec, ti = load_spec(self.spec), context["ti"]
+        with closing(engine_client(self.docker_url)) as client:
+            planned = plan(client, spec, self.environment, resolve_secret=self.resolve_secret)
+            self.log.info("infrastructure plan:\n%s", planned.describe())
+            out: dict[str, Any] = {"plan": planned.as_dict()}
+            if self.plan_only:
+                return out
+            result = apply(
+                client,
+                planned,
+                owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}",
+                lock_wait=self.lock_wait,
+                log=self.log.info,
+            )
+        out["result"] = result.as_dict()
+        return out

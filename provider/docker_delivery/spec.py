@@ -1,0 +1,793 @@
+"""The environment spec of a service: how it runs in each environment, validated before anything.
+
+One :class:`ServiceSpec` per service: shared ``defaults`` and, per environment, what that
+environment overrides ("keep your environments similar": the overrides are the declared
+differences between environments). An environment's spec is the defaults with its overrides
+merged in: mappings (``env``, ``labels``, ``router``, ``health_check``, ``resources``,
+``rollout``) key by key, ``secrets`` by name, lists (``networks``, ``command``) replaced::
+
+    service: web
+    image: 127.0.0.1:5000/shop/web          # the repository the pipeline builds (optional)
+    defaults:
+      target: engine                        # engine | swarm
+      replicas: 2
+      port: 8080                            # the app's port in its containers
+      env: {LOG_LEVEL: info}
+      secrets:                              # by reference only, never a value
+        - {name: DB_PASSWORD, from: airflow_connection, ref: shop_db}
+      resources: {cpus: 0.5, memory: 256m}
+      health_check: {path: /health, interval: 1}
+      router: {image: haproxy:lts}
+    environments:
+      staging:
+        router: {port: 18080}
+      prod:
+        replicas: 4
+        env: {LOG_LEVEL: warn}
+        router: {port: 8080}
+
+Every model refuses unknown keys, and values keep their YAML types (``replicas: "3"`` and
+``DEBUG: true`` are refused, not converted: YAML reads ``NO`` as false). :func:`load_spec` turns
+every problem into one line naming its field path and environment
+(``environments.prod.replicas: must be >= 0``) in a :class:`SpecInvalid`.
+
+Secrets are references: ``{name, from: airflow_connection | airflow_variable | docker_secret |
+aws_secret_arn, ref}``, resolved when a step runs. A literal value is refused, and so is a literal
+in an env variable whose name says it is a secret (``*_PASSWORD``, ``*_SECRET``, ``*_TOKEN``,
+``*_KEY``, ...), unless the environment lists the name in ``not_secrets``.
+
+This module is domain code: it never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.health import HealthCheck, HealthCheckInvalid
+from docker_delivery.images.ref import ImageRef
+from docker_delivery.routing.service import RouterSettings
+from docker_delivery.targets.base import LABEL_PREFIX, Limits, Release, SecretMount
+
+__all__ = [
+    "SECRET_SOURCES",
+    "EnvironmentDefaults",
+    "EnvironmentSpec",
+    "HealthCheckSpec",
+    "Resources",
+    "RolloutSpec",
+    "RouterSpec",
+    "SecretRef",
+    "SecretResolver",
+    "ServiceSpec",
+    "SpecInvalid",
+    "load_spec",
+    "looks_secret",
+    "parse_memory",
+]
+
+SECRET_SOURCES = ("airflow_connection", "airflow_variable", "docker_secret", "aws_secret_arn")
+SecretSource = Literal["airflow_connection", "airflow_variable", "docker_secret", "aws_secret_arn"]
+# A name whose last word is one of these holds a secret (DB_PASSWORD, API_TOKEN, SECRET_KEY).
+SECRET_WORDS = frozenset(
+    {"PASSWORD", "PASSWD", "PASS", "SECRET", "TOKEN", "KEY", "APIKEY", "PASSPHRASE"}
+    | {"CREDENTIAL", "CREDENTIALS", "PRIVATEKEY"}
+)
+CONNECTION_KEYS = ("password", "login", "host", "schema", "port", "uri")
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$")
+_AIRFLOW_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_DOCKER_SECRET = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$")
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    **{u: 1024 for u in ("k", "kb", "ki", "kib")},
+    **{u: 1024**2 for u in ("m", "mb", "mi", "mib")},
+    **{u: 1024**3 for u in ("g", "gb", "gi", "gib")},
+    **{u: 1024**4 for u in ("t", "tb", "ti", "tib")},
+}
+_LITERAL_SECRET = (
+    "a literal secret value is refused: reference it instead, as {name: NAME, from: "
+    "airflow_connection | airflow_variable | docker_secret | aws_secret_arn, ref: <id>}"
+)
+
+
+class SpecInvalid(DeliveryError, ValueError):
+    """A spec that cannot be used. ``problems`` holds one line per problem, each starting with
+    the field's path (``environments.prod.replicas: must be >= 0``); values are never quoted."""
+
+    def __init__(self, origin: str, problems: Sequence[str]) -> None:
+        self.origin = origin
+        self.problems = list(problems)
+        count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid spec ({origin}), {count}:\n{lines}")
+
+
+def looks_secret(name: str) -> bool:
+    """True when a variable's name says it holds a secret: its last word is one of
+    :data:`SECRET_WORDS` (``DB_PASSWORD``, ``apiToken``, ``AWS_SECRET_ACCESS_KEY``; not
+    ``PASSWORD_FILE``, ``TOKEN_URL`` or ``KEY_PREFIX``)."""
+    words = [w for w in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
+    return bool(words) and words[-1].upper() in SECRET_WORDS
+
+
+def parse_memory(value: object) -> int:
+    """``"512m"``, ``"1g"``, ``"256Mi"``, ``"1.5GiB"`` or a number of bytes -> bytes (binary
+    units, as ``docker run --memory``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be a size such as 512m or 1g")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _MEMORY.match(value.strip())
+        unit = match.group(2).lower() if match else "?"
+        if match is None or unit not in _MEMORY_UNITS:
+            raise ValueError(
+                f"{value!r} is not a size: a number with a unit b, k, m, g or t "
+                "(binary, as docker run --memory), e.g. 512m or 1g"
+            )
+        size = int(float(match.group(1)) * _MEMORY_UNITS[unit])
+    if size < 6 * 1024 * 1024:
+        raise ValueError("must be at least 6m (Docker's minimum)")
+    return size
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
+def _label_key(value: str) -> str:
+    if value.startswith(LABEL_PREFIX):
+        raise ValueError(
+            f"{value!r}: the prefix {LABEL_PREFIX!r} is reserved for docker-delivery's own labels"
+        )
+    return _pattern(_LABEL_KEY, "a valid label key (letters, digits, '.', '_', '-', '/')")(value)
+
+
+def _image(value: str) -> str:
+    ref = ImageRef.parse(value)  # InvalidReference is a ValueError: it names the problem
+    if ref.tag is not None and ref.digest is None:
+        raise ValueError(
+            f"{value!r} names a tag, and a tag moves: give the repository (the pipeline supplies "
+            "the digest) or pin it (repository@sha256:...)"
+        )
+    return value
+
+
+EnvName = Annotated[
+    str,
+    AfterValidator(
+        _pattern(_ENV_NAME, "a valid variable name (letters, digits and '_', not a digit first)")
+    ),
+]
+DnsName = Annotated[
+    str,
+    AfterValidator(
+        _pattern(_DNS_NAME, "a valid name (1-32 lower-case letters, digits or '-', no '-' at ends)")
+    ),
+]
+NetworkName = Annotated[
+    str, AfterValidator(_pattern(_NETWORK, "a valid network name (letters, digits, '_.-')"))
+]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Memory = Annotated[int, BeforeValidator(parse_memory)]
+SecretResolver = Callable[["SecretRef"], str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+
+class SecretRef(_Model):
+    """A secret, by reference: the app knows it as ``name``; its value is read at run time
+    from ``from`` (``source``) at ``ref``. ``key`` picks a part: for an Airflow connection one of
+    password (the default), login, host, schema, port, uri or ``extra.<field>``; for a JSON
+    Airflow variable or AWS secret, a top-level key. ``expose``: ``file`` (``/run/secrets/<name>``
+    and ``<name>_FILE`` pointing at it; the default) or ``env`` (the variable ``<name>`` holds
+    the value: visible in ``docker inspect``)."""
+
+    name: EnvName
+    source: SecretSource = Field(alias="from")
+    ref: str
+    key: str | None = None
+    expose: Literal["file", "env"] = "file"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            if any(k in data for k in ("value", "literal", "plain", "data", "secret")):
+                raise ValueError(_LITERAL_SECRET)
+        elif isinstance(data, (str, int, float, bool)):
+            raise ValueError(_LITERAL_SECRET)
+        return data
+
+    @model_validator(mode="after")
+    def _check_ref(self) -> SecretRef:
+        checks: dict[str, tuple[re.Pattern[str], str]] = {
+            "airflow_connection": (_AIRFLOW_ID, "an Airflow connection id"),
+            "airflow_variable": (_AIRFLOW_ID, "an Airflow variable key"),
+            "docker_secret": (_DOCKER_SECRET, "a Docker secret name"),
+            "aws_secret_arn": (_ARN, "a Secrets Manager ARN (arn:aws:secretsmanager:...)"),
+        }
+        regex, what = checks[self.source]
+        if not regex.match(self.ref):
+            raise ValueError(f"ref: {self.ref!r} is not {what}")
+        if self.source == "docker_secret" and (self.key is not None or self.expose != "file"):
+            raise ValueError("key/expose: a Docker secret is mounted whole, as a file")
+        if (
+            self.source == "airflow_connection"
+            and self.key is not None
+            and self.key not in CONNECTION_KEYS
+            and not self.key.startswith("extra.")
+        ):
+            raise ValueError(f"key: must be one of {', '.join(CONNECTION_KEYS)} or extra.<field>")
+        return self
+
+    def describe(self) -> str:
+        """``airflow_connection:shop_db`` (``#key`` when a part is picked); never the value."""
+        return f"{self.source}:{self.ref}" + (f"#{self.key}" if self.key else "")
+
+
+class Resources(_Model):
+    """Limits of each instance: ``cpus`` (0.5 = half a CPU), ``memory`` (``512m``, ``1g``)."""
+
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: Memory | None = None
+
+    def limits(self) -> Limits | None:
+        if self.cpus is None and self.memory is None:
+            return None
+        return Limits(cpus=self.cpus, memory=self.memory)
+
+
+class HealthCheckSpec(_Model):
+    """The fields of :class:`docker_delivery.health.HealthCheck`; ``port`` defaults to the
+    environment's ``port``."""
+
+    path: str = "/health"
+    port: Port | None = None
+    expected_status: int = Field(default=200, ge=100, le=599)
+    interval: float = Field(default=1.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    start_period: float = Field(default=0.0, ge=0)
+    scheme: Literal["http", "https"] = "http"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() for c in value):
+            raise ValueError("must be an absolute path without spaces, e.g. /health")
+        return value
+
+    def to_check(self, port: int) -> HealthCheck:
+        data = self.model_dump()
+        data["port"] = self.port or port
+        return HealthCheck(**data)
+
+
+class RouterSpec(_Model):
+    """The service's HAProxy router in this environment (:class:`RouterSettings`): ``port`` is
+    the published port users reach (127.0.0.1:port)."""
+
+    port: Port
+    preview_port: Port | None = None
+    image: str = "haproxy:lts"
+    slots: int = Field(default=16, ge=1, le=256)
+    check_interval_ms: int = Field(default=1000, ge=100)
+
+    @model_validator(mode="after")
+    def _ports(self) -> RouterSpec:
+        if self.preview_port is not None and self.preview_port == self.port:
+            raise ValueError("preview_port: must differ from port")
+        return self
+
+    def settings(self) -> RouterSettings:
+        assert self.port is not None
+        return RouterSettings(
+            port=self.port,
+            preview_port=self.preview_port,
+            image=self.image,
+            slots=self.slots,
+            check_interval_ms=self.check_interval_ms,
+        )
+
+
+class RouterDefaults(RouterSpec):
+    port: Port | None = None  # type: ignore[assignment]  # each environment has its own
+
+
+def _all_at_once() -> list[int | str]:
+    return ["100%"]
+
+
+class RolloutSpec(_Model):
+    """How an infrastructure change rolls: on the engine, ``min_in_service`` instances keep
+    serving (default: half, at least one when there are two or more); on Swarm, the ``stages``
+    of the rolling deployment (``[1, "50%", "100%"]``)."""
+
+    min_in_service: int | None = Field(default=None, ge=0)
+    stages: list[int | str] = Field(default_factory=_all_at_once)
+    drain_timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for item in value:
+                ok_int = isinstance(item, int) and not isinstance(item, bool)
+                if not ok_int and not (isinstance(item, str) and item.endswith("%")):
+                    raise ValueError(f"{item!r} is neither a count nor a percentage ('50%')")
+        return value
+
+
+class EnvironmentSpec(_Model):
+    """How a service runs in one environment (the defaults with the environment's overrides)."""
+
+    target: Literal["engine", "swarm"] = "engine"
+    replicas: int = Field(default=1, ge=0)
+    port: Port = 8080
+    command: list[str] | None = None
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    not_secrets: list[EnvName] = Field(default_factory=list)
+    secrets: list[SecretRef] = Field(default_factory=list)
+    networks: list[NetworkName] = Field(default_factory=list)
+    resources: Resources | None = None
+    health_check: HealthCheckSpec = Field(default_factory=HealthCheckSpec)
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    router: RouterSpec
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    stop_grace: float = Field(default=30.0, ge=0)
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_list(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            if any(isinstance(v, (str, int, float, bool)) for v in value.values()):
+                raise ValueError(_LITERAL_SECRET)
+            raise ValueError("must be a list of {name, from, ref}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnvironmentSpec:
+        problems = self.problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def problems(self) -> list[str]:
+        """What is wrong across fields, one ``path: message`` line each."""
+        out: list[str] = []
+        names = [s.name for s in self.secrets]
+        for i, secret in enumerate(self.secrets):
+            at = f"secrets[{secret.name}]"
+            if names.index(secret.name) != i:
+                out.append(f"{at}: declared twice")
+            if secret.name in self.env:
+                out.append(f"{at}: {secret.name} is also in env; a name is a variable or a secret")
+            if secret.expose == "file" and f"{secret.name}_FILE" in self.env:
+                out.append(f"{at}: env sets {secret.name}_FILE, which points at the secret's file")
+            if secret.source == "docker_secret" and self.target != "swarm":
+                out.append(f"{at}.from: a docker_secret needs target swarm (this is {self.target})")
+        for name, value in self.env.items():
+            if value and looks_secret(name) and name not in self.not_secrets:
+                out.append(
+                    f"env.{name}: the name says secret and it holds a literal value: move it to "
+                    f"secrets as a reference ({{name: {name}, from: ..., ref: ...}}), or list it "
+                    "in not_secrets if it is not a secret"
+                )
+        if len(set(self.networks)) != len(self.networks):
+            out.append("networks: a network is listed twice")
+        if self.health_check.port is not None and self.health_check.port != self.port:
+            out.append(
+                f"health_check.port: {self.health_check.port} is not the app's port {self.port}; "
+                "the check probes the instances on their port"
+            )
+        try:
+            self.health_check.to_check(self.port)
+        except HealthCheckInvalid as exc:
+            out.append(f"health_check: {exc}")
+        mis = self.rollout.min_in_service
+        if mis is not None and self.replicas and mis >= self.replicas:
+            out.append(
+                f"rollout.min_in_service: {mis} must be below replicas ({self.replicas}), or no "
+                "instance could ever be replaced"
+            )
+        if self.target == "swarm" and self.replicas:
+            from docker_delivery.strategies.rolling import resolve_stages
+
+            try:
+                resolve_stages(self.rollout.stages, self.replicas)
+            except DeliveryError as exc:
+                out.append(f"rollout.stages: {exc}")
+        return out
+
+    def health(self) -> HealthCheck:
+        return self.health_check.to_check(self.port)
+
+
+class EnvironmentDefaults(EnvironmentSpec):
+    """What environments share; the same fields, none required (each environment must end up
+    with a router port). Checks across fields run on each environment, not here."""
+
+    router: RouterDefaults | None = None  # type: ignore[assignment]
+
+    def problems(self) -> list[str]:
+        return []
+
+
+def _merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        base = merged.get(key)
+        if key == "secrets" and isinstance(base, list) and isinstance(value, list):
+            by_name = {_name_of(s): s for s in base}
+            extra = [s for s in value if _name_of(s) is None]
+            by_name.update({_name_of(s): s for s in value if _name_of(s) is not None})
+            merged[key] = [s for n, s in by_name.items() if n is not None] + extra
+        elif isinstance(base, Mapping) and isinstance(value, Mapping):
+            merged[key] = {**base, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _name_of(item: Any) -> str | None:
+    name = item.get("name") if isinstance(item, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _raw(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True, exclude_unset=True)
+    return {} if value is None else value
+
+
+def _merged_view(data: Any) -> Any:
+    """``data`` with every environment's overrides merged onto the defaults."""
+    if not isinstance(data, Mapping):
+        return data
+    defaults, envs = _raw(data.get("defaults")), data.get("environments")
+    if not isinstance(defaults, Mapping) or not isinstance(envs, Mapping):
+        return data
+    merged = {}
+    for name, overrides in envs.items():
+        raw = _raw(overrides)
+        merged[name] = _merge(defaults, raw) if isinstance(raw, Mapping) else raw
+    return {**data, "environments": merged}
+
+
+class ServiceSpec(_Model):
+    """A service's environments. ``environments[name]`` is the merged, validated spec of that
+    environment (defaults + its overrides); ``image`` is the repository the pipeline builds
+    (or a digest-pinned reference), never a tag."""
+
+    service: DnsName
+    image: Annotated[str, AfterValidator(_image)] | None = None
+    defaults: EnvironmentDefaults = Field(default_factory=EnvironmentDefaults)
+    environments: dict[DnsName, EnvironmentSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        return _merged_view(data)
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def environment(self, name: str) -> EnvironmentSpec:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise SpecInvalid(
+                f"service {self.service}",
+                [f"environments.{name}: no such environment (the spec has {known})"],
+            ) from None
+
+    def router_for(self, environment: str) -> RouterSettings:
+        return self.environment(environment).router.settings()
+
+    def health_check_for(self, environment: str) -> HealthCheck:
+        return self.environment(environment).health()
+
+    def secret_mounts(
+        self, environment: str, resolve_secret: SecretResolver | None
+    ) -> tuple[SecretMount, ...]:
+        """The environment's secrets with their values, read through ``resolve_secret``
+        (Docker secrets are referenced by name and need no resolver)."""
+        mounts = []
+        for ref in self.environment(environment).secrets:
+            if ref.source == "docker_secret":
+                mounts.append(SecretMount.docker(ref.name, ref.ref))
+                continue
+            if resolve_secret is None:
+                raise DeliveryError(
+                    f"environments.{environment}.secrets[{ref.name}]: {ref.describe()} must be "
+                    "resolved; pass resolve_secret"
+                )
+            value = resolve_secret(ref)
+            if not isinstance(value, str):
+                raise DeliveryError(
+                    f"environments.{environment}.secrets[{ref.name}]: {ref.describe()} did not "
+                    f"resolve to a string (got {type(value).__name__})"
+                )
+            mounts.append(
+                SecretMount.of(
+                    ref.name,
+                    value,
+                    service=self.service,
+                    environment=environment,
+                    expose=ref.expose,
+                )
+            )
+        return tuple(mounts)
+
+    def release_for(
+        self,
+        environment: str,
+        image: str | ImageRef | None = None,
+        *,
+        resolve_secret: SecretResolver | None = None,
+        secrets: Sequence[SecretMount] | None = None,
+    ) -> Release:
+        """The release of ``image`` (digest-pinned; default: the spec's ``image``) in
+        ``environment``, with its variables, secrets (``secrets`` as resolved already, or
+        resolved now through ``resolve_secret``), limits, networks and labels."""
+        env = self.environment(environment)
+        ref = image if image is not None else self.image
+        if ref is None:
+            raise SpecInvalid(
+                f"service {self.service}", ["image: none given; pass the digest-pinned image"]
+            )
+        mounts = (
+            tuple(secrets)
+            if secrets is not None
+            else self.secret_mounts(environment, resolve_secret)
+        )
+        return Release.of(
+            self.service,
+            environment,
+            ref,
+            port=env.port,
+            env=dict(env.env),
+            labels=dict(env.labels),
+            command=tuple(env.command) if env.command else None,
+            stop_grace=env.stop_grace,
+            secrets=mounts,
+            limits=env.resources.limits() if env.resources else None,
+            networks=tuple(env.networks),
+        )
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # an unhashable key: construct_mapping reports it
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _read(source: str | Path) -> tuple[str, str]:
+    """(text, origin): a Path or a one-line string naming a .yaml/.yml file is read."""
+    if isinstance(source, Path) or (
+        "\n" not in source and source.strip().endswith((".yaml", ".yml"))
+    ):
+        path = Path(source)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise SpecInvalid(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    return source, "spec text"
+
+
+def _parse_yaml(text: str, origin: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        problem = f"YAML: {where}{what}"
+    except yaml.YAMLError as exc:
+        problem = f"YAML: {type(exc).__name__}"
+    raise SpecInvalid(origin, [problem])  # no exception context: it would quote the document
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | ServiceSpec) -> ServiceSpec:
+    """A :class:`ServiceSpec` from a YAML file (a Path, or a string ending in .yaml/.yml), YAML
+    text, or a mapping; a ServiceSpec is returned as is. Raises :class:`SpecInvalid` listing
+    every problem with its field path."""
+    if isinstance(source, ServiceSpec):
+        return source
+    if isinstance(source, Mapping):
+        data: Any = source
+        origin = "spec"
+    else:
+        text, origin = _read(source)
+        data = _parse_yaml(text, origin)
+    if not isinstance(data, Mapping):
+        raise SpecInvalid(origin, ["the spec must be a mapping: service, defaults, environments"])
+    problems: list[str] = []
+    try:
+        return ServiceSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = describe_errors(exc, data)
+    raise SpecInvalid(origin, problems)  # outside the except: the pydantic error (and the input
+    # values it holds) is not chained to it
+
+
+# -- error messages --------------------------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> X."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _known_keys(loc: Sequence[Any]) -> list[str]:
+    """The keys the model holding ``loc``'s last item knows ([] when none is found)."""
+    tp: Any = ServiceSpec
+    for item in loc[:-1]:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {info.alias or name: info for name, info in tp.model_fields.items()}
+            if item not in fields:
+                return []
+            tp = fields[item].annotation
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [info.alias or name for name, info in tp.model_fields.items()]
+    return []
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        known = _known_keys(err["loc"])
+        hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        if hint:
+            return f"unknown key (did you mean {hint[0]!r}?)"
+        return "unknown key" + (f"; known: {', '.join(known)}" if known else "")
+    simple = {
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "greater_than": f"must be > {ctx.get('gt')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "less_than": f"must be < {ctx.get('lt')}",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+        "string_type": "must be a string (quote it in YAML: '8080', 'true')",
+        "int_type": "must be an integer",
+        "float_type": "must be a number",
+        "bool_type": "must be true or false",
+        "dict_type": "must be a mapping (key: value)",
+        "model_type": "must be a mapping (key: value)",
+        "list_type": "must be a list",
+        "too_short": "must not be empty",
+    }
+    if kind in simple:
+        return simple[kind]
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
+def _path(loc: Sequence[Any], view: Any) -> str:
+    """``('environments', 'prod', 'secrets', 0, 'from')`` -> ``environments.prod.secrets[DB].from``
+    (a list item is named by its ``name`` where it has one)."""
+    out, node = "", view
+    for item in loc:
+        if item == "[key]":
+            continue
+        if isinstance(item, int):
+            entry = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+            name = _name_of(entry)
+            out += f"[{name}]" if name else f"[{item}]"
+            node = entry
+        else:
+            key = str(item)
+            if not _PLAIN_KEY.match(key):
+                out += f"[{key!r}]"
+            else:
+                out += f".{key}" if out else key
+            node = node.get(item) if isinstance(node, Mapping) else None
+    return out
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PATH_LINE = re.compile(r"^([A-Za-z_][\w.\[\]-]*): (.+)$", re.DOTALL)
+
+
+def describe_errors(exc: ValidationError, data: Any) -> list[str]:
+    """One ``path: message`` line per problem; problems of the defaults are not repeated for
+    every environment that inherits them. Input values are never quoted."""
+    view = _merged_view(data)
+    lines: list[str] = []
+    in_defaults: set[tuple[tuple[Any, ...], str]] = set()
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        where = _path(loc, view)
+        for line in _message(err).split("\n"):
+            match = _PATH_LINE.match(line)
+            if match and err["type"] == "value_error":  # a check across fields names its field
+                sub, line = match.group(1), match.group(2)
+                where_line = f"{where}.{sub}" if where else sub
+                where_line = where_line.replace(".[", "[")
+            else:
+                sub, where_line = "", where
+            key = (loc[2:] if loc[:1] == ("environments",) else loc[1:], sub + line)
+            if loc[:1] == ("defaults",):
+                in_defaults.add(key)
+            elif loc[:1] == ("environments",) and key in in_defaults:
+                continue
+            lines.append(f"{where_line}: {line}" if where_line else line)
+    return list(dict.fromkeys(lines))
