@@ -45,9 +45,15 @@ class _DeployOperator(BaseOperator):
         lock_wait: float = 0.0,
         plan_only: bool = False,
         docker_url: str | None = None,
+        spec: Any = None,
+        aws_conn_id: str = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if spec is not None and not isinstance(spec, (str, dict)):
+            spec = spec.model_dump(by_alias=True, exclude_unset=True)  # plain data for Airflow
+        self.spec = spec
+        self.aws_conn_id = aws_conn_id
         self.service = service
         self.environment = environment
         self.image = image
@@ -82,8 +88,19 @@ class _DeployOperator(BaseOperator):
         """Between stages; rolling deployments may wait for a continue here."""
 
     def release(self) -> Any:
+        """The release to run: from the environment spec when given (variables, secrets, limits,
+        networks: the same as ApplyInfraOperator applies), else from ``env``."""
         from docker_delivery.targets.base import Release
 
+        if self.spec is not None:
+            from docker_delivery.operators.infra import read_secret
+            from docker_delivery.spec import load_spec
+
+            return load_spec(self.spec).release_for(
+                self.environment,
+                self.image,
+                resolve_secret=lambda ref: read_secret(ref, aws_conn_id=self.aws_conn_id),
+            )
         return Release.of(
             self.service,
             self.environment,
