@@ -132,7 +132,12 @@ class EndpointTest(ServerTestCase):
 
     def test_one_log_line_per_request(self) -> None:
         self.request("GET", "/slow?ms=20")
-        lines = [line for line in self.logged if line.startswith("request ")]
+        deadline = time.monotonic() + 2  # the line is written just after the response is sent
+        while True:
+            lines = [line for line in self.logged if line.startswith("request ")]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         self.assertEqual(len(lines), 1)
         self.assertRegex(lines[0], r"method=GET path=/slow\?ms=20 status=200 duration_ms=\d")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_demo_delivers_the_revision_it_built(two_runs) -> None:  # type: ignore[
         version = json.loads(answer.read())
     assert version["release"] == revision
     assert version["digest"].startswith("sha256:")
-    assert "tests: 20 passed, 0 failed" in first.stdout + first.stderr
+    assert re.search(r"tests: [1-9]\d* passed, 0 failed", first.stdout + first.stderr)
 
 
 def test_second_run_builds_nothing_and_promotion_is_a_no_op(two_runs) -> None:  # type: ignore[no-untyped-def]

@@ -236,10 +236,10 @@ class BlueGreenDeployOperator(_DeployOperator):
         max_5xx_ratio: float = 0.01,
         **kwargs: Any,
     ) -> None:
+        self.preview_port = preview_port  # before the base class validates the router settings
         super().__init__(**kwargs)
         from docker_delivery.strategies.bluegreen import BlueGreen
 
-        self.preview_port = preview_port
         self.settings = BlueGreen(
             replicas=replicas,
             preview_replicas=preview_replicas,

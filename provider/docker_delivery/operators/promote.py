@@ -16,7 +16,7 @@ def image_asset(repository: str, environment: str) -> Asset:
     """The Airflow Asset of an image in an environment (what a promotion updates)."""
     return Asset(
         name=f"{repository}:{environment}",
-        uri=f"oci://{repository}/{environment}",
+        uri=f"x-oci://{repository}/{environment}",
         group="docker-delivery",
     )
 

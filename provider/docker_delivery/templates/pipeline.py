@@ -1,0 +1,570 @@
+"""`delivery_pipeline(spec)`: one pipeline spec -> one Airflow DAG of the whole delivery.
+
+The tasks, their order and their retry policies come from :mod:`.plan` (what
+``docker-delivery plan`` prints); this module only turns each planned task into an operator.
+Every operator is one of the provider's (or the standard provider's approval, branch and Python
+operators); each is safe to run again, so a failed stage is retried with "Clear" in the UI.
+
+Parsing a DAG file made from a spec reads the spec (and the environment for ``${NAME}``
+references) and nothing else: no Docker, registry, network or database access; docker, boto3
+and httpx are imported by the tasks when they run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+
+from docker_delivery.templates.pipeline_spec import (
+    ABDeploy,
+    BlueGreenDeploy,
+    MinInServiceDeploy,
+    PipelineSpec,
+    RollingDeploy,
+    SmokeTest,
+    StageSpec,
+    TestSpec,
+    load_pipeline,
+)
+from docker_delivery.templates.plan import BRANCH, BUILD, RELEASE, PlannedTask, plan_tasks
+
+__all__ = ["DeliveryApprovalOperator", "delivery_pipeline", "http_check"]
+
+log = logging.getLogger(__name__)
+
+IMAGE = "{{ ti.xcom_pull(task_ids='release') }}"
+BUILT = "{{ ti.xcom_pull(task_ids='build') }}"
+REVISION = "{{ ti.xcom_pull(task_ids='what_to_deliver', key='revision') }}"
+DIGEST = "{{ ti.xcom_pull(task_ids='release').split('@')[-1] }}"
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
+
+
+# -- run-time callables (plain functions: they run in the task, not while parsing) -----------
+
+
+def what_to_deliver(context_dir: str, default_revision: str | None = None, **context: Any) -> str:
+    """``redeploy`` when the run has an image already built (param ``image``, or the newest
+    promotion event that triggered it), else ``build`` with the revision (XCom ``revision``):
+    param ``revision`` (a SHA, or a git ref resolved in the context), the spec's rendered
+    ``build.revision`` as it is, or the context's own revision (git HEAD, or a content hash)."""
+    from docker_delivery.images.ref import ImageRef
+    from docker_delivery.templates.source import as_tag, resolve_revision, source_revision
+
+    params, ti = context["params"], context["ti"]
+    image = str(params.get("image") or "").strip()
+    if not image:
+        events = context.get("triggering_asset_events") or {}
+        found = [e for seq in events.values() for e in seq if (e.extra or {}).get("image")]
+        if found:
+            newest = max(found, key=lambda e: e.timestamp)
+            image = str(newest.extra["image"])
+            log.info("triggered by the promotion %s (%s)", newest.asset.name, image)
+    if image:
+        ref = ImageRef.parse(image).require_pinned()  # a tag moves: only a digest is redeployed
+        ti.xcom_push(key="image", value=str(ref))
+        log.info("redeploying %s: built before, so build and tests are skipped", ref)
+        return "redeploy"
+    given = str(params.get("revision") or "").strip()
+    if given:
+        revision = resolve_revision(given, context_dir)
+    elif default_revision and default_revision.strip():
+        revision = as_tag(default_revision)
+    else:
+        revision = source_revision(context_dir)
+    ti.xcom_push(key="revision", value=revision)
+    log.info("delivering revision %s (built once, from %s)", revision, context_dir)
+    return BUILD
+
+
+def redeploy(**context: Any) -> str:
+    image = str(context["ti"].xcom_pull(task_ids=BRANCH, key="image"))
+    log.info("redeploying %s", image)
+    return image
+
+
+def release(**context: Any) -> str:
+    """The digest-pinned image this run delivers: the build's, or the one to redeploy."""
+    ti = context["ti"]
+    image = ti.xcom_pull(task_ids=BUILD) or ti.xcom_pull(task_ids=BRANCH, key="image")
+    if not image:
+        raise ValueError("neither a build nor an image to redeploy: nothing to deliver")
+    log.info("releasing %s", image)
+    return str(image)
+
+
+def http_check(
+    url: str,
+    status: int = 200,
+    contains: str | None = None,
+    timeout: float = 5.0,
+    attempts: int = 3,
+    interval: float = 1.0,
+) -> dict[str, Any]:
+    """GET ``url``: it must answer ``status`` (and contain ``contains``) within ``attempts``."""
+    import urllib.error
+    import urllib.request
+
+    problem = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:
+                code, body = answer.status, answer.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            code, body = exc.code, exc.read().decode("utf-8", "replace")
+        except OSError as exc:
+            code, body = 0, ""
+            problem = f"no answer ({exc})"
+        if code == status and (not contains or contains in body):
+            log.info("GET %s: %s%s", url, code, f", has {contains!r}" if contains else "")
+            return {"url": url, "status": code, "attempts": attempt}
+        if code:
+            problem = f"answered {code}" + (
+                f" without {contains!r}" if code == status and contains else f", not {status}"
+            )
+        log.info("GET %s (try %d of %d): %s", url, attempt, attempts, problem)
+        if attempt < attempts:
+            time.sleep(interval)
+    raise RuntimeError(f"smoke test failed: GET {url} {problem} after {attempts} tries")
+
+
+class DeliveryApprovalOperator(ApprovalOperator):
+    """The approval gate before a stage: Approve lets the delivery go on, Reject stops it
+    (every later task is skipped). The log names who decided and when."""
+
+    ui_color = "#fbcfe8"
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            user = event.get("responded_by_user") or {}
+            who = user.get("name") or user.get("id") or "(unknown)"
+            chosen = ", ".join(event.get("chosen_options") or [])
+            when = event.get("responded_at")
+            verdict = "approved" if chosen == self.APPROVE else "rejected"
+            self.log.info(
+                "%s by %s (id %s) at %s%s",
+                verdict,
+                who,
+                user.get("id"),
+                when,
+                "" if verdict == "approved" else ": the delivery stops here",
+            )
+        return super().execute_complete(context, event)
+
+
+# -- operators for planned tasks -------------------------------------------------------------
+
+Builder = Callable[[PipelineSpec, PlannedTask, dict[str, Any]], BaseOperator]
+
+
+def _deploy_base(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
+    env = spec.env(stage)
+    return {
+        "service": spec.service,
+        "environment": stage.environment,
+        "image": IMAGE,
+        "env": dict(env.env),
+        "app_port": env.port,
+        "health_check": env.health().to_dict(),
+        "router_port": env.router.port,
+        "router_image": env.router.image,
+        "router_slots": env.router.slots,
+        "stop_grace": env.stop_grace,
+        "lock_wait": stage.lock_wait,
+        "docker_url": spec.pipeline.docker_url,
+    }
+
+
+def _min_in_service(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
+    assert isinstance(stage.deploy, MinInServiceDeploy)
+    return {
+        "replicas": spec.env(stage).replicas,
+        "min_in_service": spec.min_in_service(stage),
+        "batch_sizes": stage.deploy.batch_sizes,
+    }
+
+
+def _rolling(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
+    assert isinstance(stage.deploy, RollingDeploy)
+    return {
+        "replicas": spec.env(stage).replicas,
+        "stages": spec.rolling_stages(stage),
+        "pause": stage.deploy.pause,
+        "failure_action": stage.deploy.failure_action,
+    }
+
+
+def _blue_green(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
+    """The same settings for its three steps (deploy the idle colour, switch, retire)."""
+    assert isinstance(stage.deploy, BlueGreenDeploy)
+    d, env = stage.deploy, spec.env(stage)
+    return {
+        "preview_port": env.router.preview_port,
+        "replicas": env.replicas,
+        "preview_replicas": d.preview_replicas,
+        "scale_down_delay": d.scale_down_delay,
+        "post_switch_check": d.post_switch_check,
+        "max_5xx_ratio": d.max_5xx_ratio,
+    }
+
+
+def _ab(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
+    assert isinstance(stage.deploy, ABDeploy)
+    d = stage.deploy
+    return {
+        "steps": list(d.steps),
+        "bake_time": d.bake_time,
+        "max_5xx_ratio": d.max_5xx_ratio,
+        "max_response_ms": d.max_response_ms,
+        "min_requests": d.min_requests,
+        "replicas": spec.env(stage).replicas,
+    }
+
+
+# The deployment operators by planned-task kind and deployment type: (class name in
+# docker_delivery.operators.deploy, the kwargs beyond _deploy_base). Adjust kwargs here.
+Kwargs = Callable[[PipelineSpec, StageSpec], dict[str, Any]]
+DEPLOY_OPERATORS: dict[tuple[str, str], tuple[str, Kwargs]] = {
+    ("deploy", "min_in_service"): ("MinimumInServiceDeployOperator", _min_in_service),
+    ("deploy", "rolling"): ("RollingDeployOperator", _rolling),
+    ("deploy", "blue_green"): ("BlueGreenDeployOperator", _blue_green),
+    ("deploy", "ab"): ("ABDeployOperator", _ab),
+    ("switch", "blue_green"): ("SwitchTrafficOperator", _blue_green),
+    ("retire", "blue_green"): ("RetireOperator", _blue_green),
+}
+
+
+def _deploy_class(name: str, where: str) -> type[BaseOperator]:
+    module = importlib.import_module("docker_delivery.operators.deploy")
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise ImportError(f"docker_delivery.operators.deploy has no {name}, needed by {where}")
+    return cls  # type: ignore[no-any-return]
+
+
+def _accepted(cls: type[BaseOperator]) -> set[str]:
+    """The keyword arguments ``cls`` and its bases up to BaseOperator take."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is BaseOperator:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names.update(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names  # it passes nothing further up
+    return names
+
+
+def _build_deploy(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    assert t.stage is not None
+    name, extra = DEPLOY_OPERATORS[(t.kind, t.stage.deploy.type)]
+    cls = _deploy_class(name, f"pipeline.stages[{t.stage.environment}] ({t.task_id})")
+    base = _deploy_base(spec, t.stage)
+    accepted = _accepted(cls)  # e.g. a RetireOperator needs no image: the base settings it
+    base = {k: v for k, v in base.items() if k in accepted}  # does not take are left out
+    if t.stage.deploy.type == "blue_green":
+        # The router was validated with the spec. As an int, _DeployOperator.__init__ checks it
+        # again through BlueGreenDeployOperator._router_settings, which reads preview_port
+        # before BlueGreenDeployOperator.__init__ has set it (AttributeError); as a string (a
+        # templated field) it is read when the task runs.
+        base["router_port"] = str(base["router_port"])
+    return cls(**common, **base, **extra(spec, t.stage))
+
+
+def _build_branch(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    build = spec.pipeline.build
+    return BranchPythonOperator(
+        python_callable=what_to_deliver,
+        op_kwargs={"context_dir": build.context, "default_revision": build.revision},
+        **common,
+    )
+
+
+def _build_build(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.operators.build import BuildImageOperator
+
+    b = spec.pipeline.build
+    return BuildImageOperator(
+        repository=spec.repository,
+        revision=REVISION,
+        context=b.context,
+        dockerfile=b.dockerfile,
+        build_args=dict(b.build_args),
+        target=b.target,
+        source=b.source,
+        extra_tags=list(b.extra_tags),
+        docker_conn_id=b.docker_conn_id or spec.pipeline.docker_conn_id,
+        docker_url=spec.pipeline.docker_url,
+        **common,
+    )
+
+
+def _build_test(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.operators.test import TestImageOperator
+
+    item = t.item
+    assert isinstance(item, (TestSpec, SmokeTest)) and item.command is not None
+    return TestImageOperator(
+        image=BUILT if t.kind == "test" else IMAGE,
+        command=item.command,
+        shell=item.shell,
+        environment=dict(item.environment),
+        test_timeout=item.timeout,
+        junit_path=item.junit_path if isinstance(item, TestSpec) else None,
+        docker_url=spec.pipeline.docker_url,
+        **common,
+    )
+
+
+def _build_python(callable_: Callable[..., Any]) -> Builder:
+    def build(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+        return PythonOperator(python_callable=callable_, **common)
+
+    return build
+
+
+def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    assert t.stage is not None
+    env_name = t.stage.environment
+    approval = spec.pipeline.approval
+    previous = [s.environment for s in spec.pipeline.stages]
+    before = previous[: previous.index(env_name)]
+    body = (
+        f"**{spec.service}** to **{env_name}**\n\n"
+        f"- image: `{IMAGE}`\n"
+        f"- revision: `{REVISION}`\n"
+        f"- run: `{{{{ run_id }}}}`\n"
+        + "".join(
+            f"- {name}: http://127.0.0.1:{spec.environments[name].router.port}/ serves it\n"
+            for name in before
+        )
+        + "\nApprove to deliver it; Reject stops this delivery here."
+    )
+    users = [{"id": u, "name": u} for u in approval.assigned_users] or None
+    timeout = timedelta(seconds=approval.timeout) if approval.timeout else None
+    return DeliveryApprovalOperator(
+        subject=f"Deliver {spec.service} to {env_name}?",
+        body=body,
+        response_timeout=timeout,
+        assigned_users=users,
+        ignore_downstream_trigger_rules=True,
+        **common,
+    )
+
+
+def _build_promote(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.operators.promote import PromoteImageOperator
+
+    assert t.stage is not None
+    return PromoteImageOperator(
+        image=IMAGE,
+        repository=spec.repository,
+        environment=t.stage.environment,
+        require_tag=t.extra.get("require_tag"),
+        docker_conn_id=spec.pipeline.docker_conn_id,
+        **common,
+    )
+
+
+def _build_infra(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.operators.infra import ApplyInfraOperator
+
+    assert t.stage is not None
+    return ApplyInfraOperator(
+        spec=spec.service_dict(),
+        environment=t.stage.environment,
+        docker_url=spec.pipeline.docker_url,
+        lock_wait=t.stage.lock_wait,
+        **common,
+    )
+
+
+def _build_migrate(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    # imported only by pipelines that migrate
+    from docker_delivery.operators.migrate import MigrateDatabaseOperator
+
+    m = spec.pipeline.migrations
+    assert m is not None
+    optional: dict[str, Any] = {}
+    if m.command is not None:
+        optional["command"] = list(m.command)
+    if m.status_command is not None:
+        optional["status_command"] = list(m.status_command)
+    return MigrateDatabaseOperator(
+        image=IMAGE,
+        database_conn_id=m.database_conn_id,
+        phase=t.item,
+        env=dict(m.env),
+        timeout=m.timeout,
+        network=m.network,
+        extra_hosts=dict(m.extra_hosts) or None,
+        docker_url=spec.pipeline.docker_url,
+        **optional,
+        **common,
+    )
+
+
+def _build_health(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.sensors import ServiceHealthySensor
+
+    assert t.stage is not None
+    port = int(t.extra["port"])
+    check = {**spec.env(t.stage).health().to_dict(), "port": port}
+    return ServiceHealthySensor(
+        addresses=f"127.0.0.1:{port}",
+        check=check,
+        timeout=t.stage.verify.timeout,
+        mode="poke",
+        **common,
+    )
+
+
+def _build_smoke(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    item = t.item
+    assert isinstance(item, SmokeTest) and t.stage is not None
+    if item.http is None:
+        return _build_test(spec, t, common)
+    http = item.http
+    port = spec.env(t.stage).router.port
+    contains = http.contains or (DIGEST if http.expect_digest else None)
+    return PythonOperator(
+        python_callable=http_check,
+        op_kwargs={
+            "url": f"http://127.0.0.1:{port}{http.path}",
+            "status": http.status,
+            "contains": contains,
+            "timeout": http.timeout,
+            "attempts": http.attempts,
+            "interval": http.interval,
+        },
+        **common,
+    )
+
+
+BUILDERS: dict[str, Builder] = {
+    "branch": _build_branch,
+    "build": _build_build,
+    "test": _build_test,
+    "redeploy": _build_python(redeploy),
+    "release": _build_python(release),
+    "approval": _build_approval,
+    "promote": _build_promote,
+    "infra": _build_infra,
+    "migrate": _build_migrate,
+    "deploy": _build_deploy,
+    "switch": _build_deploy,
+    "retire": _build_deploy,
+    "verify_health": _build_health,
+    "smoke": _build_smoke,
+}
+
+
+def _timeout(spec: PipelineSpec, t: PlannedTask, seconds: float | None) -> float | None:
+    """The policy's timeout, or the task's own limit plus a margin."""
+    item, stage = t.item, t.stage
+    own: float | None = None
+    if isinstance(item, (TestSpec, SmokeTest)) and item.command is not None:
+        own = item.timeout + 300
+    elif t.kind == "migrate" and spec.pipeline.migrations is not None:
+        own = spec.pipeline.migrations.timeout + 300
+    elif t.kind == "retire" and stage is not None and isinstance(stage.deploy, BlueGreenDeploy):
+        own = stage.deploy.scale_down_delay + 1800
+    elif t.kind == "verify_health" and stage is not None:
+        own = stage.verify.timeout + 60
+    if seconds is None:
+        return own
+    return max(seconds, own) if own is not None else seconds
+
+
+def _common(spec: PipelineSpec, t: PlannedTask) -> dict[str, Any]:
+    policy = spec.policy(t.policy)
+    out: dict[str, Any] = {
+        "task_id": t.local_id,
+        "retries": policy.retries or 0,
+        "retry_delay": timedelta(seconds=policy.retry_delay or 0),
+        "retry_exponential_backoff": bool(policy.exponential_backoff),
+        "trigger_rule": t.trigger_rule,
+        "doc_md": t.summary,
+    }
+    timeout = _timeout(spec, t, policy.timeout)
+    if timeout is not None and t.kind != "approval":  # a human's time is response_timeout
+        out["execution_timeout"] = timedelta(seconds=timeout)
+    return out
+
+
+def _schedule(spec: PipelineSpec) -> Any:
+    trigger = spec.pipeline.trigger
+    if trigger.asset is not None:
+        from docker_delivery.operators.promote import image_asset
+
+        repository = trigger.asset.repository or spec.repository
+        return [image_asset(repository, trigger.asset.environment)]
+    return trigger.schedule
+
+
+def delivery_pipeline(
+    spec: PipelineSpec | str | Path | Mapping[str, Any], **dag_kwargs: Any
+) -> DAG:
+    """The delivery DAG of ``spec`` (a pipeline spec: a YAML path, YAML text, a mapping, or a
+    :class:`PipelineSpec`), validated first: :class:`~docker_delivery.spec.SpecInvalid`
+    lists every problem with its field path. ``dag_kwargs`` override DAG arguments."""
+    from docker_delivery.templates.plan import describe_plan
+
+    spec = load_pipeline(spec)
+    p = spec.pipeline
+    tasks = plan_tasks(spec)
+    kwargs: dict[str, Any] = {
+        "dag_id": spec.dag_id,
+        "description": p.description
+        or f"{p.mode.replace('_', ' ')} of {spec.service}: "
+        + " -> ".join(s.environment for s in p.stages),
+        "schedule": _schedule(spec),
+        "start_date": START,
+        "catchup": False,
+        "max_active_runs": 1,
+        "tags": list(dict.fromkeys(["docker-delivery", p.mode, spec.service, *p.tags])),
+        "params": {
+            "revision": Param(
+                "",
+                type="string",
+                description="commit SHA or git ref to build (empty: the source's own revision)",
+            ),
+            "image": Param(
+                "",
+                type="string",
+                description="an image built before, pinned by digest: redeploy it (no build)",
+            ),
+        },
+        "doc_md": f"```\n{describe_plan(spec)}\n```",
+    }
+    kwargs.update(dag_kwargs)
+    with DAG(**kwargs) as dag:
+        groups = {s.environment: TaskGroup(group_id=s.environment) for s in p.stages}
+        ops: dict[str, BaseOperator] = {}
+        for t in tasks:
+            common = _common(spec, t)
+            if t.group is not None:
+                with groups[t.group]:
+                    op = BUILDERS[t.kind](spec, t, common)
+            else:
+                op = BUILDERS[t.kind](spec, t, common)
+            ops[t.task_id] = op
+            for upstream in t.upstream:
+                ops[upstream] >> op
+    back = sys._getframe(1)
+    dag.fileloc = back.f_code.co_filename  # the DAG file, not this module
+    assert RELEASE in ops
+    return dag

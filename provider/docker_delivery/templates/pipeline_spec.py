@@ -1,0 +1,947 @@
+"""The pipeline spec: one YAML file (or this pydantic model) from which `delivery_pipeline` makes
+a whole delivery DAG.
+
+A pipeline spec *is* a service spec (:class:`docker_delivery.spec.ServiceSpec`: ``service``,
+``image``, ``defaults``, ``environments``: how the service runs in each environment) with one
+more key, ``pipeline``: how a commit gets there::
+
+    service: web
+    image: 127.0.0.1:5000/shop/web            # the repository the pipeline builds and promotes
+    defaults: {port: 8080, replicas: 2, health_check: {path: /health, interval: 0.5}}
+    environments:
+      staging: {target: swarm, router: {port: 18181}}
+      production: {router: {port: 18182, preview_port: 18183}}
+    pipeline:
+      mode: continuous_delivery              # an approval before gated stages
+      trigger: {schedule: null}              # manual runs: params revision or image
+      build: {context: ../app}               # relative to this file
+      tests:                                 # in the image, by digest, in parallel
+        - {name: unit, command: [python3, -m, pytest, -q]}
+      stages:                                # one per environment, in order
+        - environment: staging
+          deploy: {type: rolling, stages: [1, "100%"]}
+        - environment: production
+          approval: true
+          deploy: {type: blue_green, scale_down_delay: 60}
+          verify: {smoke: [{name: version, http: {path: /version, expect_digest: true}}]}
+
+String values may use ``${NAME}`` or ``${NAME:-default}``: the process environment, read when
+the spec is loaded (``$$`` is a literal ``$``). :func:`load_pipeline` validates everything
+before a DAG exists and raises :class:`~docker_delivery.spec.SpecInvalid`, whose ``problems``
+are one ``field.path: message`` line each.
+
+This module is domain code: it never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import re
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from docker_delivery.errors import DeliveryError
+from docker_delivery.images.ref import ImageRef
+from docker_delivery.spec import EnvironmentSpec, ServiceSpec, SpecInvalid, load_spec
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "DEPLOY_TARGETS",
+    "ABDeploy",
+    "ApprovalSpec",
+    "BlueGreenDeploy",
+    "BuildSpec",
+    "HttpCheck",
+    "MigrationsSpec",
+    "MinInServiceDeploy",
+    "PipelineSettings",
+    "PipelineSpec",
+    "RollingDeploy",
+    "SmokeTest",
+    "SpecInvalid",
+    "StageSpec",
+    "TaskPolicy",
+    "TestSpec",
+    "TriggerSpec",
+    "VerifySpec",
+    "load_pipeline",
+]
+
+DeployType = Literal["min_in_service", "rolling", "blue_green", "ab"]
+DEPLOY_TARGETS: dict[str, str] = {
+    "min_in_service": "engine",
+    "rolling": "swarm",
+    "blue_green": "engine",
+    "ab": "engine",
+}
+"""Where each deployment type runs (the environment's ``target``)."""
+
+TaskKind = Literal[
+    "control",
+    "approval",
+    "build",
+    "test",
+    "promote",
+    "infra",
+    "migrate",
+    "deploy",
+    "verify",
+    "retire",
+]
+PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,39}$")
+_DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name (1-40 lower-case letters, digits or '_'; it becomes "
+            "part of a task id)"
+        )
+    return value
+
+
+Seconds = Annotated[float, Field(ge=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+# -- tasks: retries and timeouts -------------------------------------------------------------
+
+
+class TaskPolicy(_Model):
+    """Retries and timeout of one kind of task. ``timeout`` None: the task's own default."""
+
+    retries: int | None = Field(default=None, ge=0, le=10)
+    retry_delay: Seconds | None = None
+    timeout: PositiveSeconds | None = None
+    exponential_backoff: bool | None = None
+
+
+DEFAULT_POLICIES: dict[str, TaskPolicy] = {
+    # what to deliver, and the digest-pinned image the stages use: quick, local
+    "control": TaskPolicy(retries=1, retry_delay=5, timeout=300, exponential_backoff=False),
+    # a human's answer; how long it may take is pipeline.approval.timeout
+    "approval": TaskPolicy(retries=0, retry_delay=0, timeout=None, exponential_backoff=False),
+    # a registry hiccup should not fail a delivery: registry steps are retried; each is
+    # idempotent (a build finds its image, a promotion finds the tag moved already)
+    "build": TaskPolicy(retries=2, retry_delay=30, timeout=3600, exponential_backoff=True),
+    "promote": TaskPolicy(retries=3, retry_delay=10, timeout=600, exponential_backoff=True),
+    # a failing test is a finding, not a hiccup
+    "test": TaskPolicy(retries=0, retry_delay=30, timeout=None, exponential_backoff=False),
+    "infra": TaskPolicy(retries=1, retry_delay=30, timeout=1800, exponential_backoff=False),
+    # one transaction per migration; a failure is for a human to read
+    "migrate": TaskPolicy(retries=0, retry_delay=60, timeout=None, exponential_backoff=False),
+    # never retried by itself: a failed deploy has rolled back (or paused); releasing the same
+    # digest again needs a human: "Clear" in the UI
+    "deploy": TaskPolicy(retries=0, retry_delay=60, timeout=3600, exponential_backoff=False),
+    "verify": TaskPolicy(retries=0, retry_delay=30, timeout=600, exponential_backoff=False),
+    "retire": TaskPolicy(retries=2, retry_delay=30, timeout=None, exponential_backoff=False),
+}
+
+
+def _policies_default() -> dict[TaskKind, TaskPolicy]:
+    return {}
+
+
+# -- what to build and test ------------------------------------------------------------------
+
+
+class BuildSpec(_Model):
+    """BuildImageOperator's settings. ``context`` is relative to the spec file. ``revision``:
+    what a run delivers when it is given none (default: the context's git HEAD, else a hash
+    of its files); it may be a Jinja template such as ``{{ ds_nodash }}``."""
+
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    build_args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+    source: str | None = None
+    extra_tags: list[str] = Field(default_factory=list)
+    revision: str | None = None
+    docker_conn_id: str | None = None
+
+
+class TestSpec(_Model):
+    """A test run in the image, by digest (TestImageOperator): ``command`` is an argv list, or
+    a shell line with ``shell: true``."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    command: list[str] | str
+    shell: bool = False
+    environment: dict[str, str] = Field(default_factory=dict)
+    junit_path: str | None = None
+    timeout: PositiveSeconds = 1800.0
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _name(value)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str] | str) -> list[str] | str:
+        if not value or (isinstance(value, str) and not value.strip()):
+            raise ValueError("must not be empty")
+        return value
+
+    def problems(self) -> list[str]:
+        if isinstance(self.command, str) and not self.shell:
+            return ["command: a string is a shell line: set shell: true, or give an argv list"]
+        if isinstance(self.command, list) and self.shell:
+            return ["shell: true takes the command as one string"]
+        return []
+
+
+class MigrationsSpec(_Model):
+    """MigrateDatabaseOperator's settings: the release image migrates its database, ``expand``
+    before each stage's deploy and ``contract`` after it."""
+
+    database_conn_id: str
+    command: list[str] | None = None
+    status_command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    network: str | None = None
+    extra_hosts: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveSeconds = 1800.0
+
+    @field_validator("database_conn_id")
+    @classmethod
+    def _conn(cls, value: str) -> str:
+        if not _CONN_ID.match(value):
+            raise ValueError(f"{value!r} is not an Airflow connection id")
+        return value
+
+
+# -- how each environment is delivered -------------------------------------------------------
+
+
+class MinInServiceDeploy(_Model):
+    """Minimum in-service on one engine: batches, ``min_in_service`` always serving (default:
+    the environment's ``rollout.min_in_service``, else half of ``replicas``)."""
+
+    type: Literal["min_in_service"]
+    min_in_service: int | None = Field(default=None, ge=0)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] | None = None
+
+
+class RollingDeploy(_Model):
+    """Staged rolling on Swarm: ``stages`` (default: the environment's ``rollout.stages``),
+    ``pause`` seconds between stages, ``failure_action`` rollback, pause or continue."""
+
+    type: Literal["rolling"]
+    stages: list[int | str] | None = None
+    pause: Seconds = 0.0
+    failure_action: Literal["rollback", "pause", "continue"] = "rollback"
+
+
+class BlueGreenDeploy(_Model):
+    """Blue/green on one engine: the new colour on the preview port (``preview_replicas``
+    first), checked, then all traffic at once; the old colour is removed ``scale_down_delay``
+    seconds after the switch (until then a rollback is a switch back). For
+    ``post_switch_check`` seconds after the switch the new colour is watched: more than
+    ``max_5xx_ratio`` errors switch traffic back by itself."""
+
+    type: Literal["blue_green"]
+    preview_replicas: int | None = Field(default=None, ge=1)
+    scale_down_delay: Seconds = 300.0
+    post_switch_check: Seconds = 10.0
+    max_5xx_ratio: float = Field(default=0.01, ge=0, le=1)
+
+
+class ABDeploy(_Model):
+    """A/B: ``steps`` (% of new clients on B, ending at 100), each baked ``bake_time`` seconds
+    over at least ``min_requests`` requests (it needs traffic), aborted back to A above
+    ``max_5xx_ratio`` errors or ``max_response_ms``."""
+
+    type: Literal["ab"]
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
+    bake_time: Seconds = 30.0
+    max_5xx_ratio: float = Field(default=0.01, ge=0, le=1)
+    max_response_ms: float | None = Field(default=None, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("must not be empty; e.g. [5, 25, 50, 100]")
+        if any(not 1 <= s <= 100 for s in value):
+            raise ValueError("each step is a percentage within 1..100")
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("must increase")
+        if value[-1] != 100:
+            raise ValueError("the last step must be 100 (B takes all, then it is promoted)")
+        return value
+
+
+DeploySpec = Annotated[
+    MinInServiceDeploy | RollingDeploy | BlueGreenDeploy | ABDeploy, Field(discriminator="type")
+]
+
+
+class HttpCheck(_Model):
+    """A GET on the environment's router that must answer ``status`` and contain ``contains``
+    (a Jinja template allowed) or, with ``expect_digest``, the digest being delivered;
+    ``attempts`` tries, ``interval`` seconds apart."""
+
+    path: str = "/"
+    status: int = Field(default=200, ge=100, le=599)
+    contains: str | None = None
+    expect_digest: bool = False
+    timeout: PositiveSeconds = 5.0
+    attempts: int = Field(default=3, ge=1, le=100)
+    interval: Seconds = 1.0
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() for c in value):
+            raise ValueError("must be an absolute path without spaces, e.g. /version")
+        return value
+
+
+class SmokeTest(_Model):
+    """A smoke test of a deployed environment: ``http`` (a request to its router) or
+    ``command`` (a TestImageOperator run of the image, by digest)."""
+
+    name: str
+    http: HttpCheck | None = None
+    command: list[str] | str | None = None
+    shell: bool = False
+    environment: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveSeconds = 600.0
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _name(value)
+
+    def problems(self) -> list[str]:
+        if (self.http is None) == (self.command is None):
+            return [
+                "http: give either http (a request to the router) or command (run in the "
+                "image), not both, not neither"
+            ]
+        if self.command is not None:
+            if not self.command or (isinstance(self.command, str) and not self.command.strip()):
+                return ["command: must not be empty"]
+            if isinstance(self.command, str) and not self.shell:
+                return ["command: a string is a shell line: set shell: true, or give an argv list"]
+            if isinstance(self.command, list) and self.shell:
+                return ["shell: true takes the command as one string"]
+        elif self.shell or self.environment:
+            return ["shell/environment: only for a command smoke test"]
+        return []
+
+
+class VerifySpec(_Model):
+    """After the deploy: ``health`` waits (up to ``timeout`` s) for the router to answer the
+    environment's health check; then the ``smoke`` tests run in parallel."""
+
+    health: bool = True
+    timeout: PositiveSeconds = 120.0
+    smoke: list[SmokeTest] = Field(default_factory=list)
+
+
+class StageSpec(_Model):
+    """One environment's delivery: promote -> apply infra -> migrate (expand) -> deploy ->
+    verify -> migrate (contract). ``approval``: in continuous delivery, a human approves
+    before this stage starts. ``require_previous``: the promotion is refused unless the
+    previous stage's tag points at the same digest. ``migrate`` (default: when the pipeline
+    has ``migrations``). ``lock_wait``: seconds a deploy waits for another one to finish."""
+
+    environment: str
+    deploy: DeploySpec
+    approval: bool = False
+    require_previous: bool = True
+    migrate: bool | None = None
+    apply_infra: bool | None = None
+    verify: VerifySpec = Field(default_factory=VerifySpec)
+    lock_wait: Seconds = 0.0
+
+
+class ApprovalSpec(_Model):
+    """The approval gates: how long a human has (``timeout`` seconds; None: no limit) and
+    who may answer (Airflow user ids; none: anyone who may act on the DAG)."""
+
+    timeout: PositiveSeconds | None = None
+    assigned_users: list[str] = Field(default_factory=list)
+
+
+class AssetTrigger(_Model):
+    """Run on promotion events of ``repository`` (default: this spec's image) to
+    ``environment``."""
+
+    environment: str
+    repository: str | None = None
+
+
+class TriggerSpec(_Model):
+    """When runs start. ``schedule``: a cron expression or a preset (``@daily``); None: manual
+    runs only. ``asset``: run on a promotion event of an image (another pipeline promoting
+    ``repository`` (default: this spec's image) to ``environment``): the run redeploys the
+    digest of the event, skipping build and tests. Manual runs take the params ``revision``
+    (commit SHA or ref) or ``image`` (a digest-pinned image already built: redeploy it)."""
+
+    schedule: str | None = None
+    asset: AssetTrigger | None = None
+
+
+class PipelineSettings(_Model):
+    """The ``pipeline`` section of a pipeline spec."""
+
+    dag_id: str | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    mode: Literal["continuous_delivery", "continuous_deployment"] = "continuous_delivery"
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+    build: BuildSpec = Field(default_factory=BuildSpec)
+    tests: list[TestSpec] = Field(default_factory=list)
+    migrations: MigrationsSpec | None = None
+    stages: list[StageSpec] = Field(min_length=1)
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    tasks: dict[TaskKind, TaskPolicy] = Field(default_factory=_policies_default)
+    docker_conn_id: str | None = None
+    docker_url: str | None = None
+
+
+class PipelineSpec(ServiceSpec):
+    """A service spec with its delivery pipeline (see the module docstring)."""
+
+    pipeline: PipelineSettings
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    @property
+    def dag_id(self) -> str:
+        return self.pipeline.dag_id or "deliver_" + self.service.replace("-", "_")
+
+    @property
+    def repository(self) -> str:
+        assert self.image is not None  # checked by problems()
+        return self.image
+
+    def service_spec(self) -> ServiceSpec:
+        """The service spec alone (what ApplyInfraOperator takes)."""
+        data = self.model_dump(by_alias=True, exclude={"pipeline"})
+        return ServiceSpec.model_validate(data)
+
+    def service_dict(self) -> dict[str, Any]:
+        """The service spec as plain JSON-able data."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"pipeline"})
+
+    def env(self, stage: StageSpec) -> EnvironmentSpec:
+        return self.environments[stage.environment]
+
+    def policy(self, kind: str) -> TaskPolicy:
+        """The defaults of ``kind`` with the spec's ``pipeline.tasks`` overrides."""
+        base = DEFAULT_POLICIES[kind]
+        over = {str(k): v for k, v in self.pipeline.tasks.items()}.get(kind)
+        if over is None:
+            return base
+        return base.model_copy(update=over.model_dump(exclude_none=True))
+
+    def gated(self, stage: StageSpec) -> bool:
+        return self.pipeline.mode == "continuous_delivery" and stage.approval
+
+    def migrates(self, stage: StageSpec) -> bool:
+        if stage.migrate is None:
+            return self.pipeline.migrations is not None
+        return stage.migrate
+
+    def applies_infra(self, stage: StageSpec) -> bool:
+        """Whether ApplyInfraOperator runs before the deploy. Default: yes for min in-service and
+        rolling; no for blue/green and A/B, whose new instances carry the environment's
+        configuration themselves (infra.plan refuses a service serving in colour groups)."""
+        if stage.apply_infra is not None:
+            return stage.apply_infra
+        return stage.deploy.type in ("min_in_service", "rolling")
+
+    def min_in_service(self, stage: StageSpec) -> int:
+        env = self.env(stage)
+        deploy = stage.deploy
+        if isinstance(deploy, MinInServiceDeploy) and deploy.min_in_service is not None:
+            return deploy.min_in_service
+        if env.rollout.min_in_service is not None:
+            return env.rollout.min_in_service
+        return max(1, env.replicas // 2) if env.replicas >= 2 else 0
+
+    def rolling_stages(self, stage: StageSpec) -> list[int | str]:
+        deploy = stage.deploy
+        if isinstance(deploy, RollingDeploy) and deploy.stages is not None:
+            return list(deploy.stages)
+        return list(self.env(stage).rollout.stages)
+
+    # -- checks across fields ------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """What is wrong across the service and pipeline sections, one ``path: message`` each."""
+        out: list[str] = []
+        p = self.pipeline
+        if self.image is None:
+            out.append(
+                "image: required: the repository the pipeline builds and promotes "
+                "(e.g. 127.0.0.1:5000/shop/web)"
+            )
+        elif ImageRef.parse(self.image).digest is not None:
+            out.append("image: a pipeline builds its image: give the repository, without digest")
+        if p.dag_id is not None and not _DAG_ID.match(p.dag_id):
+            out.append("pipeline.dag_id: use letters, digits, '_', '.' and '-' (1-250)")
+        elif not _DAG_ID.match(self.dag_id):
+            out.append("service: the DAG id made from it is not valid: set pipeline.dag_id")
+        out += self._trigger_problems()
+        out += _unique("pipeline.tests", [t.name for t in p.tests])
+        for test in p.tests:
+            out += [f"pipeline.tests[{test.name}].{m}" for m in test.problems()]
+        for kind, policy in p.tasks.items():
+            if kind == "deploy" and policy.retries:
+                out.append(
+                    "pipeline.tasks.deploy.retries: must be 0: a deploy is never retried by "
+                    "itself (a failed deploy has rolled back; release it again with Clear)"
+                )
+        out += _unique("pipeline.stages", [s.environment for s in p.stages], "environment")
+        for i, stage in enumerate(p.stages):
+            out += self._stage_problems(i, stage)
+        staged = {s.environment for s in p.stages}
+        for name in self.environments:
+            if name not in staged:
+                out.append(
+                    f"environments.{name}: no stage delivers it: add it to pipeline.stages, "
+                    "or remove it"
+                )
+        ports: dict[int, str] = {}
+        for name, env in self.environments.items():
+            for field, port in (
+                ("port", env.router.port),
+                ("preview_port", env.router.preview_port),
+            ):
+                if port is None:
+                    continue
+                if port in ports:
+                    out.append(
+                        f"environments.{name}.router.{field}: {port} is also {ports[port]}; "
+                        "each router needs host ports of its own"
+                    )
+                ports.setdefault(port, f"{name}'s router {field}")
+        gates = [s for s in p.stages if s.approval]
+        if p.mode == "continuous_delivery" and not gates:
+            out.append(
+                "pipeline.mode: continuous_delivery needs approval: true on the stage(s) a "
+                "human gates; with no gate, set mode: continuous_deployment"
+            )
+        if p.mode == "continuous_deployment":
+            out += [
+                f"pipeline.stages[{s.environment}].approval: continuous_deployment has no "
+                "approval gates; set mode: continuous_delivery to gate this stage"
+                for s in gates
+            ]
+        return out
+
+    def _trigger_problems(self) -> list[str]:
+        trigger = self.pipeline.trigger
+        out: list[str] = []
+        if trigger.schedule is not None and trigger.asset is not None:
+            out.append("pipeline.trigger: give schedule or asset, not both")
+        if trigger.schedule is not None and not _valid_schedule(trigger.schedule):
+            out.append(
+                "pipeline.trigger.schedule: not a cron expression ('0 6 * * 1-5') nor a preset "
+                f"({', '.join(sorted(PRESETS))})"
+            )
+        if trigger.asset is not None and trigger.asset.repository is not None:
+            try:
+                ref = ImageRef.parse(trigger.asset.repository)
+            except DeliveryError as exc:
+                out.append(f"pipeline.trigger.asset.repository: {exc}")
+            else:
+                if ref.tag is not None or ref.digest is not None:
+                    out.append("pipeline.trigger.asset.repository: a repository, without tag")
+        return out
+
+    def _stage_problems(self, index: int, stage: StageSpec) -> list[str]:
+        at = f"pipeline.stages[{stage.environment}]"
+        out: list[str] = []
+        env = self.environments.get(stage.environment)
+        if env is None:
+            known = ", ".join(self.environments)
+            return [f"{at}.environment: no such environment (the spec has {known})"]
+        where = f"environments.{stage.environment}"
+        kind = stage.deploy.type
+        if env.target != DEPLOY_TARGETS[kind]:
+            out.append(
+                f"{at}.deploy.type: {kind} runs on target {DEPLOY_TARGETS[kind]}, and "
+                f"{where}.target is {env.target}"
+            )
+        if env.replicas < 1:
+            out.append(f"{where}.replicas: must be >= 1 for a deploy")
+        deploy = stage.deploy
+        if isinstance(deploy, MinInServiceDeploy) and env.replicas >= 1:
+            mis = self.min_in_service(stage)
+            if mis >= env.replicas and env.replicas > 0:
+                out.append(
+                    f"{at}.deploy.min_in_service: {mis} must be below replicas ({env.replicas})"
+                )
+            if deploy.batch_sizes is not None and sum(deploy.batch_sizes) != env.replicas:
+                out.append(f"{at}.deploy.batch_sizes: must add up to replicas ({env.replicas})")
+        if isinstance(deploy, RollingDeploy) and deploy.stages is not None and env.replicas >= 1:
+            from docker_delivery.strategies.rolling import resolve_stages
+
+            try:
+                resolve_stages(deploy.stages, env.replicas)
+            except DeliveryError as exc:
+                out.append(f"{at}.deploy.stages: {exc}")
+        if isinstance(deploy, BlueGreenDeploy):
+            if env.router.preview_port is None:
+                out.append(
+                    f"{where}.router.preview_port: required by blue_green (the new colour is "
+                    "checked there before the switch)"
+                )
+            if deploy.preview_replicas is not None and deploy.preview_replicas > env.replicas:
+                out.append(
+                    f"{at}.deploy.preview_replicas: must be within 1..replicas ({env.replicas})"
+                )
+        if stage.migrate and self.pipeline.migrations is None:
+            out.append(f"{at}.migrate: the pipeline has no migrations section")
+        out += _unique(f"{at}.verify.smoke", [s.name for s in stage.verify.smoke])
+        for smoke in stage.verify.smoke:
+            out += [f"{at}.verify.smoke[{smoke.name}].{m}" for m in smoke.problems()]
+        return out
+
+
+def _unique(at: str, names: Sequence[str], what: str = "name") -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name in seen:
+            out.append(f"{at}[{name}]: the {what} {name!r} is given twice")
+        seen.add(name)
+    return out
+
+
+def _valid_schedule(schedule: str) -> bool:
+    if schedule in PRESETS:
+        return True
+    from croniter import croniter
+
+    return bool(croniter.is_valid(schedule))
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, origin: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        problem = f"YAML: {where}{what}"
+    except yaml.YAMLError as exc:
+        problem = f"YAML: {type(exc).__name__}"
+    raise SpecInvalid(origin, [problem])
+
+
+def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    """``${NAME}`` / ``${NAME:-default}`` in every string of ``value``, from ``env``."""
+    if isinstance(value, str):
+
+        def one(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or 'spec'}: ${{{name}}} is not set (give ${{{name}:-default}})")
+            return ""
+
+        return _ENV_REF.sub(one, value) if "$" in value else value
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, _join(path, k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [
+            _substitute(v, f"{path}[{_item_name(v) or i}]", env, problems)
+            for i, v in enumerate(value)
+        ]
+    return value
+
+
+def _join(path: str, key: Any) -> str:
+    key = str(key)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", key):
+        return f"{path}[{key!r}]"
+    return f"{path}.{key}" if path else key
+
+
+def _item_name(item: Any) -> str | None:
+    if isinstance(item, Mapping):
+        for key in ("environment", "name"):
+            if isinstance(item.get(key), str):
+                return str(item[key])
+    return None
+
+
+def _resolve_context(data: dict[str, Any], base: Path) -> None:
+    """``pipeline.build.context`` made absolute against the spec file's directory."""
+    pipeline = data.get("pipeline")
+    build = pipeline.get("build") if isinstance(pipeline, Mapping) else None
+    if isinstance(build, dict):
+        context = build.get("context", ".")
+        if isinstance(context, str) and "{{" not in context:
+            build["context"] = str((base / context).resolve())
+
+
+def _context_problems(spec: PipelineSpec) -> list[str]:
+    build = spec.pipeline.build
+    if "{{" in build.context:
+        return []
+    context = Path(build.context)
+    if not context.is_dir():
+        return [f"pipeline.build.context: {context} is not a directory"]
+    if "{{" not in build.dockerfile and not (context / build.dockerfile).is_file():
+        return [f"pipeline.build.dockerfile: {build.dockerfile} is not in {context}"]
+    return []
+
+
+def load_pipeline(
+    source: str | Path | Mapping[str, Any] | PipelineSpec,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> PipelineSpec:
+    """A validated :class:`PipelineSpec` from a YAML file (a Path, or a string ending in .yaml
+    or .yml), YAML text, or a mapping. Raises :class:`SpecInvalid` listing every problem with
+    its field path. ``environ`` (default: ``os.environ``) fills ``${NAME}`` references."""
+    if isinstance(source, PipelineSpec):
+        found = source.problems() + _context_problems(source)
+        if found:
+            raise SpecInvalid(f"pipeline {source.dag_id}", found)
+        return source
+    base = Path.cwd()
+    if isinstance(source, Mapping):
+        data: Any = source
+        origin = "pipeline spec"
+    else:
+        if isinstance(source, Path) or (
+            "\n" not in source and source.strip().endswith((".yaml", ".yml"))
+        ):
+            path = Path(source)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SpecInvalid(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+            origin, base = str(path), path.resolve().parent
+        else:
+            text, origin = source, "spec text"
+        data = _parse_yaml(text, origin)
+    if not isinstance(data, Mapping):
+        raise SpecInvalid(
+            origin, ["the spec must be a mapping: service, image, environments, pipeline"]
+        )
+    problems: list[str] = []
+    data = _substitute(data, "", os.environ if environ is None else environ, problems)
+    if problems:
+        raise SpecInvalid(origin, problems)
+    _resolve_context(data, base)
+    known = [*ServiceSpec.model_fields, "pipeline"]
+    for key in data:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            problems.append(
+                f"{_join('', key)}: unknown key"
+                + (f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(known)}")
+            )
+    service_part = {k: v for k, v in data.items() if k in ServiceSpec.model_fields}
+    try:
+        load_spec(service_part)
+    except SpecInvalid as exc:
+        problems += exc.problems
+    if "pipeline" not in data:
+        problems.append("pipeline: required: the build, tests and stages of the delivery")
+    else:
+        try:
+            PipelineSettings.model_validate(data["pipeline"])
+        except ValidationError as exc:
+            problems += describe_errors(exc, data["pipeline"], PipelineSettings, "pipeline")
+    if problems:
+        raise SpecInvalid(origin, problems)
+    spec = PipelineSpec.model_validate(data)
+    problems = spec.problems() + _context_problems(spec)
+    if problems:
+        raise SpecInvalid(origin, problems)
+    return spec
+
+
+# -- error messages --------------------------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> X (a union of models stays a union)."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _models(tp: Any) -> list[type[BaseModel]]:
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    if get_origin(tp) in (Union, types.UnionType):
+        return [m for a in get_args(tp) for m in _models(a)]
+    return []
+
+
+def _known_keys(root: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The keys the model holding ``loc``'s last item knows ([] when none is found)."""
+    tp: Any = root
+    for item in loc[:-1]:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {info.alias or name: info for name, info in tp.model_fields.items()}
+            if item not in fields:
+                return []
+            tp = fields[item].annotation
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        elif get_origin(tp) in (Union, types.UnionType):
+            # a tagged union: pydantic puts the tag into loc
+            tp = next((m for m in _models(tp) if _tag(m) == item), None)
+            if tp is None:
+                return []
+        else:
+            return []
+    models = _models(tp)
+    if len(models) == 1:
+        return [info.alias or name for name, info in models[0].model_fields.items()]
+    return []
+
+
+def _tag(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    args = get_args(field.annotation)
+    return str(args[0]) if args else None
+
+
+def _message(root: type[BaseModel], err: Mapping[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        known = _known_keys(root, err["loc"])
+        hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        if hint:
+            return f"unknown key (did you mean {hint[0]!r}?)"
+        return "unknown key" + (f"; known: {', '.join(known)}" if known else "")
+    if kind == "union_tag_invalid":
+        hint = difflib.get_close_matches(str(ctx.get("tag")), list(DEPLOY_TARGETS), n=1)
+        also = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"must be one of {', '.join(DEPLOY_TARGETS)}{also}"
+    if kind == "union_tag_not_found":
+        return f"required: one of {', '.join(DEPLOY_TARGETS)}"
+    simple = {
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "greater_than": f"must be > {ctx.get('gt')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "less_than": f"must be < {ctx.get('lt')}",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+        "string_type": "must be a string (quote it in YAML: '8080', 'true')",
+        "int_type": "must be an integer",
+        "float_type": "must be a number",
+        "bool_type": "must be true or false",
+        "dict_type": "must be a mapping (key: value)",
+        "model_type": "must be a mapping (key: value)",
+        "model_attributes_type": "must be a mapping (key: value)",
+        "list_type": "must be a list",
+        "too_short": "must not be empty",
+        "string_too_short": "must not be empty",
+    }
+    if kind in simple:
+        return simple[kind]
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
+def _path(loc: Sequence[Any], data: Any, prefix: str) -> str:
+    """``('stages', 1, 'deploy', 'blue_green', 'x')`` -> ``pipeline.stages[production].deploy.x``
+    (a list item is named by its ``environment`` or ``name``; a union tag is left out)."""
+    out, node = prefix, data
+    for item in loc:
+        if isinstance(item, int):
+            entry = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+            out += f"[{_item_name(entry) or item}]"
+            node = entry
+            continue
+        key = str(item)
+        if item == "[key]":
+            continue
+        if isinstance(node, Mapping) and node.get("type") == key and key not in node:
+            continue  # the tag of a discriminated union, not a key of the document
+        out = _join(out, key)
+        node = node.get(item) if isinstance(node, Mapping) else None
+    return out
+
+
+def describe_errors(
+    exc: ValidationError, data: Any, root: type[BaseModel], prefix: str = ""
+) -> list[str]:
+    """One ``path: message`` line per problem; input values are never quoted."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = _path(err["loc"], data, prefix)
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            where += ".type"
+        message = _message(root, err)
+        lines.append(f"{where}: {message}" if where else message)
+    return list(dict.fromkeys(lines))

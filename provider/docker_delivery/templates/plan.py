@@ -1,0 +1,307 @@
+"""The tasks a pipeline spec gives, in order: what `delivery_pipeline` builds and what
+`docker-delivery plan` prints. One list, so the CLI and the DAG never disagree.
+
+The shape::
+
+    what_to_deliver --> build --> test_<name> (parallel) --+
+           |                                               +--> release
+           +--------> redeploy ----------------------------+
+    release --> [approve_<env>] --> <env>.promote --> <env>.apply_infra --> <env>.migrate_expand
+        --> <env>.deploy [--> <env>.verify_preview --> <env>.switch]   (blue/green)
+        --> <env>.verify_health --> <env>.smoke_<name> (parallel)
+        [--> <env>.retire]  (blue/green)  --> <env>.migrate_contract
+        --> [approve_<next>] --> <next>.promote ...
+
+``what_to_deliver`` branches: a run given an already built image (the ``image`` param, or the
+promotion event that triggered it) skips build and tests (``redeploy``); any other run builds
+its revision. ``release`` holds the digest-pinned image every later task uses.
+
+This module is domain code: it never imports Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from docker_delivery.templates.pipeline_spec import (
+    ABDeploy,
+    BlueGreenDeploy,
+    MinInServiceDeploy,
+    PipelineSpec,
+    RollingDeploy,
+    StageSpec,
+)
+
+__all__ = ["PlannedTask", "describe_plan", "plan_tasks"]
+
+BRANCH = "what_to_deliver"
+BUILD = "build"
+REDEPLOY = "redeploy"
+RELEASE = "release"
+
+TYPE_NAMES = {
+    "min_in_service": "minimum in-service",
+    "rolling": "rolling",
+    "blue_green": "blue/green",
+    "ab": "A/B",
+}
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """One task of the DAG. ``task_id`` is the full id (``staging.deploy`` in a group);
+    ``kind`` says which builder makes it; ``policy`` which retries and timeout it gets."""
+
+    task_id: str
+    kind: str
+    policy: str
+    summary: str
+    upstream: tuple[str, ...] = ()
+    stage: StageSpec | None = None
+    item: Any = None
+    trigger_rule: str = "all_success"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str | None:
+        return self.task_id.split(".", 1)[0] if "." in self.task_id else None
+
+    @property
+    def local_id(self) -> str:
+        return self.task_id.split(".", 1)[-1]
+
+
+def _deploy_summary(spec: PipelineSpec, stage: StageSpec) -> str:
+    env = spec.env(stage)
+    d = stage.deploy
+    head = f"{TYPE_NAMES[d.type]} on {env.target}, {env.replicas} replicas"
+    if isinstance(d, MinInServiceDeploy):
+        return f"{head}, never fewer than {spec.min_in_service(stage)} in service"
+    if isinstance(d, RollingDeploy):
+        stages = ", ".join(str(s) for s in spec.rolling_stages(stage))
+        return f"{head}, stages [{stages}], on failure {d.failure_action}"
+    if isinstance(d, BlueGreenDeploy):
+        return f"{head}: the new colour on :{env.router.preview_port} (preview)"
+    assert isinstance(d, ABDeploy)
+    steps = ", ".join(f"{s}%" for s in d.steps)
+    return f"{head}: steps [{steps}], {d.bake_time:g}s each, max 5xx {d.max_5xx_ratio:g}"
+
+
+def plan_tasks(spec: PipelineSpec) -> list[PlannedTask]:
+    """Every task of the DAG, in an order that respects dependencies."""
+    p = spec.pipeline
+    repo = spec.repository
+    tasks: list[PlannedTask] = [
+        PlannedTask(
+            BRANCH,
+            "branch",
+            "control",
+            "build the revision, or redeploy an image built before (param image, or the "
+            "promotion event that triggered the run)",
+        ),
+        PlannedTask(
+            BUILD,
+            "build",
+            "build",
+            f"BuildImageOperator: {repo}:<revision>, once, pushed; returns it by digest",
+            (BRANCH,),
+        ),
+    ]
+    tests = [
+        PlannedTask(
+            f"test_{t.name}",
+            "test",
+            "test",
+            f"TestImageOperator in the image, by digest: {_command(t.command)}",
+            (BUILD,),
+            item=t,
+        )
+        for t in p.tests
+    ]
+    tasks += tests
+    tasks.append(
+        PlannedTask(
+            REDEPLOY,
+            "redeploy",
+            "control",
+            "an image built before: build and tests skipped",
+            (BRANCH,),
+        )
+    )
+    tasks.append(
+        PlannedTask(
+            RELEASE,
+            "release",
+            "control",
+            "the digest-pinned image every stage delivers",
+            (*(t.task_id for t in tests or tasks[1:2]), REDEPLOY),
+            trigger_rule="none_failed_min_one_success",
+        )
+    )
+    leaves: tuple[str, ...] = (RELEASE,)
+    previous: StageSpec | None = None
+    for stage in p.stages:
+        env_name = stage.environment
+        if spec.gated(stage):
+            gate = PlannedTask(
+                f"approve_{env_name.replace('-', '_')}",
+                "approval",
+                "approval",
+                f"ApprovalOperator: a human approves the delivery to {env_name} (Reject stops it)",
+                leaves,
+                stage=stage,
+            )
+            tasks.append(gate)
+            leaves = (gate.task_id,)
+        stage_tasks = _stage_tasks(spec, stage, previous, leaves)
+        tasks += stage_tasks
+        leaves = _leaves(stage_tasks)
+        previous = stage
+    return tasks
+
+
+def _leaves(tasks: list[PlannedTask]) -> tuple[str, ...]:
+    used = {u for t in tasks for u in t.upstream}
+    return tuple(t.task_id for t in tasks if t.task_id not in used)
+
+
+def _stage_tasks(
+    spec: PipelineSpec, stage: StageSpec, previous: StageSpec | None, leaves: tuple[str, ...]
+) -> list[PlannedTask]:
+    env = spec.env(stage)
+    name = stage.environment
+    out: list[PlannedTask] = []
+    last = leaves
+
+    def add(local: str, kind: str, policy: str, summary: str, **kw: Any) -> PlannedTask:
+        nonlocal last
+        task = PlannedTask(f"{name}.{local}", kind, policy, summary, last, stage=stage, **kw)
+        out.append(task)
+        last = (task.task_id,)
+        return task
+
+    require = previous.environment if previous is not None and stage.require_previous else None
+    add(
+        "promote",
+        "promote",
+        "promote",
+        f"PromoteImageOperator: tag {name} -> the digest"
+        + (f" (only if {require} has it)" if require else ""),
+        extra={"require_tag": require},
+    )
+    if spec.applies_infra(stage):
+        add(
+            "apply_infra",
+            "infra",
+            "infra",
+            f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
+        )
+    if spec.migrates(stage):
+        add(
+            "migrate_expand", "migrate", "migrate", "MigrateDatabaseOperator: expand", item="expand"
+        )
+    add("deploy", "deploy", "deploy", _deploy_summary(spec, stage))
+    router = f"127.0.0.1:{env.router.port}"
+    if isinstance(stage.deploy, BlueGreenDeploy):
+        add(
+            "verify_preview",
+            "verify_health",
+            "verify",
+            f"ServiceHealthySensor: the new colour answers {env.health_check.path} on "
+            f"127.0.0.1:{env.router.preview_port}",
+            extra={"port": env.router.preview_port},
+        )
+        add("switch", "switch", "deploy", "SwitchTrafficOperator: all traffic to the new colour")
+    if stage.verify.health:
+        add(
+            "verify_health",
+            "verify_health",
+            "verify",
+            f"ServiceHealthySensor: {router} answers {env.health_check.path}",
+            extra={"port": env.router.port},
+        )
+    smokes = []
+    base = last
+    for smoke in stage.verify.smoke:
+        if smoke.http is not None:
+            what = f"GET http://{router}{smoke.http.path} expects {smoke.http.status}" + (
+                ", serving the digest" if smoke.http.expect_digest else ""
+            )
+        else:
+            what = f"TestImageOperator: {_command(smoke.command or [])}"
+        task = PlannedTask(
+            f"{name}.smoke_{smoke.name}", "smoke", "verify", what, base, stage=stage, item=smoke
+        )
+        smokes.append(task)
+    out += smokes
+    if smokes:
+        last = tuple(t.task_id for t in smokes)
+    if isinstance(stage.deploy, BlueGreenDeploy):
+        add(
+            "retire",
+            "retire",
+            "retire",
+            f"RetireOperator: the old colour removed {stage.deploy.scale_down_delay:g}s after "
+            "the switch",
+        )
+    if spec.migrates(stage):
+        add(
+            "migrate_contract",
+            "migrate",
+            "migrate",
+            "MigrateDatabaseOperator: contract",
+            item="contract",
+        )
+    return out
+
+
+def _command(command: list[str] | str) -> str:
+    text = " ".join((command if isinstance(command, str) else " ".join(command)).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe_plan(spec: PipelineSpec) -> str:
+    """The plan as text: the DAG, its triggers, and its tasks per environment, in order."""
+    p = spec.pipeline
+    tasks = plan_tasks(spec)
+    mode = p.mode.replace("_", " ")
+    lines = [f"DAG {spec.dag_id}: {mode} of {spec.service} ({spec.repository})"]
+    trig = p.trigger
+    if trig.schedule:
+        lines.append(
+            f"  runs: on schedule {trig.schedule}; manual runs take params revision, image"
+        )
+    elif trig.asset:
+        repo = trig.asset.repository or spec.repository
+        lines.append(
+            f"  runs: when {repo}:{trig.asset.environment} is promoted (redeploys that digest); "
+            "manual runs take params revision, image"
+        )
+    else:
+        lines.append("  runs: manual; params revision (commit SHA / ref) or image (redeploy)")
+    width = max(len(t.task_id) for t in tasks)
+    number = 0
+
+    def row(task: PlannedTask) -> str:
+        nonlocal number
+        number += 1
+        policy = spec.policy(task.policy)
+        retries = f"retries {policy.retries}" if policy.retries else "no retry"
+        return f"    {number:>2}. {task.task_id:<{width}}  {task.summary}  [{retries}]"
+
+    lines.append("  build once:")
+    for task in tasks:
+        if task.stage is None:
+            lines.append(row(task))
+    for stage in p.stages:
+        env = spec.env(stage)
+        gate = " (after an approval)" if spec.gated(stage) else ""
+        lines.append(
+            f"  {stage.environment}{gate}: {TYPE_NAMES[stage.deploy.type]} on {env.target}, "
+            f"http://127.0.0.1:{env.router.port}/"
+        )
+        for task in tasks:
+            if task.stage is stage:
+                lines.append(row(task))
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""A stage of a pipeline run fails; it is cleared as "Clear" in the UI does; the same run then
+completes, and nothing that was done is done again (the build keeps its one try).
+
+The failure is on purpose: a smoke test that fails while the Airflow Variable
+``dd_test_pipeline_retry_fail_<service>`` is set (a stand-in for a broken dependency that a
+human then fixes). The run happens in Airflow (``dag.test()``, against the bed); the clear uses
+the code of Airflow's REST endpoint behind the UI's "Clear"
+(``POST /dags/{dag_id}/clearTaskInstances``: the task and its downstream, the run set back to
+queued); then the run goes on as the scheduler would carry it on, with the loop ``dag.test()``
+itself runs, on the existing run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from loadgen import free_port
+
+pytestmark = pytest.mark.timeout(900)
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "dd_test_pipeline_retry"
+FAILING = "staging.smoke_once"
+
+
+def flag(service: str) -> str:
+    return f"dd_test_pipeline_retry_fail_{service}"
+
+
+def spec(bed: Any, service: str, port: int) -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "dags" / "pipelines" / "min_in_service.yaml").read_text())
+    data["service"] = service
+    data["image"] = f"{bed.registry}/dd-test/pipeline-retry"
+    data["defaults"].update(replicas=2, stop_grace=5)
+    data["defaults"]["router"] = {"image": bed.haproxy_image, "check_interval_ms": 500}
+    data["environments"] = {"staging": {"router": {"port": port}}}
+    data["pipeline"].update(
+        dag_id=DAG_ID,
+        trigger={"schedule": None},
+        tests=[{"name": "quick", "command": ["python3", "-c", "print('quick test: ok')"]}],
+    )
+    data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service", "min_in_service": 1}
+    data["pipeline"]["build"].update(
+        context=str(ROOT / "dags" / "demo_app"), build_args={"BASE_IMAGE": bed.python_image}
+    )
+    once = [
+        "sh",
+        "-c",
+        'if [ -n "$FAIL_SMOKE" ]; then echo "failing on purpose: $FAIL_SMOKE"; exit 1; fi; '
+        "echo smoke: ok",
+    ]
+    data["pipeline"]["stages"][0]["verify"]["smoke"] = [
+        {
+            "name": "once",
+            "command": once,
+            "environment": {"FAIL_SMOKE": f"{{{{ var.value.get('{flag(service)}', '') }}}}"},
+        },
+        {"name": "version", "http": {"path": "/version", "expect_digest": True}},
+    ]
+    return data
+
+
+def remove_service(docker_client: Any, service: str) -> None:
+    label = f"io.docker-delivery.service={service}"
+    for container in docker_client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+    for container in docker_client.containers.list(all=True, filters={"name": f"-{service}-"}):
+        container.remove(force=True)
+    for network in docker_client.networks.list(names=[f"dd-{service}-staging"]):
+        network.remove()
+
+
+@pytest.fixture
+def service(docker_client: Any) -> Iterator[str]:
+    name = f"ddretry{uuid.uuid4().hex[:6]}"
+    yield name
+    remove_service(docker_client, name)
+
+
+def states(run_id: str) -> dict[str, tuple[str, int]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id).all()
+        return {ti.task_id: (str(ti.state), ti.try_number) for ti in tis}
+
+
+def clear_like_the_ui(run_id: str, task_id: str) -> list[str]:
+    """What POST /dags/{dag_id}/clearTaskInstances does for the UI's Clear of one task
+    instance of a run, with its downstream tasks (airflow.api_fastapi...task_instances)."""
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import clear_task_instances, find_relevant_relatives
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        dag_run = session.query(DagRun).filter_by(dag_id=DAG_ID, run_id=run_id).one()
+        dag = DBDagBag().get_dag_for_run(dag_run, session=session)
+        assert dag is not None
+        task_ids = {task_id}
+        task_ids.update(
+            str(t)
+            for t in find_relevant_relatives(
+                task_ids, set(), dag=dag, run_id=run_id, direction="downstream", session=session
+            )
+        )
+        tis = dag.clear(dry_run=True, task_ids=list(task_ids), run_id=run_id, session=session)
+        clear_task_instances(list(tis), session, DagRunState.QUEUED)
+        return sorted(ti.task_id for ti in tis)
+
+
+def carry_on(dag: Any, run_id: str, timeout: float = 600) -> str:
+    """Run the run's schedulable tasks until it ends: the loop of ``dag.test()``, on an existing
+    run (what the scheduler does with a run a Clear set back to queued)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    deadline = time.monotonic() + timeout
+    with create_session() as session:
+        dr = session.query(DagRun).filter_by(dag_id=DAG_ID, run_id=run_id).one()
+        dr.dag = scheduler_dag
+        dr.state = DagRunState.RUNNING
+        session.commit()
+        while dr.state == DagRunState.RUNNING and time.monotonic() < deadline:
+            session.expire_all()
+            schedulable, _ = dr.update_state(session=session)
+            for ti in schedulable:
+                if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE:
+                    ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            scheduled = [
+                ti
+                for ti in dr.get_task_instances(session=session)
+                if ti.state == TaskInstanceState.SCHEDULED
+            ]
+            if not scheduled:
+                time.sleep(0.5)
+            for ti in scheduled:
+                _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
+        return str(dr.state)
+
+
+def test_a_cleared_stage_completes_the_run_without_building_again(
+    bed: Any, airflow_db: None, docker_client: Any, service: str
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.variable import Variable
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from docker_delivery.templates import delivery_pipeline
+
+    port = free_port()
+    dag = delivery_pipeline(spec(bed, service, port))
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+    revision = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+    Variable.set(flag(service), "the dependency is down")
+    try:
+        run = dag.test(run_conf={"revision": revision})
+    finally:
+        Variable.delete(flag(service))  # the human fixes what was broken
+    first = states(run.run_id)
+    assert str(run.state) == "failed", first
+    assert first[FAILING] == ("failed", 1)
+    assert first["build"] == ("success", 1)
+    assert first["test_quick"] == ("success", 1)
+    assert first["staging.deploy"] == ("success", 1)
+
+    cleared = clear_like_the_ui(run.run_id, FAILING)
+    assert cleared == [FAILING]  # it has no downstream task; nothing else is touched
+    assert states(run.run_id)[FAILING][0] == "None"
+
+    assert carry_on(dag, run.run_id) == "success"
+
+    after = states(run.run_id)
+    assert after[FAILING] == ("success", 2)
+    redone = {task for task, (_, tries) in after.items() if tries > 1}
+    assert redone == {FAILING}, after  # the build, the tests, the deploy: one try each
+    assert after["build"] == ("success", 1)
+    assert after["redeploy"][0] == "skipped"
+
+    with create_session() as session:
+        built = (
+            session.query(XComModel)
+            .filter_by(dag_id=DAG_ID, run_id=run.run_id, task_id="build", key="build")
+            .one()
+            .value
+        )
+    digest = built["digest"] if isinstance(built, dict) else json.loads(built)["digest"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
+        assert json.loads(answer.read())["digest"] == digest

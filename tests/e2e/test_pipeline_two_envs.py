@@ -1,0 +1,266 @@
+"""The two-environment example pipeline (dags/deliver_two_envs.py) runs in Airflow against the
+bed: built once, tested in parallel in the image, delivered to staging by a rolling deployment
+on Swarm, approved by a human (this test, answering the approval as Airflow's REST API does),
+delivered to production by blue/green; both environments then serve the new digest.
+
+``airflow dags test`` runs the DAG in a subprocess. Airflow 3.3 parks an approval task in the
+``awaiting_input`` state and ``dag.test()`` waits for an answer recorded from outside; the test
+records it with the code of the REST endpoint behind the UI's Approve button
+(``PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails``): the response on the
+``hitl_detail`` row, then ``handle_event_submit`` to resume the task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(1200)
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "deliver_two_envs"
+SERVICE = "demo-two-envs"
+GATE = "approve_production"
+APPROVER = {"id": "e2e-test", "name": "e2e approver"}
+URLS = {"staging": "http://127.0.0.1:18181/", "production": "http://127.0.0.1:18182/"}
+
+
+def remove_service(docker_client: Any) -> None:
+    """Everything of the example's service, in both environments: a clean start and end."""
+    label = f"io.docker-delivery.service={SERVICE}"
+    for svc in docker_client.services.list(filters={"label": label}):
+        svc.remove()
+    for container in docker_client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+    for container in docker_client.containers.list(all=True, filters={"name": f"-{SERVICE}-"}):
+        container.remove(force=True)
+    deadline = time.monotonic() + 60
+    for env in ("staging", "production"):
+        while True:
+            try:
+                for network in docker_client.networks.list(names=[f"dd-{SERVICE}-{env}"]):
+                    network.remove()
+                break
+            except Exception:  # Swarm tasks still detaching from the network
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def answer_approval(
+    revision: str, stop: threading.Event, answered: list[str], dag_id: str = DAG_ID
+) -> None:
+    """Wait for the gate of the run delivering ``revision`` (another run may share the
+    database) to ask, then Approve it as APPROVER, as the REST endpoint does."""
+    from airflow._shared.timezones import timezone
+    from airflow.models.dagrun import DagRun
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    while not stop.is_set():
+        try:
+            with create_session() as session:
+                waiting = (
+                    session.query(TaskInstance, DagRun.conf)
+                    .join(
+                        DagRun,
+                        (DagRun.dag_id == TaskInstance.dag_id)
+                        & (DagRun.run_id == TaskInstance.run_id),
+                    )
+                    .filter(
+                        TaskInstance.dag_id == dag_id,
+                        TaskInstance.task_id == GATE,
+                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                    )
+                    .all()
+                )
+                ours = [ti for ti, conf in waiting if (conf or {}).get("revision") == revision]
+                detail = ours and session.query(HITLDetail).filter_by(ti_id=ours[0].id).one()
+                if detail and detail.responded_at is None:
+                    assert "Approve" in detail.options
+                    detail.responded_by = dict(APPROVER)
+                    detail.responded_at = timezone.utcnow()
+                    detail.chosen_options = ["Approve"]
+                    detail.params_input = {}
+                    session.add(detail)
+                    event = TriggerEvent(detail.as_resume_event_payload())
+                    handle_event_submit(event, task_instance=ours[0], session=session)
+                    answered.append(ours[0].run_id)
+                    return
+        except Exception as exc:  # e.g. the database is busy: try again
+            print(f"answering the approval: {exc!r}; trying again")
+        stop.wait(1)
+
+
+def deliver(bed: Any, revision: str) -> dict[str, Any]:
+    """One ``airflow dags test`` run of the example, its approval answered by APPROVER."""
+    env = {
+        **os.environ,
+        "DOCKER_DELIVERY_BED_REGISTRY": bed.registry,
+        "DOCKER_DELIVERY_BED_PYTHON_IMAGE": bed.python_image,
+        "DOCKER_DELIVERY_BED_HAPROXY_IMAGE": bed.haproxy_image,
+    }
+    airflow = str(Path(sys.executable).parent / "airflow")
+    stop, answered = threading.Event(), []
+    started = time.time()
+    approver = threading.Thread(target=answer_approval, args=(revision, stop, answered))
+    approver.start()
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            done = subprocess.run(
+                [airflow, "dags", "test", DAG_ID, "--conf", json.dumps({"revision": revision})],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=900,
+                cwd=ROOT,
+            )
+        finally:
+            stop.set()
+            approver.join(30)
+        log.seek(0)
+        output = log.read()
+    kept = ""
+    if done.returncode != 0:  # the whole log, to read: the assertion shows only its end
+        kept = str(Path(tempfile.gettempdir(), f"{DAG_ID}-{revision[:12]}.log"))
+        Path(kept).write_text(output)
+    return {
+        "log_file": kept,
+        "returncode": done.returncode,
+        "output": output,
+        "revision": revision,
+        "answered": answered,
+        "took": time.time() - started,
+    }
+
+
+@pytest.fixture(scope="module")
+def deliveries(bed: Any, airflow_db: None, docker_client: Any) -> Iterator[list[dict[str, Any]]]:
+    """Two deliveries of two revisions: the first starts each environment, the second replaces
+    it the same way (production's other colour, staging's next Swarm service)."""
+    remove_service(docker_client)
+    try:
+        runs = [deliver(bed, uuid.uuid4().hex + uuid.uuid4().hex[:8])]
+        if runs[0]["returncode"] == 0:
+            runs.append(deliver(bed, uuid.uuid4().hex + uuid.uuid4().hex[:8]))
+        yield runs
+    finally:
+        remove_service(docker_client)
+
+
+@pytest.fixture(scope="module")
+def delivery(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The second delivery (the first when it failed)."""
+    return deliveries[-1]
+
+
+def run_id_of(delivery: dict[str, Any]) -> str:
+    assert delivery["answered"], "the approval never asked"
+    return str(delivery["answered"][0])
+
+
+def version(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "version", timeout=5) as answer:
+        assert answer.status == 200
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+def test_both_runs_succeed_after_their_approval(deliveries: list[dict[str, Any]]) -> None:
+    assert len(deliveries) == 2, deliveries[0]["output"][-6000:]
+    for delivery in deliveries:
+        tail = f"(whole log: {delivery['log_file']})\n" + delivery["output"][-6000:]
+        assert delivery["returncode"] == 0, tail
+        assert delivery["answered"], tail
+        finished = delivery["output"].split("DagRun Finished: dag_id=deliver_two_envs")[-1]
+        assert "state=success" in finished.split("\n")[0], tail
+
+
+def test_both_environments_serve_the_digest_built_once(delivery: dict[str, Any]) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    run_id = run_id_of(delivery)
+    with create_session() as session:
+        built = (
+            session.query(XComModel)
+            .filter_by(dag_id=DAG_ID, run_id=run_id, task_id="build", key="build")
+            .one()
+            .value
+        )
+        tis = {
+            ti.task_id: ti
+            for ti in session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id)
+        }
+    build = built if isinstance(built, dict) else json.loads(built)
+    assert build["built"] is True  # built in this run, once
+    assert build["image"].split("@")[0].endswith(f":{delivery['revision']}")
+    for name, url in URLS.items():
+        assert version(url)["digest"] == build["digest"], name
+    assert all(str(ti.state) in ("success", "skipped") for ti in tis.values())
+    assert str(tis["redeploy"].state) == "skipped"
+    assert tis["build"].try_number == 1
+
+
+def test_the_tests_ran_in_the_image_in_parallel_on_the_build(delivery: dict[str, Any]) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(str(ROOT / "dags" / "deliver_two_envs.py")).dags[DAG_ID]
+    tests = [t for t in dag.tasks if t.task_id.startswith("test_")]
+    assert {t.task_id for t in tests} == {"test_unit", "test_smoke"}
+    assert all(t.upstream_task_ids == {"build"} for t in tests)  # siblings: run side by side
+    assert "tests: " in delivery["output"] and " passed, 0 failed" in delivery["output"]
+
+
+def test_staging_rolled_on_swarm_and_production_is_blue_green(
+    delivery: dict[str, Any], docker_client: Any
+) -> None:
+    label = f"io.docker-delivery.service={SERVICE}"
+    services = docker_client.services.list(filters={"label": label})
+    assert services, "staging runs as a Swarm service"
+    assert {s.attrs["Spec"]["Labels"]["io.docker-delivery.environment"] for s in services} == {
+        "staging"
+    }
+    production = docker_client.containers.list(
+        filters={"label": [label, "io.docker-delivery.environment=production"]}
+    )
+    groups = {
+        c.labels.get("io.docker-delivery.slot-group")
+        for c in production
+        if c.labels.get("io.docker-delivery.role") == "app"
+    }
+    # one colour serves (the one the second delivery switched to); the old one was retired
+    assert len(groups) == 1 and groups <= {"blue", "green"}, groups
+    assert "retired " in delivery["output"]  # the old colour went, after scale_down_delay
+
+
+def test_the_log_says_who_approved(delivery: dict[str, Any]) -> None:
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    run_id = run_id_of(delivery)
+    assert f"approved by {APPROVER['name']} (id {APPROVER['id']})" in delivery["output"]
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id, task_id=GATE).one()
+        detail = session.query(HITLDetail).filter_by(ti_id=ti.id).one()
+        assert detail.responded_by_user == APPROVER
+        assert detail.chosen_options == ["Approve"]
+        assert str(ti.state) == "success"

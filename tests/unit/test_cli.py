@@ -1,0 +1,392 @@
+"""`docker-delivery`: validate (every problem with its field path), plan, init."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from docker_delivery.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ROOT / "dags" / "pipelines"
+APP = ROOT / "dags" / "demo_app"
+CLI = str(Path(sys.executable).parent / "docker-delivery")
+
+
+def base() -> dict[str, Any]:
+    data = yaml.safe_load((PIPELINES / "two_envs.yaml").read_text())
+    data["pipeline"]["build"]["context"] = str(APP)
+    return data
+
+
+def stage(d: dict[str, Any], i: int) -> dict[str, Any]:
+    return d["pipeline"]["stages"][i]  # type: ignore[no-any-return]
+
+
+Mutation = Callable[[dict[str, Any]], Any]
+
+# name -> (what breaks the spec, the field path its message must name)
+BROKEN: dict[str, tuple[Mutation | str, str]] = {
+    "deploy_type_typo": (
+        lambda d: stage(d, 1)["deploy"].update(type="bluegreen"),
+        "pipeline.stages[production].deploy.type: must be one of",
+    ),
+    "deploy_type_missing": (
+        lambda d: stage(d, 1)["deploy"].pop("type"),
+        "pipeline.stages[production].deploy.type: required",
+    ),
+    "deploy_setting_misspelt": (
+        lambda d: stage(d, 1)["deploy"].update(scale_down_dely=3),
+        "pipeline.stages[production].deploy.scale_down_dely: unknown key (did you mean "
+        "'scale_down_delay'?)",
+    ),
+    "pipeline_key_misspelt": (
+        lambda d: d["pipeline"].update(stagse=[]),
+        "pipeline.stagse: unknown key (did you mean 'stages'?)",
+    ),
+    "top_key_misspelt": (
+        lambda d: d.update(pipelnie=d.pop("pipeline")),
+        "pipelnie: unknown key (did you mean 'pipeline'?)",
+    ),
+    "pipeline_missing": (lambda d: d.pop("pipeline"), "pipeline: required"),
+    "negative_replicas": (
+        lambda d: d["environments"]["production"].update(replicas=-1),
+        "environments.production.replicas: must be >= 0",
+    ),
+    "replicas_as_string": (
+        lambda d: d["environments"]["production"].update(replicas="3"),
+        "environments.production.replicas: must be an integer",
+    ),
+    "blue_green_without_preview_port": (
+        lambda d: d["environments"]["production"]["router"].pop("preview_port"),
+        "environments.production.router.preview_port: required by blue_green",
+    ),
+    "rolling_on_the_engine": (
+        lambda d: d["environments"]["staging"].pop("target"),
+        "pipeline.stages[staging].deploy.type: rolling runs on target swarm",
+    ),
+    "stage_of_an_unknown_environment": (
+        lambda d: stage(d, 1).update(environment="prod"),
+        "pipeline.stages[prod].environment: no such environment",
+    ),
+    "two_routers_on_one_port": (
+        lambda d: d["environments"]["production"]["router"].update(port=18181),
+        "environments.production.router.port: 18181 is also staging's router port",
+    ),
+    "delivery_without_a_gate": (
+        lambda d: stage(d, 1).update(approval=False),
+        "pipeline.mode: continuous_delivery needs approval",
+    ),
+    "deployment_with_a_gate": (
+        lambda d: d["pipeline"].update(mode="continuous_deployment"),
+        "pipeline.stages[production].approval: continuous_deployment has no approval gates",
+    ),
+    "test_name_with_spaces": (
+        lambda d: d["pipeline"]["tests"][0].update(name="Unit Tests"),
+        "pipeline.tests[Unit Tests].name:",
+    ),
+    "test_command_string_without_shell": (
+        lambda d: d["pipeline"]["tests"][0].update(command="pytest -q"),
+        "pipeline.tests[unit].command: a string is a shell line",
+    ),
+    "deploy_retried_automatically": (
+        lambda d: d["pipeline"].update(tasks={"deploy": {"retries": 2}}),
+        "pipeline.tasks.deploy.retries: must be 0",
+    ),
+    "schedule_not_cron": (
+        lambda d: d["pipeline"].update(trigger={"schedule": "every day"}),
+        "pipeline.trigger.schedule: not a cron expression",
+    ),
+    "schedule_and_asset": (
+        lambda d: d["pipeline"].update(
+            trigger={"schedule": "@daily", "asset": {"environment": "qa"}}
+        ),
+        "pipeline.trigger: give schedule or asset, not both",
+    ),
+    "ab_steps_decreasing": (
+        lambda d: stage(d, 1).update(deploy={"type": "ab", "steps": [50, 10, 100]}),
+        "pipeline.stages[production].deploy.steps: must increase",
+    ),
+    "smoke_both_http_and_command": (
+        lambda d: stage(d, 0)["verify"]["smoke"][0].update(command=["true"]),
+        "pipeline.stages[staging].verify.smoke[version].http: give either http",
+    ),
+    "smoke_path_relative": (
+        lambda d: stage(d, 0)["verify"]["smoke"][0]["http"].update(path="version"),
+        "pipeline.stages[staging].verify.smoke[version].http.path: must be an absolute path",
+    ),
+    "image_missing": (lambda d: d.pop("image"), "image: required"),
+    "image_with_a_tag": (
+        lambda d: d.update(image="127.0.0.1:5000/shop/web:latest"),
+        "image: '127.0.0.1:5000/shop/web:latest' names a tag",
+    ),
+    "rolling_stage_beyond_replicas": (
+        lambda d: stage(d, 0)["deploy"].update(stages=[5]),
+        "pipeline.stages[staging].deploy.stages: stage 5 must be within 1..replicas (2)",
+    ),
+    "mode_unknown": (
+        lambda d: d["pipeline"].update(mode="continuous"),
+        "pipeline.mode: must be one of",
+    ),
+    "no_stages": (lambda d: d["pipeline"].update(stages=[]), "pipeline.stages: must not be empty"),
+    "stage_twice": (
+        lambda d: d["pipeline"]["stages"].append(copy.deepcopy(stage(d, 0))),
+        "pipeline.stages[staging]: the environment 'staging' is given twice",
+    ),
+    "task_kind_unknown": (
+        lambda d: d["pipeline"].update(tasks={"deploi": {"retries": 0}}),
+        "pipeline.tasks.deploi: must be one of",
+    ),
+    "migrate_without_migrations": (
+        lambda d: stage(d, 0).update(migrate=True),
+        "pipeline.stages[staging].migrate: the pipeline has no migrations section",
+    ),
+    "context_missing": (
+        lambda d: d["pipeline"]["build"].update(context="/nonexistent/app"),
+        "pipeline.build.context: /nonexistent/app is not a directory",
+    ),
+    "environment_without_a_stage": (
+        lambda d: d["environments"].update(qa={"router": {"port": 18190}}),
+        "environments.qa: no stage delivers it",
+    ),
+    "secret_as_a_literal": (
+        lambda d: d["environments"]["production"].update(env={"DB_PASSWORD": "hunter2"}),
+        "environments.production.env.DB_PASSWORD: the name says secret",
+    ),
+    "unset_variable": (
+        lambda d: d.update(image="${DD_TEST_SURELY_UNSET}/x"),
+        "image: ${DD_TEST_SURELY_UNSET} is not set",
+    ),
+    "yaml_syntax": ("service: x\n  bad: [\n", "YAML: line 2, column 6"),
+    "yaml_duplicate_key": ("service: x\nservice: y\n", "YAML: line 2, column 1: the key"),
+    "not_a_mapping": ("- just\n- a list\n", "the spec must be a mapping"),
+}
+
+
+def write(tmp_path: Path, name: str, breaks: Mutation | str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    if isinstance(breaks, str):
+        path.write_text(breaks)
+    else:
+        data = base()
+        breaks(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def test_there_are_at_least_twenty_broken_specs() -> None:
+    assert len(BROKEN) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_validate_names_the_field_of_each_problem(tmp_path: Path, name: str) -> None:
+    breaks, expected = BROKEN[name]
+    path = write(tmp_path, name, breaks)
+    code, out = run("validate", str(path))
+    assert code == 1
+    assert out.startswith(f"{path}: invalid, ")
+    assert f"  - {expected}" in out, out
+    assert "Traceback" not in out
+
+
+def test_the_installed_command_lists_every_broken_spec_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    paths = [write(tmp_path, name, breaks) for name, (breaks, _) in sorted(BROKEN.items())]
+    env = {k: v for k, v in os.environ.items() if k != "DD_TEST_SURELY_UNSET"}
+    done = subprocess.run(
+        [CLI, "validate", *map(str, paths)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    for path, (_, expected) in zip(paths, (BROKEN[n] for n in sorted(BROKEN)), strict=True):
+        block = done.stdout.split(f"{path}: invalid, ")[1].split(".yaml: invalid, ")[0]
+        assert f"  - {expected}" in block
+
+
+def test_validate_accepts_the_examples() -> None:
+    specs = sorted(str(p) for p in PIPELINES.glob("*.yaml"))
+    code, out = run("validate", *specs)
+    assert code == 0, out
+    assert "two_envs.yaml: valid: DAG deliver_two_envs, 19 tasks; staging (rolling), " in out
+
+
+def test_validate_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad", BROKEN["negative_replicas"][0])
+    code, out = run("validate", "--json", str(path))
+    assert code == 1
+    assert json.loads(out) == {
+        "spec": str(path),
+        "valid": False,
+        "problems": ["environments.production.replicas: must be >= 0"],
+    }
+
+
+def test_plan_lists_the_tasks_per_environment_in_order() -> None:
+    code, out = run("plan", str(PIPELINES / "two_envs.yaml"))
+    assert code == 0
+    lines = out.splitlines()
+    heads = [i for i, line in enumerate(lines) if not line.startswith("    ")]
+    sections = [lines[i].strip() for i in heads]
+    assert sections[2] == "build once:"
+    assert sections[3].startswith("staging: rolling on swarm, http://127.0.0.1:18181/")
+    assert sections[4].startswith("production (after an approval): blue/green on engine")
+    production = [line.split()[1] for line in lines[heads[4] + 1 :]]
+    assert production == [
+        "approve_production",
+        "production.promote",
+        "production.deploy",
+        "production.verify_preview",
+        "production.switch",
+        "production.verify_health",
+        "production.smoke_version",
+        "production.retire",
+    ]
+
+
+def test_plan_of_a_broken_spec_lists_its_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad", BROKEN["deploy_type_typo"][0])
+    code, out = run("plan", str(path))
+    assert code == 1 and "deploy.type: must be one of" in out
+
+
+def test_usage_errors_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run()[0] == 2
+    assert run("frobnicate")[0] == 2
+    assert run("plan")[0] == 2
+    err = capsys.readouterr().err
+    assert "docker-delivery: " in err and "Traceback" not in err
+
+
+# -- init ------------------------------------------------------------------------------------
+
+
+def test_init_from_flags_writes_a_valid_spec_and_a_dag_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\n")
+    code, out = run(
+        "init",
+        "--service",
+        "shop-api",
+        "--context",
+        "app",
+        "--environments",
+        "qa,staging,production",
+        "--deploy",
+        "staging=rolling",
+        "--router-port",
+        "qa=19000",
+        "--test",
+        "unit=pytest -q --junit-xml /tmp/j.xml",
+        "--no-input",
+    )
+    assert code == 0, out
+    spec_path = tmp_path / "dags" / "pipelines" / "shop-api.yaml"
+    dag_path = tmp_path / "dags" / "deliver_shop_api.py"
+    assert f"{Path('dags/pipelines/shop-api.yaml')}: valid" in out
+    data = yaml.safe_load(spec_path.read_text())
+    assert data["pipeline"]["build"]["context"] == "../../app"
+    assert [s["deploy"]["type"] for s in data["pipeline"]["stages"]] == [
+        "min_in_service",
+        "rolling",
+        "blue_green",
+    ]
+    assert data["environments"]["staging"]["target"] == "swarm"
+    assert data["environments"]["qa"]["router"]["port"] == 19000
+    assert data["pipeline"]["stages"][2]["approval"] is True
+    assert data["pipeline"]["tests"] == [
+        {"name": "unit", "command": ["pytest", "-q", "--junit-xml", "/tmp/j.xml"]}
+    ]
+    text = dag_path.read_text()
+    assert 'delivery_pipeline(Path(__file__).parent / "pipelines" / "shop-api.yaml")' in text
+    assert "airflow" in text.lower() and "dag" in text  # Airflow's file heuristic finds it
+    # again: refused, unless --force
+    code, out = run("init", "--service", "shop-api", "--no-input")
+    assert code == 1 and "exists; not overwritten" in out
+    assert run("init", "--service", "shop-api", "--context", "app", "--force", "--no-input")[0] == 0
+
+
+def test_the_dag_file_init_writes_parses_into_the_dag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    code, _ = run("init", "--service", "web", "--type", "min_in_service", "--no-input")
+    assert code == 0
+    namespace = runpy.run_path(str(tmp_path / "dags" / "deliver_web.py"))
+    dag = namespace["dag"]
+    assert dag.dag_id == "deliver_web"
+    assert "production.deploy" in dag.task_dict and "approve_production" in dag.task_dict
+
+
+def test_init_asks_in_a_terminal(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Dockerfile").write_text("FROM scratch\n")
+    answers = ["shop", "", "src", "9000", "staging", "rolling", "18400", ""]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real command, on a terminal
+        os.chdir(tmp_path)
+        os.execv(CLI, [CLI, "init"])
+    transcript = b""
+    deadline = time.monotonic() + 60
+    try:
+        while answers and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if not ready:
+                continue
+            transcript += os.read(fd, 4096)
+            if transcript.rstrip().endswith(b"]:"):
+                os.write(fd, answers.pop(0).encode() + b"\n")
+                transcript += b"\n"
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            transcript += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+    text = transcript.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "Service name" in text and "Deployment type for staging" in text
+    data = yaml.safe_load((tmp_path / "dags" / "pipelines" / "shop.yaml").read_text())
+    assert data["image"] == "127.0.0.1:5000/shop"
+    assert data["defaults"]["port"] == 9000
+    assert data["environments"] == {"staging": {"target": "swarm", "router": {"port": 18400}}}
+    assert data["pipeline"]["mode"] == "continuous_delivery"
+    assert "valid" in text
+
+
+def test_init_without_a_terminal_needs_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert run("init")[0] == 2
+    assert run("init", "--service", "Bad_Name", "--no-input")[0] == 2
+    assert not (tmp_path / "dags").exists()

@@ -1,0 +1,561 @@
+"""The pipeline spec, its plan, and the DAG `delivery_pipeline` makes of it (no Docker, no DB)."""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from docker_delivery.spec import SpecInvalid
+from docker_delivery.templates.pipeline_spec import PipelineSpec, load_pipeline
+from docker_delivery.templates.plan import describe_plan, plan_tasks
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ROOT / "dags" / "pipelines"
+APP = ROOT / "dags" / "demo_app"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def two_envs() -> dict[str, Any]:
+    data = yaml.safe_load((PIPELINES / "two_envs.yaml").read_text())
+    data["pipeline"]["build"]["context"] = str(APP)
+    return data
+
+
+def spec_of(data: dict[str, Any], **environ: str) -> PipelineSpec:
+    return load_pipeline(data, environ=environ)
+
+
+def problems_of(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(SpecInvalid) as caught:
+        spec_of(data)
+    return caught.value.problems
+
+
+# -- the examples ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(PIPELINES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_spec_is_valid_and_has_a_dag_file(path: Path) -> None:
+    spec = load_pipeline(path)
+    assert spec.pipeline.build.context == str(APP)  # relative to the spec file
+    dag_files = [p for p in (ROOT / "dags").glob("*.py") if path.name in p.read_text()]
+    assert len(dag_files) == 1, f"one DAG file calls delivery_pipeline on {path.name}"
+    assert len(dag_files[0].read_text().splitlines()) <= 10  # a spec and one call
+
+
+def test_examples_cover_every_deployment_type_and_avoid_the_demo_port() -> None:
+    specs = [load_pipeline(p) for p in PIPELINES.glob("*.yaml")]
+    types = {s.deploy.type for spec in specs for s in spec.pipeline.stages}
+    assert types == {"min_in_service", "rolling", "blue_green", "ab"}
+    ports = [
+        port
+        for spec in specs
+        for env in spec.environments.values()
+        for port in (env.router.port, env.router.preview_port)
+        if port is not None
+    ]
+    assert 18080 not in ports  # make demo's
+    assert len(ports) == len(set(ports))  # examples can run side by side
+
+
+def test_the_two_environment_plan_builds_once_and_gates_production() -> None:
+    spec = spec_of(two_envs())
+    tasks = {t.task_id: t for t in plan_tasks(spec)}
+    order = list(tasks)
+    assert order[:6] == [
+        "what_to_deliver",
+        "build",
+        "test_unit",
+        "test_smoke",
+        "redeploy",
+        "release",
+    ]
+    # the tests run in parallel, on the build's digest
+    assert tasks["test_unit"].upstream == tasks["test_smoke"].upstream == ("build",)
+    assert set(tasks["release"].upstream) == {"test_unit", "test_smoke", "redeploy"}
+    assert tasks["release"].trigger_rule == "none_failed_min_one_success"
+    staging = [t for t in order if t.startswith("staging.")]
+    production = [t for t in order if t.startswith("production.")]
+    assert staging == [
+        "staging.promote",
+        "staging.apply_infra",
+        "staging.deploy",
+        "staging.verify_health",
+        "staging.smoke_version",
+    ]
+    assert production == [
+        "production.promote",
+        "production.deploy",
+        "production.verify_preview",
+        "production.switch",
+        "production.verify_health",
+        "production.smoke_version",
+        "production.retire",
+    ]
+    assert tasks["approve_production"].upstream == ("staging.smoke_version",)
+    assert tasks["production.promote"].upstream == ("approve_production",)
+    assert tasks["production.promote"].extra["require_tag"] == "staging"
+    assert tasks["staging.promote"].extra["require_tag"] is None
+
+
+def test_continuous_deployment_has_no_gate() -> None:
+    data = two_envs()
+    data["pipeline"]["mode"] = "continuous_deployment"
+    data["pipeline"]["stages"][1]["approval"] = False
+    ids = [t.task_id for t in plan_tasks(spec_of(data))]
+    assert not [i for i in ids if i.startswith("approve_")]
+
+
+def test_migrations_expand_before_and_contract_after_the_deploy() -> None:
+    data = two_envs()
+    data["pipeline"]["migrations"] = {"database_conn_id": "demo_db"}
+    data["pipeline"]["stages"][1]["migrate"] = False
+    ids = [t.task_id for t in plan_tasks(spec_of(data))]
+    staging = [i for i in ids if i.startswith("staging.")]
+    assert staging.index("staging.migrate_expand") < staging.index("staging.deploy")
+    assert staging[-1] == "staging.migrate_contract"
+    assert not [i for i in ids if i.startswith("production.migrate")]
+
+
+def test_the_plan_text_lists_every_task_per_environment() -> None:
+    text = describe_plan(spec_of(two_envs()))
+    assert text.splitlines()[0].startswith("DAG deliver_two_envs: continuous delivery")
+    assert "production (after an approval): blue/green on engine" in text
+    assert text.index("staging.deploy") < text.index("approve_production")
+    assert "[retries 3]" in text.split("staging.promote")[1].splitlines()[0]
+    assert "[no retry]" in text.split("staging.deploy")[1].splitlines()[0]
+
+
+def test_policies_default_and_overrides() -> None:
+    data = two_envs()
+    data["pipeline"]["tasks"] = {"promote": {"retries": 5}, "verify": {"timeout": 900}}
+    spec = spec_of(data)
+    assert spec.policy("promote").retries == 5
+    assert spec.policy("promote").retry_delay == 10  # the default kept
+    assert spec.policy("verify").timeout == 900
+    assert spec.policy("deploy").retries == 0
+    assert spec.policy("build").retries == 2
+
+
+def test_environment_references_are_filled_from_the_environment() -> None:
+    data = two_envs()
+    data["pipeline"]["build"]["build_args"] = {"A": "${DD_X}", "B": "${DD_NOPE:-fallback}"}
+    data["pipeline"]["description"] = "costs $$5"
+    spec = spec_of(data, DD_X="from-env")
+    assert spec.pipeline.build.build_args == {"A": "from-env", "B": "fallback"}
+    assert spec.pipeline.description == "costs $5"
+    assert spec.image == "127.0.0.1:5000/docker-delivery/demo-two-envs"
+
+
+def test_a_spec_from_text_and_the_model_itself() -> None:
+    text = (PIPELINES / "two_envs.yaml").read_text().replace("../demo_app", str(APP))
+    spec = load_pipeline(text)
+    assert load_pipeline(spec) is spec
+    assert spec.service_spec().environment("production").router.preview_port == 18183
+    assert spec.service_dict()["environments"]["staging"]["target"] == "swarm"
+
+
+def test_problems_are_all_listed_at_once() -> None:
+    data = two_envs()
+    data["environments"]["production"]["replicas"] = -1
+    data["pipeline"]["stages"][0]["deploy"]["type"] = "rolling-update"
+    data["pipeline"]["tests"][0]["nam"] = "x"
+    found = problems_of(data)
+    assert len(found) == 3, found
+    assert all(": " in p for p in found)
+
+
+# -- the DAG ---------------------------------------------------------------------------------
+
+
+def mis_spec(**pipeline: Any) -> dict[str, Any]:
+    data = yaml.safe_load((PIPELINES / "min_in_service.yaml").read_text())
+    data["pipeline"]["build"]["context"] = str(APP)
+    data["pipeline"].update(pipeline)
+    return data
+
+
+def test_delivery_pipeline_makes_the_dag_of_the_plan() -> None:
+    from docker_delivery.templates import delivery_pipeline
+
+    dag = delivery_pipeline(mis_spec())
+    assert dag.dag_id == "deliver_min_in_service"
+    assert dag.fileloc == __file__  # the caller's file, as for a DAG written by hand
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert set(dag.params) == {"revision", "image"}
+    assert [t.task_id for t in dag.tasks] == [t.task_id for t in plan_tasks(spec_of(mis_spec()))]
+    ops = {t.task_id: t for t in dag.tasks}
+    kinds = {i: type(op).__name__ for i, op in ops.items()}
+    assert kinds == {
+        "what_to_deliver": "BranchPythonOperator",
+        "build": "BuildImageOperator",
+        "test_unit": "TestImageOperator",
+        "redeploy": "PythonOperator",
+        "release": "PythonOperator",
+        "staging.promote": "PromoteImageOperator",
+        "staging.apply_infra": "ApplyInfraOperator",
+        "staging.deploy": "MinimumInServiceDeployOperator",
+        "staging.verify_health": "ServiceHealthySensor",
+        "staging.smoke_version": "PythonOperator",
+    }
+    assert ops["staging.deploy"].retries == 0
+    assert ops["staging.promote"].retries == 3
+    assert ops["staging.promote"].retry_exponential_backoff
+    assert ops["build"].retries == 2
+    assert ops["build"].execution_timeout == timedelta(hours=1)
+    assert ops["test_unit"].retries == 0
+    assert ops["test_unit"].execution_timeout == timedelta(seconds=1800 + 300)
+    assert ops["release"].trigger_rule == "none_failed_min_one_success"
+    deploy: Any = ops["staging.deploy"]
+    assert deploy.image == "{{ ti.xcom_pull(task_ids='release') }}"
+    assert deploy.router_port == 18281 and deploy.settings.min_in_service == 2
+    build: Any = ops["build"]
+    assert build.context == str(APP)
+    assert build.revision == "{{ ti.xcom_pull(task_ids='what_to_deliver', key='revision') }}"
+    test: Any = ops["test_unit"]
+    assert test.image == "{{ ti.xcom_pull(task_ids='build') }}"  # tests run before release
+    assert dag.schedule == "0 2 * * *"
+
+
+def test_an_asset_trigger_schedules_on_the_promotion_event() -> None:
+    from docker_delivery.operators.promote import image_asset
+    from docker_delivery.templates import delivery_pipeline
+
+    data = mis_spec(trigger={"asset": {"environment": "qa"}})
+    dag = delivery_pipeline(data)
+    expected = image_asset("127.0.0.1:5000/docker-delivery/demo-mis", "qa")
+    assert dag.schedule == [expected]
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+
+
+def test_a_gated_stage_gets_the_approval_operator() -> None:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from docker_delivery.templates import delivery_pipeline
+
+    data = mis_spec(mode="continuous_delivery", approval={"timeout": 3600})
+    data["pipeline"]["stages"][0]["approval"] = True
+    dag = delivery_pipeline(data)
+    gate: Any = dag.get_task("approve_staging")
+    assert isinstance(gate, ApprovalOperator)
+    assert gate.response_timeout == timedelta(hours=1)
+    assert gate.execution_timeout is None
+    assert gate.ignore_downstream_trigger_rules is True
+    assert dag.get_task("staging.promote").upstream_task_ids == {"approve_staging"}
+
+
+def test_a_dag_from_an_invalid_spec_is_refused_with_every_problem() -> None:
+    from docker_delivery.templates import delivery_pipeline
+
+    data = mis_spec()
+    data["environments"]["staging"]["replicas"] = "4"
+    with pytest.raises(SpecInvalid, match=r"environments\.staging\.replicas: must be an integer"):
+        delivery_pipeline(data)
+
+
+# -- what a run delivers ---------------------------------------------------------------------
+
+
+class FakeTI:
+    def __init__(self, xcoms: dict[tuple[str, str | None], Any] | None = None) -> None:
+        self.pushed: dict[str, Any] = {}
+        self.xcoms = xcoms or {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str | None = None) -> Any:
+        return self.xcoms.get((task_ids, key))
+
+
+def test_a_run_given_an_image_redeploys_it() -> None:
+    from docker_delivery.templates.pipeline import what_to_deliver
+
+    ti = FakeTI()
+    image = f"127.0.0.1:5000/shop/web@{DIGEST}"
+    assert what_to_deliver(str(APP), params={"image": image, "revision": ""}, ti=ti) == "redeploy"
+    assert ti.pushed == {"image": image}
+
+
+def test_a_run_given_a_tag_is_refused() -> None:
+    from docker_delivery.errors import InvalidReference
+    from docker_delivery.templates.pipeline import what_to_deliver
+
+    with pytest.raises(InvalidReference):
+        what_to_deliver(str(APP), params={"image": "127.0.0.1:5000/shop/web:v1"}, ti=FakeTI())
+
+
+def test_a_run_triggered_by_a_promotion_redeploys_its_digest() -> None:
+    from docker_delivery.templates.pipeline import what_to_deliver
+
+    old = SimpleNamespace(extra={"image": f"r/x:staging@sha256:{'01' * 32}"}, timestamp=1)
+    new = SimpleNamespace(
+        extra={"image": f"r/x:staging@{DIGEST}"}, timestamp=2, asset=SimpleNamespace(name="r/x")
+    )
+    ti = FakeTI()
+    events = {"asset": [old, new]}
+    result = what_to_deliver(str(APP), params={}, ti=ti, triggering_asset_events=events)
+    assert result == "redeploy"
+    assert ti.pushed["image"].endswith(DIGEST)
+
+
+def test_a_run_builds_the_revision_given_or_the_sources_own(tmp_path: Path) -> None:
+    from docker_delivery.templates.pipeline import what_to_deliver
+    from docker_delivery.templates.source import content_hash
+
+    ti = FakeTI()
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert what_to_deliver(str(tmp_path), params={"revision": sha}, ti=ti) == "build"
+    assert ti.pushed == {"revision": sha}
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    ti = FakeTI()
+    assert what_to_deliver(str(tmp_path), params={}, ti=ti) == "build"
+    assert ti.pushed["revision"] == content_hash(tmp_path)
+    ti = FakeTI()
+    what_to_deliver(str(tmp_path), "nightly-20260101", params={}, ti=ti)  # build.revision, rendered
+    assert ti.pushed == {"revision": "nightly-20260101"}
+
+
+def test_a_ref_outside_a_git_work_tree_is_refused(tmp_path: Path) -> None:
+    from docker_delivery.templates.source import RevisionInvalid, resolve_revision
+
+    with pytest.raises(RevisionInvalid, match="give the commit SHA"):
+        resolve_revision("main", tmp_path)
+    with pytest.raises(RevisionInvalid, match="neither"):
+        resolve_revision("not a ref", tmp_path)
+
+
+def test_the_content_hash_follows_the_files(tmp_path: Path) -> None:
+    from docker_delivery.templates.source import content_hash
+
+    (tmp_path / "a.txt").write_text("one")
+    first = content_hash(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    assert content_hash(tmp_path) == first
+    (tmp_path / "a.txt").write_text("two")
+    assert content_hash(tmp_path) != first
+
+
+def test_release_is_the_build_or_the_image_to_redeploy() -> None:
+    from docker_delivery.templates.pipeline import release
+
+    built = f"r/x:abc@{DIGEST}"
+    assert release(ti=FakeTI({("build", None): built})) == built
+    assert release(ti=FakeTI({("what_to_deliver", "image"): built})) == built
+    with pytest.raises(ValueError, match="nothing to deliver"):
+        release(ti=FakeTI())
+
+
+# -- the HTTP smoke test ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    calls = {"n": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls["n"] += self.path == "/flaky"
+            if self.path == "/flaky" and calls["n"] < 3:
+                self.send_response(503)
+                self.end_headers()
+                return
+            body = f'{{"digest": "{DIGEST}"}}'.encode()
+            self.send_response(200 if self.path != "/missing" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_http_check_passes_on_the_status_and_content(server: str) -> None:
+    from docker_delivery.templates.pipeline import http_check
+
+    assert http_check(server + "/version", contains=DIGEST)["attempts"] == 1
+    assert http_check(server + "/flaky", attempts=3, interval=0)["attempts"] == 3
+    assert http_check(server + "/missing", status=404)["status"] == 404
+
+
+def test_http_check_fails_saying_what_it_got(server: str) -> None:
+    from docker_delivery.templates.pipeline import http_check
+
+    with pytest.raises(RuntimeError, match="answered 404, not 200 after 2 tries"):
+        http_check(server + "/missing", attempts=2, interval=0)
+    with pytest.raises(RuntimeError, match="without 'sha256:ff'"):
+        http_check(server + "/version", contains="sha256:ff", attempts=1)
+    with pytest.raises(RuntimeError, match="no answer"):
+        http_check("http://127.0.0.1:1/", attempts=1, timeout=0.5)
+
+
+def test_specs_are_data_a_deep_copy_validates_the_same() -> None:
+    data = two_envs()
+    assert spec_of(copy.deepcopy(data)) == spec_of(data)
+
+
+# -- the approval gate, in a DAG run (Airflow's metadata DB; no Docker: a redeploy is rejected) --
+
+
+def respond(
+    dag_id: str,
+    task_id: str,
+    image: str,
+    option: str,
+    user: dict[str, str],
+    stop: Any,
+    errors: list[BaseException],
+    deadline_s: float = 120,
+) -> None:
+    """Answer the gate of the run delivering ``image`` (tests may run side by side on one
+    database) when it asks, as Airflow's REST endpoint for HITL responses does. Past the
+    deadline the gate is failed instead, so that ``dag.test()`` ends (Airflow's own alarms
+    take over pytest-timeout's in a DAG run)."""
+    import time
+
+    from airflow._shared.timezones import timezone
+    from airflow.models.dagrun import DagRun
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    deadline = time.monotonic() + deadline_s
+    while not stop.is_set():
+        try:
+            with create_session() as session:
+                waiting = (
+                    session.query(TaskInstance)
+                    .join(
+                        DagRun,
+                        (DagRun.dag_id == TaskInstance.dag_id)
+                        & (DagRun.run_id == TaskInstance.run_id),
+                    )
+                    .filter(
+                        TaskInstance.dag_id == dag_id,
+                        TaskInstance.task_id == task_id,
+                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                    )
+                    .with_entities(TaskInstance, DagRun.conf)
+                    .all()
+                )
+                ours = [ti for ti, conf in waiting if (conf or {}).get("image") == image]
+                if ours and time.monotonic() > deadline:
+                    ours[0].state = TaskInstanceState.FAILED
+                    errors.append(TimeoutError("the gate was not answered in time"))
+                    return
+                detail = ours and session.query(HITLDetail).filter_by(ti_id=ours[0].id).one()
+                if detail and detail.responded_at is None:
+                    detail.responded_by = dict(user)
+                    detail.responded_at = timezone.utcnow()
+                    detail.chosen_options = [option]
+                    detail.params_input = {}
+                    session.add(detail)
+                    payload = TriggerEvent(detail.as_resume_event_payload())
+                    handle_event_submit(payload, task_instance=ours[0], session=session)
+                    return
+        except Exception as exc:  # e.g. the database is busy: try again
+            errors.append(exc)
+        stop.wait(0.5)
+
+
+@pytest.mark.timeout(300)
+def test_a_rejected_approval_stops_the_delivery_and_says_who(
+    airflow_db: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    from docker_delivery.templates import delivery_pipeline
+
+    data = mis_spec(dag_id="dd_test_pipeline_reject", mode="continuous_delivery")
+    data["pipeline"]["stages"][0]["approval"] = True
+    dag = delivery_pipeline(data)
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+    stop, errors = threading.Event(), []
+    user = {"id": "u-42", "name": "release manager"}
+    image = f"127.0.0.1:5000/docker-delivery/demo-mis@sha256:{uuid.uuid4().hex * 2}"
+    answer = threading.Thread(
+        target=respond,
+        args=(dag.dag_id, "approve_staging", image, "Reject", user, stop, errors),
+    )
+    answer.start()
+    try:
+        run = dag.test(run_conf={"image": image})  # a redeploy (of this run's own digest)
+    finally:
+        stop.set()
+        answer.join(10)
+    assert not [e for e in errors if isinstance(e, TimeoutError)], errors
+    got = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert got["approve_staging"] == "success"
+    assert got["release"] == "success" and got["build"] == "skipped"
+    stage = {k: v for k, v in got.items() if k.startswith("staging.")}
+    assert stage and set(stage.values()) == {"skipped"}, got  # nothing promoted or deployed
+    log = capfd.readouterr().out
+    assert "rejected by release manager (id u-42)" in log  # the task's log says who decided
+    assert "the delivery stops here" in log
+
+
+def test_a_deploy_step_gets_only_the_base_settings_it_takes() -> None:
+    from airflow.sdk import BaseOperator
+
+    from docker_delivery.operators.deploy import MinimumInServiceDeployOperator
+    from docker_delivery.templates.pipeline import _accepted
+
+    class Retire(BaseOperator):
+        def __init__(self, *, service: str, environment: str, router_port: int, **kw: Any):
+            super().__init__(**kw)
+
+    assert {"service", "environment", "router_port"} <= _accepted(Retire)
+    assert "image" not in _accepted(Retire)
+    taken = _accepted(MinimumInServiceDeployOperator)
+    assert {"image", "env", "health_check", "min_in_service", "router_slots"} <= taken
+
+
+def test_the_blue_green_steps_share_the_stages_settings() -> None:
+    from docker_delivery.templates import delivery_pipeline
+
+    data = two_envs()
+    data["pipeline"]["stages"][1]["deploy"].update(preview_replicas=1, max_5xx_ratio=0.05)
+    dag = delivery_pipeline(data)
+    kinds = {t.task_id: type(t).__name__ for t in dag.tasks if t.task_id.startswith("production")}
+    assert kinds == {
+        "production.promote": "PromoteImageOperator",
+        "production.deploy": "BlueGreenDeployOperator",
+        "production.verify_preview": "ServiceHealthySensor",
+        "production.switch": "SwitchTrafficOperator",
+        "production.verify_health": "ServiceHealthySensor",
+        "production.smoke_version": "PythonOperator",
+        "production.retire": "RetireOperator",
+    }
+    for step in ("deploy", "switch", "retire"):
+        op: Any = dag.get_task(f"production.{step}")
+        assert op.settings.scale_down_delay == 5 and op.settings.post_switch_check == 3
+        assert op.settings.preview_replicas == 1 and op.settings.max_5xx_ratio == 0.05
+        assert op.settings.replicas == 2 and op.preview_port == 18183
+        assert op.retries == 0 if step != "retire" else op.retries == 2
+    preview: Any = dag.get_task("production.verify_preview")
+    assert preview.addresses == "127.0.0.1:18183"
+    assert dag.get_task("staging.deploy").__class__.__name__ == "RollingDeployOperator"
+    assert dag.get_task("approve_production").__class__.__name__ == "DeliveryApprovalOperator"
