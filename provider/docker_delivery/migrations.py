@@ -70,12 +70,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
+from docker_delivery.strategies.lock import ContainerLock
 from docker_delivery.targets.base import LABEL_DIGEST, LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
 
 
@@ -483,7 +483,7 @@ class RollbackCheck:
 # -- the engine lock -----------------------------------------------------------------------------
 
 
-class MigrationLock:
+class MigrationLock(ContainerLock):
     """One migration per database on an engine: a created-never-started, named container."""
 
     def __init__(
@@ -497,81 +497,36 @@ class MigrationLock:
         log: Callable[[str], None],
         poll: float = 0.25,
     ) -> None:
-        self._client = client
         self._database = database
-        self.name = f"dd-migrate-lock-{database.key}"
-        self._owner = owner
-        self._image = image
-        self._wait = wait
-        self._log = log
-        self._poll = poll
+        super().__init__(
+            client,
+            f"dd-migrate-lock-{database.key}",
+            owner=owner,
+            image=image,
+            wait=wait,
+            log=log,
+            poll=poll,
+            labels={LABEL_DATABASE: database.key},
+        )
 
-    def __enter__(self) -> MigrationLock:
-        self.acquire()
-        return self
+    def taken_message(self) -> str:
+        return f"migration lock {self.name} ({self._database}) taken"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+    def takeover_message(self, owner: str) -> str:
+        return f"migration lock {self.name} already held by this task: taking it over"
 
-    def acquire(self) -> None:
-        deadline = time.monotonic() + self._wait
-        waiting = False
-        while True:
-            try:
-                self._client.containers.create(
-                    self._image,
-                    command=["true"],
-                    name=self.name,
-                    labels={
-                        LABEL_MANAGED: "true",
-                        LABEL_ROLE: "lock",
-                        LABEL_DATABASE: self._database.key,
-                        LABEL_LOCK_OWNER: self._owner,
-                        LABEL_LOCK_SINCE: _now(),
-                    },
-                )
-                self._log(f"migration lock {self.name} ({self._database}) taken")
-                return
-            except _docker_errors().APIError as error:
-                if error.status_code != 409:
-                    raise
-            holder = self._holder()
-            if holder is None:
-                continue  # released between our attempt and the look
-            owner, since = holder
-            if owner == self._owner:
-                self._log(f"migration lock {self.name} already held by this task: taking it over")
-                return
-            if time.monotonic() >= deadline:
-                raise MigrationLocked(
-                    f"another migration of database {self._database} ({owner}, since {since}) "
-                    f"held the lock {self.name} for longer than {self._wait:g}s; wait for it to "
-                    f"finish and run again, or, if that run is dead, `docker rm {self.name}`"
-                )
-            if not waiting:
-                self._log(f"waiting for migration lock {self.name}: held by {owner} since {since}")
-                waiting = True
-            time.sleep(self._poll)
+    def waiting_message(self, owner: str, since: str) -> str:
+        return f"waiting for migration lock {self.name}: held by {owner} since {since}"
 
-    def _holder(self) -> tuple[str, str] | None:
-        try:
-            labels = self._client.containers.get(self.name).labels
-        except _docker_errors().NotFound:
-            return None
-        return labels.get(LABEL_LOCK_OWNER, "?"), labels.get(LABEL_LOCK_SINCE, "?")
+    def locked_error(self, owner: str, since: str) -> DeliveryError:
+        return MigrationLocked(
+            f"another migration of database {self._database} ({owner}, since {since}) "
+            f"held the lock {self.name} for longer than {self._wait:g}s; wait for it to "
+            f"finish and run again, or, if that run is dead, `docker rm {self.name}`"
+        )
 
-    def release(self) -> None:
-        holder = self._holder()
-        if holder is None or holder[0] != self._owner:
-            return
-        with contextlib.suppress(_docker_errors().NotFound):
-            self._client.containers.get(self.name).remove(force=True)
-            self._log(f"migration lock {self.name} released")
+    def released_message(self) -> str:
+        return f"migration lock {self.name} released"
 
 
 # -- the runner ----------------------------------------------------------------------------------
