@@ -68,7 +68,7 @@ from docker_delivery.targets.base import (
     docker_secret_fingerprint,
     secret_fingerprint,
 )
-from docker_delivery.targets.engine import network_name
+from docker_delivery.targets.engine import create_network, network_exists, network_name
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -539,12 +539,8 @@ def _main_digest(units: Sequence[LiveUnit], service: str, environment: str) -> L
     return running[0] if running else None
 
 
-def _network_exists(client: Any, name: str) -> bool:
-    return any(n.name == name for n in client.networks.list(names=[name]))  # names= is a prefix
-
-
 def _missing_networks(client: Any, names: Iterable[str]) -> list[str]:
-    return [n for n in names if not _network_exists(client, n)]
+    return [n for n in names if not network_exists(client, n)]
 
 
 def plan(
@@ -677,21 +673,11 @@ def strategy_for(env: EnvironmentSpec) -> MinimumInService | Rolling:
     return Rolling(env.replicas, tuple(env.rollout.stages), drain_timeout=env.rollout.drain_timeout)
 
 
-def _create_networks(
-    client: Any, names: Sequence[str], service: str, environment: str, log: Log
-) -> None:
-    in_swarm = client.info().get("Swarm", {}).get("LocalNodeState") == "active"
-    for name in names:
-        if _network_exists(client, name):
-            continue
-        options: dict[str, Any] = {"scope": "swarm", "attachable": True} if in_swarm else {}
-        client.networks.create(
-            name,
-            driver="bridge",
-            labels={LABEL_MANAGED: "true", LABEL_SERVICE: service, LABEL_ENVIRONMENT: environment},
-            **options,
-        )
-        log(f"created network {name}")
+def _create_networks(client: Any, plan: InfraPlan, log: Log) -> None:
+    for name in plan.create_networks:
+        swarm = plan.target == "swarm"
+        if create_network(client, name, plan.service, plan.environment, swarm=swarm):
+            log(f"created network {name}")
 
 
 def _router(client: Any, plan: InfraPlan, log: Log) -> Any:
@@ -825,7 +811,7 @@ def apply(
     if plan.empty:
         log(f"{where}: no changes")
         return result
-    _create_networks(client, plan.create_networks, plan.service, plan.environment, log)
+    _create_networks(client, plan, log)
     if plan.digest is None or plan.image is None or plan.release is None or plan.spec is None:
         result.duration_s = time.monotonic() - started
         return result

@@ -77,6 +77,7 @@ from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.strategies.lock import ContainerLock
 from docker_delivery.targets.base import LABEL_DIGEST, LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
+from docker_delivery.targets.engine import start_container
 
 
 def _docker_errors() -> Any:
@@ -762,7 +763,7 @@ class MigrationRunner:
         try:
             self._put_secret(container, image, spec.user, db.url)
             started = time.monotonic()
-            container.start()
+            start_container(container, log=stream or print)
             tail: deque[str] = deque(maxlen=_TAIL_LINES)
             streamer = threading.Thread(
                 target=self._read_output,

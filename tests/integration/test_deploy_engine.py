@@ -108,3 +108,21 @@ def test_impossible_settings_are_refused_before_anything_changes(
     assert not docker_client.containers.list(
         all=True, filters={"label": f"io.docker-delivery.service={service}"}
     )
+
+
+def test_engine_networks_are_local_and_swarm_networks_swarm_scoped(docker_client) -> None:  # type: ignore[no-untyped-def]
+    from docker_delivery.targets import SwarmTarget, TargetError
+
+    name = f"net{uuid.uuid4().hex[:6]}"
+    try:
+        engine_net = docker_client.networks.get(EngineTarget(docker_client).network(name, "test"))
+        assert engine_net.attrs["Scope"] == "local"  # starts do not wait on the Swarm manager
+        with pytest.raises(TargetError, match=r"local-scoped .* needs it swarm-scoped"):
+            SwarmTarget(docker_client).network(name, "test")
+        engine_net.remove()
+        swarm_net = docker_client.networks.get(SwarmTarget(docker_client).network(name, "test"))
+        assert swarm_net.attrs["Scope"] == "swarm" and swarm_net.attrs["Attachable"] is True
+        assert EngineTarget(docker_client).network(name, "test") == swarm_net.name  # reused
+    finally:
+        for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
+            net.remove()

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from docker_delivery.errors import DeliveryError
+from docker_delivery.targets.engine import start_container
 
 if TYPE_CHECKING:
     import docker
@@ -976,7 +977,7 @@ class RouterContainer:
                 raise RouterError(f"cannot create router container {name!r}: {exc}") from exc
             try:
                 container.put_archive("/", _config_archive(config, ""))
-                container.start()
+                start_container(container, log=log)
             except docker.errors.APIError as exc:
                 container.remove(force=True)
                 raise RouterError(f"cannot start router container {name!r}: {exc}") from exc

@@ -1,9 +1,9 @@
 """EngineTarget: a service is a set of labelled containers on one Docker Engine.
 
 Each container runs one release by digest in one slot (1..N). Containers of a service and
-environment share a bridge network (``dd-<service>-<env>``) with the router; the network is
-created swarm-scoped and attachable when the engine is in a Swarm, so Swarm services and plain
-containers (the router) can share it.
+environment share a local bridge network (``dd-<service>-<env>``) with the router; a Swarm
+target's network of the same name is swarm-scoped and attachable instead (see
+:func:`create_network`).
 
 A release's secret files are copied into its container (``put_archive``, ``/run/secrets/<name>``,
 mode 0444) after it is created and before it starts; its extra networks are connected then too.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +39,23 @@ def network_name(service: str, environment: str) -> str:
     return f"dd-{check_name('service', service)}-{check_name('environment', environment)}"
 
 
-def ensure_network(client: docker.DockerClient, service: str, environment: str) -> str:
-    """The service's network, created once: swarm-scoped and attachable inside a Swarm."""
-    name = network_name(service, environment)
-    if client.networks.list(names=[name]):
-        return name
-    in_swarm = client.info().get("Swarm", {}).get("LocalNodeState") == "active"
+def network_exists(client: docker.DockerClient, name: str) -> bool:
+    return any(n.name == name for n in client.networks.list(names=[name]))  # names= is a prefix
+
+
+def create_network(
+    client: docker.DockerClient, name: str, service: str, environment: str, *, swarm: bool
+) -> bool:
+    """Create the bridge network ``name`` unless it exists; True if this call created it.
+
+    ``swarm`` networks are swarm-scoped and attachable, so Swarm tasks and plain containers (the
+    router) can share them. Engine targets use local-scope networks: attaching a container to a
+    swarm-scoped network goes through the Swarm manager, which makes every start slower (about
+    0.35 s here) and lets a busy manager fail it ("attaching to network failed").
+    """
+    if network_exists(client, name):
+        return False
+    in_swarm = swarm and client.info().get("Swarm", {}).get("LocalNodeState") == "active"
     options: dict[str, Any] = {"scope": "swarm", "attachable": True} if in_swarm else {}
     client.networks.create(
         name,
@@ -51,7 +63,47 @@ def ensure_network(client: docker.DockerClient, service: str, environment: str) 
         labels={LABEL_MANAGED: "true", LABEL_SERVICE: service, LABEL_ENVIRONMENT: environment},
         **options,
     )
+    return True
+
+
+def ensure_network(
+    client: docker.DockerClient, service: str, environment: str, *, swarm: bool = False
+) -> str:
+    """The service's network, created once (swarm-scoped and attachable for a Swarm target)."""
+    name = network_name(service, environment)
+    if not create_network(client, name, service, environment, swarm=swarm) and swarm:
+        scope = client.networks.get(name).attrs.get("Scope")
+        in_swarm = client.info().get("Swarm", {}).get("LocalNodeState") == "active"
+        if in_swarm and scope != "swarm":
+            raise TargetError(
+                f"network {name} is {scope}-scoped (made for an engine target); a Swarm service "
+                "needs it swarm-scoped: remove the service's containers and the network, or "
+                "keep the environment on the engine target"
+            )
     return name
+
+
+TRANSIENT_START_ERRORS = ("attaching to network failed", "context deadline exceeded")
+
+
+def start_container(
+    container: Any, *, attempts: int = 4, log: Callable[[str], None] = print
+) -> None:
+    """``container.start()``, again after a pause when the engine failed it transiently (a network
+    attachment the Swarm manager did not answer in time); other errors are raised at once."""
+    import docker.errors
+
+    for attempt in range(1, attempts + 1):
+        try:
+            container.start()
+            return
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if attempt == attempts or not any(t in text for t in TRANSIENT_START_ERRORS):
+                raise
+            pause = 0.5 * 2 ** (attempt - 1)
+            log(f"starting {container.name} failed ({text}); trying again in {pause:g}s")
+            time.sleep(pause)
 
 
 def instance_from_container(container: Any, network: str, port: int) -> Instance:
@@ -159,7 +211,7 @@ class EngineTarget:
                 f"{release.service}/{release.environment}: Docker secrets need a Swarm service "
                 "(target swarm); on the engine give the secret's value (file or env)"
             )
-        missing = [n for n in release.networks if not self._client.networks.list(names=[n])]
+        missing = [n for n in release.networks if not network_exists(self._client, n)]
         if missing:
             raise TargetError(
                 f"networks {missing} do not exist: apply the environment's infrastructure first "
@@ -187,7 +239,7 @@ class EngineTarget:
             container.put_archive("/", secret_files_tar(files))
         for extra in release.networks:
             self._client.networks.get(extra).connect(container)
-        container.start()
+        start_container(container, log=self._log)
         container.reload()
         self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
         return instance_from_container(container, net, release.port)
@@ -221,7 +273,7 @@ class EngineTarget:
     def restart(self, instance: Instance) -> Instance:
         """Start a stopped container again (the rollback of one slot)."""
         container = self._client.containers.get(instance.id)
-        container.start()
+        start_container(container, log=self._log)
         container.reload()
         self._log(f"restarted {instance.name}")
         return instance_from_container(

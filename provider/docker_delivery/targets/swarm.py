@@ -144,7 +144,7 @@ class SwarmTarget:
     def network(self, service: str, environment: str) -> str:
         if self._client.info().get("Swarm", {}).get("LocalNodeState") != "active":
             raise TargetError("this engine is not in a Swarm: run `docker swarm init` first")
-        return ensure_network(self._client, service, environment)
+        return ensure_network(self._client, service, environment, swarm=True)
 
     def service_name(self, release: Release) -> str:
         return f"{release.service}-{release.environment}-{release.config_id}"
