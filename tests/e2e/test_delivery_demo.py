@@ -46,6 +46,8 @@ def remove_demo_staging(docker_client) -> None:  # type: ignore[no-untyped-def]
     labels = ["io.docker-delivery.service=demo-app", "io.docker-delivery.environment=staging"]
     for container in docker_client.containers.list(all=True, filters={"label": labels}):
         container.remove(force=True)
+    for network in docker_client.networks.list(names=["dd-demo-app-staging"]):
+        network.remove()
 
 
 @pytest.fixture(scope="module")

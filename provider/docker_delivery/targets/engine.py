@@ -71,6 +71,8 @@ def ensure_network(
 ) -> str:
     """The service's network, created once (swarm-scoped and attachable for a Swarm target)."""
     name = network_name(service, environment)
+    if not swarm:
+        _drop_unused_swarm_network(client, name)
     if not create_network(client, name, service, environment, swarm=swarm) and swarm:
         scope = client.networks.get(name).attrs.get("Scope")
         in_swarm = client.info().get("Swarm", {}).get("LocalNodeState") == "active"
@@ -81,6 +83,23 @@ def ensure_network(
                 "keep the environment on the engine target"
             )
     return name
+
+
+def _drop_unused_swarm_network(client: docker.DockerClient, name: str) -> None:
+    """An engine target's network that is swarm-scoped (made by an earlier version, or for a
+    Swarm target) is removed when nothing is attached to it, so it is made again local."""
+    import docker.errors
+
+    for net in client.networks.list(names=[name]):
+        if net.name != name or net.attrs.get("Scope") != "swarm":
+            continue
+        net.reload()
+        if net.attrs.get("Containers"):
+            return  # in use: keep it (slower starts, but nothing is cut off)
+        try:
+            net.remove()
+        except docker.errors.APIError:
+            return  # attached meanwhile, or used by a Swarm service: keep it
 
 
 TRANSIENT_START_ERRORS = ("attaching to network failed", "context deadline exceeded")
