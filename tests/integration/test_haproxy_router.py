@@ -402,3 +402,31 @@ def test_ensure_reuses_and_guards_a_live_router(rb: Bed, bed, docker_client) -> 
             )
     finally:
         RouterContainer.remove(docker_client, name, log=rb.log.append)
+
+
+def test_mark_up_puts_a_server_up_at_once_and_its_checks_go_on(rb: Bed) -> None:
+    router = rb.router
+    # Nothing listens on port 9: HAProxy's check keeps the server down...
+    router.assign("green", 2, rb.apps["b"], 9, state="ready")
+    deadline = time.monotonic() + 10
+    while router.server("green", 2).operational != "down" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert router.server("green", 2).operational == "down"
+    # ...until it is marked up (what a deployment does once its own health gate passed),
+    up = router.mark_up("green", 2)
+    assert up.operational == "up"
+    assert f"router: green/s2 marked up ({rb.apps['b']}:9, its health gate passed)" in rb.log
+    # and HAProxy's checks go on: it is down again after fall x inter.
+    deadline = time.monotonic() + 10
+    while router.server("green", 2).operational == "up" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert router.server("green", 2).operational == "down"
+    rb.log.clear()
+    router.assign("green", 1, rb.apps["a"], 8080, state="ready")
+    deadline = time.monotonic() + 10
+    while router.server("green", 1).operational != "up" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert router.mark_up("green", 1).operational == "up"  # already up: nothing to do
+    assert not any("marked up" in line for line in rb.log)
+    with pytest.raises(RouterError, match="maint"):
+        router.mark_up("live", 3)  # holds no instance

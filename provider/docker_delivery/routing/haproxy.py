@@ -757,6 +757,28 @@ class HaproxyRouter:
             self._log(f"router: {name} {current.admin_state} -> {state} ({after.endpoint})")
         return after
 
+    def mark_up(self, backend: str, slot: int) -> ServerState:
+        """Tell HAProxy that the instance in ``slot`` is healthy (``set server ... health up``).
+
+        For an instance that has just passed the deployment's own health gate: it takes traffic
+        at once instead of after HAProxy's ``rise`` checks. HAProxy's checks go on and take it
+        out if they fail. The state is read back: it must be up.
+        """
+        name = self._name(backend, slot)
+        current = self.server(backend, slot)
+        if current.operational == "up":
+            return current
+        if not current.assigned or current.admin_state == "maint":
+            raise RouterError(
+                f"{name} is {current.admin_state} ({current.endpoint}): not marked up"
+            )
+        self._change(f"set server {name} health up")
+        after = self.server(backend, slot)
+        if after.operational != "up":
+            raise self._mismatch(name, "health up", after.operational)
+        self._log(f"router: {name} marked up ({after.endpoint}, its health gate passed)")
+        return after
+
     def set_weight(self, backend: str, slot: int, weight: int) -> ServerState:
         """The server's share under roundrobin: weight / sum of the ready servers' weights
         (0..256; 0 takes no new traffic, like drain)."""
@@ -1000,6 +1022,24 @@ class RouterContainer:
         cls._stop_remove(container, log)
         log(f"router {name}: removed")
         return True
+
+    @classmethod
+    def find(
+        cls,
+        client: docker.DockerClient,
+        name: str,
+        *,
+        network: str,
+        admin_port: int = DEFAULT_ADMIN_PORT,
+        timeout: float = 10.0,
+        log: Callable[[str], None] = print,
+    ) -> RouterHandle | None:
+        """The running router ``name``, to read (nothing is started or changed); None if absent
+        or stopped."""
+        container = cls._get(client, name)
+        if container is None or container.status != "running":
+            return None
+        return cls._handle(container, network, admin_port, timeout, log)
 
     @staticmethod
     def _get(client: docker.DockerClient, name: str) -> Container | None:

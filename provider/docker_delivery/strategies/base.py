@@ -78,9 +78,16 @@ def in_parallel(work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def wait_router_up(router: Any, backend: str, slots: Sequence[int], timeout: float) -> None:
-    """Wait until HAProxy's own check sees each slot up (the release really takes traffic)."""
+    """Put ``slots`` up at the router and wait until HAProxy reports them up.
+
+    Callers pass slots whose instances have just passed the deployment's health gate, so they
+    are marked up at once (:meth:`HaproxyRouter.mark_up`) rather than after HAProxy's own
+    ``rise`` checks, which would only repeat the gate; HAProxy's checks go on from there.
+    """
     import time
 
+    for slot in slots:
+        router.mark_up(backend, slot)
     deadline = time.monotonic() + timeout
     while True:
         states = {s.slot: s for s in router.servers(backend)}
