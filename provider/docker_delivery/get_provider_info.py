@@ -49,13 +49,19 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["docker_delivery.sensors.health"],
+                "python-modules": [
+                    "docker_delivery.sensors.health",
+                    "docker_delivery.sensors.rollout",
+                ],
             }
         ],
         "triggers": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["docker_delivery.triggers.health"],
+                "python-modules": [
+                    "docker_delivery.triggers.health",
+                    "docker_delivery.triggers.rollout",
+                ],
             }
         ],
         "connection-types": [

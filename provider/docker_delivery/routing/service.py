@@ -26,6 +26,7 @@ from docker_delivery.errors import DeliveryError
 from docker_delivery.routing.haproxy import (
     BackendSpec,
     FrontendSpec,
+    HaproxyRouter,
     RouterContainer,
     RouterHandle,
     render_config,
@@ -98,6 +99,21 @@ def render_service_config(settings: RouterSettings, app_port: int, health_path: 
     backends = {name: backend for name in (LIVE, *COLOURS)}
     backends[AB] = replace(backend, cookie=AB_COOKIE)
     return render_config(frontends, backends)
+
+
+def find_router(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    network: str,
+    *,
+    log: Callable[[str], None] = print,
+) -> HaproxyRouter | None:
+    """The service's running router, to read; None when it has none (nothing is started)."""
+    handle = RouterContainer.find(
+        client, router_name(service, environment), network=network, log=log
+    )
+    return None if handle is None else handle.router
 
 
 def ensure_router(

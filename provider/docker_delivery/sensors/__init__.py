@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from docker_delivery.sensors.health import ServiceHealthySensor
+from docker_delivery.sensors.rollout import RolloutCompleteSensor
 
-__all__ = ["ServiceHealthySensor"]
+__all__ = ["RolloutCompleteSensor", "ServiceHealthySensor"]
