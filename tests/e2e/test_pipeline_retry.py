@@ -85,6 +85,17 @@ def service(docker_client: Any) -> Iterator[str]:
     remove_service(docker_client, name)
 
 
+def register(dag: Any) -> None:
+    """Write ``dag`` to the metadata database as the DAG processor would (its bundle first)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
 def states(run_id: str) -> dict[str, tuple[str, int]]:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -92,6 +103,18 @@ def states(run_id: str) -> dict[str, tuple[str, int]]:
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id).all()
         return {ti.task_id: (str(ti.state), ti.try_number) for ti in tis}
+
+
+def heartbeat_timeout(run_id: str, task_id: str) -> None:
+    """What the scheduler does to a running task whose worker stopped heartbeating (after
+    ``task_instance_heartbeat_timeout``): the task fails (a deploy has no automatic retry)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id, task_id=task_id)
+        ti.one().state = TaskInstanceState.FAILED
 
 
 def clear_like_the_ui(run_id: str, task_id: str) -> list[str]:
@@ -158,7 +181,6 @@ def carry_on(dag: Any, run_id: str, timeout: float = 600) -> str:
 def test_a_cleared_stage_completes_the_run_without_building_again(
     bed: Any, airflow_db: None, docker_client: Any, service: str
 ) -> None:
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
     from airflow.models.variable import Variable
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -167,9 +189,7 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
 
     port = free_port()
     dag = delivery_pipeline(spec(bed, service, port))
-    bag = DagBag(collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
+    register(dag)
     revision = uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
     Variable.set(flag(service), "the dependency is down")
@@ -207,3 +227,96 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     digest = built["digest"] if isinstance(built, dict) else json.loads(built)["digest"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
         assert json.loads(answer.read())["digest"] == digest
+
+
+KILLED_RUN = """
+import json, sys
+from docker_delivery.templates import delivery_pipeline
+spec, revision = json.loads(open(sys.argv[1]).read()), sys.argv[2]
+delivery_pipeline(spec).test(run_conf={"revision": revision})
+"""
+
+
+def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
+    bed: Any, airflow_db: None, docker_client: Any, service: str, tmp_path: Path
+) -> None:
+    """The worker running ``staging.deploy`` is SIGKILLed mid-batch; the task is cleared as the
+    UI's Clear does; the same run then ends with the new release on every replica and nothing
+    left behind (no stopped container, no lock, no extra slot)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from docker_delivery.templates import delivery_pipeline
+
+    port = free_port()
+    data = spec(bed, service, port)
+    data["defaults"].update(replicas=4, env={"START_DELAY_S": "2"})  # a wider window to kill in
+    data["defaults"]["health_check"].update(start_period=10)
+    data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service", "min_in_service": 2}
+    data["pipeline"]["stages"][0]["verify"]["smoke"] = data["pipeline"]["stages"][0]["verify"][
+        "smoke"
+    ][1:]
+    dag = delivery_pipeline(data)
+    register(dag)
+    first = dag.test(run_conf={"revision": uuid.uuid4().hex + uuid.uuid4().hex[:8]})
+    assert str(first.state) == "success", states(first.run_id)
+    label = f"io.docker-delivery.service={service}"
+
+    def digests() -> list[str]:
+        found = docker_client.containers.list(
+            filters={"label": [label, "io.docker-delivery.role=app"]}
+        )
+        return [c.labels["io.docker-delivery.digest"] for c in found]
+
+    old = set(digests())
+    assert len(old) == 1
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(data))
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(spec_file), uuid.uuid4().hex + uuid.uuid4().hex[:8]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not set(digests()) - old:  # a container of the new release started: mid-batch
+            assert worker.poll() is None, "the run ended before its deploy was under way"
+            assert time.monotonic() < deadline, "the deploy never started"
+            time.sleep(0.1)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    with create_session() as session:
+        killed = (
+            session.query(DagRun)
+            .filter_by(dag_id=DAG_ID)
+            .order_by(DagRun.start_date.desc())
+            .first()
+        )
+        assert killed is not None and killed.run_id != first.run_id
+        run_id = killed.run_id
+    assert states(run_id)["staging.deploy"][0] == "running"  # as a lost worker leaves it
+    mixed = digests()
+    assert len(set(mixed)) == 2, mixed  # old and new side by side: killed mid-way
+    heartbeat_timeout(run_id, "staging.deploy")
+
+    cleared = clear_like_the_ui(run_id, "staging.deploy")
+    assert "staging.deploy" in cleared and "build" not in cleared
+    assert carry_on(dag, run_id) == "success", states(run_id)
+
+    after = states(run_id)
+    assert after["staging.deploy"] == ("success", 2) and after["build"][1] == 1
+    new = set(digests()) - old
+    assert len(new) == 1 and digests() == [*new] * 4  # the new release on every replica
+    everything = docker_client.containers.list(all=True, filters={"label": label})
+    leftovers = [c.name for c in everything if c.status != "running"]
+    assert leftovers == [], leftovers  # no stopped container
+    assert not docker_client.containers.list(all=True, filters={"name": f"dd-lock-{service}-"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
+        assert json.loads(answer.read())["digest"] == next(iter(new))
