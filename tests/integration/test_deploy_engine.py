@@ -114,18 +114,26 @@ def test_engine_networks_are_local_and_swarm_networks_swarm_scoped(docker_client
     from docker_delivery.targets import SwarmTarget, TargetError
 
     name = f"net{uuid.uuid4().hex[:6]}"
+    engine, swarm = EngineTarget(docker_client), SwarmTarget(docker_client)
+    image = "docker-delivery-bed/debian:bookworm"
     try:
-        engine_net = docker_client.networks.get(EngineTarget(docker_client).network(name, "test"))
-        assert engine_net.attrs["Scope"] == "local"  # starts do not wait on the Swarm manager
-        with pytest.raises(TargetError, match=r"local-scoped .* needs it swarm-scoped"):
-            SwarmTarget(docker_client).network(name, "test")
-        engine_net.remove()
-        swarm_net = docker_client.networks.get(SwarmTarget(docker_client).network(name, "test"))
-        assert swarm_net.attrs["Scope"] == "swarm" and swarm_net.attrs["Attachable"] is True
-        # An engine target finds it unused: it is made again local (an earlier version made
-        # every network swarm-scoped inside a Swarm).
-        again = docker_client.networks.get(EngineTarget(docker_client).network(name, "test"))
-        assert again.attrs["Scope"] == "local" and again.id != swarm_net.id
+        local = docker_client.networks.get(engine.network(name, "test"))
+        assert local.attrs["Scope"] == "local"  # starts do not wait on the Swarm manager
+        user = docker_client.containers.run(image, ["sleep", "60"], network=local.name, detach=True)
+        with pytest.raises(TargetError, match="local-scoped and in use"):
+            swarm.network(name, "test")
+        user.remove(force=True)
+        # Unused, it is made again in the scope asked for: swarm-scoped and attachable...
+        made = docker_client.networks.get(swarm.network(name, "test"))
+        assert made.attrs["Scope"] == "swarm" and made.attrs["Attachable"] is True
+        assert made.id != local.id
+        assert swarm.network(name, "test") == made.name  # ...once
+        # and local again for an engine target (an earlier version made every network
+        # swarm-scoped inside a Swarm).
+        again = docker_client.networks.get(engine.network(name, "test"))
+        assert again.attrs["Scope"] == "local" and again.id != made.id
     finally:
+        for c in docker_client.containers.list(all=True, filters={"network": f"dd-{name}-test"}):
+            c.remove(force=True)
         for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
             net.remove()

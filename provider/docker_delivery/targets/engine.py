@@ -69,37 +69,42 @@ def create_network(
 def ensure_network(
     client: docker.DockerClient, service: str, environment: str, *, swarm: bool = False
 ) -> str:
-    """The service's network, created once (swarm-scoped and attachable for a Swarm target)."""
+    """The service's network, created once (swarm-scoped and attachable for a Swarm target).
+
+    A network of that name in the other scope (made by an earlier version, which made every
+    network swarm-scoped inside a Swarm, or for the other kind of target) is made again in the
+    right one when nothing is attached to it. An engine target keeps using a swarm-scoped one
+    in use (its starts are slower, nothing is cut off); a Swarm target cannot use a local one.
+    """
     name = network_name(service, environment)
-    if not swarm:
-        _drop_unused_swarm_network(client, name)
-    if not create_network(client, name, service, environment, swarm=swarm) and swarm:
-        scope = client.networks.get(name).attrs.get("Scope")
-        in_swarm = client.info().get("Swarm", {}).get("LocalNodeState") == "active"
-        if in_swarm and scope != "swarm":
-            raise TargetError(
-                f"network {name} is {scope}-scoped (made for an engine target); a Swarm service "
-                "needs it swarm-scoped: remove the service's containers and the network, or "
-                "keep the environment on the engine target"
-            )
+    in_swarm = swarm and client.info().get("Swarm", {}).get("LocalNodeState") == "active"
+    wrong = "local" if in_swarm else "swarm"
+    in_use = _drop_unused_network(client, name, scope=wrong)
+    if not create_network(client, name, service, environment, swarm=swarm) and in_use and swarm:
+        raise TargetError(
+            f"network {name} is local-scoped and in use (containers of an engine target); a "
+            "Swarm service needs it swarm-scoped: remove the service's containers (the network "
+            "is then made again), or keep the environment on the engine target"
+        )
     return name
 
 
-def _drop_unused_swarm_network(client: docker.DockerClient, name: str) -> None:
-    """An engine target's network that is swarm-scoped (made by an earlier version, or for a
-    Swarm target) is removed when nothing is attached to it, so it is made again local."""
+def _drop_unused_network(client: docker.DockerClient, name: str, *, scope: str) -> bool:
+    """Remove network ``name`` if it is ``scope``-scoped and nothing uses it; True if such a
+    network is kept because it is in use."""
     import docker.errors
 
     for net in client.networks.list(names=[name]):
-        if net.name != name or net.attrs.get("Scope") != "swarm":
+        if net.name != name or net.attrs.get("Scope") != scope:
             continue
         net.reload()
         if net.attrs.get("Containers"):
-            return  # in use: keep it (slower starts, but nothing is cut off)
+            return True
         try:
             net.remove()
         except docker.errors.APIError:
-            return  # attached meanwhile, or used by a Swarm service: keep it
+            return True  # attached meanwhile, or used by a Swarm service
+    return False
 
 
 TRANSIENT_START_ERRORS = ("attaching to network failed", "context deadline exceeded")
