@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -16,21 +16,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PORT = 18080  # the staging router's port in dags/pipelines/delivery_demo.yaml
 
 
-def run_demo(bed, port: int, revision: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def psql(bed, database: str, sql: str) -> str:  # type: ignore[no-untyped-def]
+    run = subprocess.run(
+        [str(bed.postgres_bin / "psql"), "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-h",
+         bed.postgres_host, "-p", str(bed.postgres_port), "-U", bed.postgres_user, "-d", database,
+         "-c", sql],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PGPASSWORD": bed.postgres_password()},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def run_demo(bed, database: str, revision: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    password = urllib.parse.quote(bed.postgres_password(), safe="")
+    host, port = bed.postgres_container_host, bed.postgres_port
     env = {
         **os.environ,
         "DOCKER_DELIVERY_BED_REGISTRY": bed.registry,
         "DOCKER_DELIVERY_BED_PYTHON_IMAGE": bed.python_image,
         "DOCKER_DELIVERY_BED_HAPROXY_IMAGE": bed.haproxy_image,
+        "AIRFLOW_CONN_DEMO_DB": f"postgres://{bed.postgres_user}:{password}@{host}:{port}/{database}",
     }
     airflow = str(Path(sys.executable).parent / "airflow")
-    conf = json.dumps({"port": port, "revision": revision})
+    conf = json.dumps({"revision": revision})
     return subprocess.run(
         [airflow, "dags", "test", "delivery_demo", "--conf", conf],
         env=env,
@@ -53,19 +65,23 @@ def remove_demo_staging(docker_client) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def two_runs(bed, airflow_db, docker_client):  # type: ignore[no-untyped-def]
     remove_demo_staging(docker_client)
-    port = free_port()
+    database = f"dd_demo_{os.urandom(5).hex()}"  # a new, empty database: every migration runs
+    psql(bed, bed.postgres_db, f"CREATE DATABASE {database}")
     revision = os.urandom(20).hex()
-    first = run_demo(bed, port, revision)
-    second = run_demo(bed, port, revision)
-    yield port, revision, first, second
-    remove_demo_staging(docker_client)
+    try:
+        first = run_demo(bed, database, revision)
+        second = run_demo(bed, database, revision)
+        yield database, revision, first, second
+    finally:
+        remove_demo_staging(docker_client)
+        psql(bed, bed.postgres_db, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def test_demo_delivers_the_revision_it_built(two_runs) -> None:  # type: ignore[no-untyped-def]
-    port, revision, first, second = two_runs
+    _, revision, first, second = two_runs
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/version", timeout=5) as answer:
         assert answer.status == 200
         version = json.loads(answer.read())
     assert version["release"] == revision
@@ -102,3 +118,27 @@ def test_promotion_emitted_an_asset_event_with_digest_and_commit(two_runs) -> No
     assert first["revision"] == revision and first["digest"].startswith("sha256:")
     assert latest["digest"] == first["digest"]
     assert latest["previous_digest"] == first["previous_digest"]  # read back from the audit tags
+
+
+def test_infrastructure_then_expand_then_deploy_then_contract(bed, two_runs) -> None:  # type: ignore[no-untyped-def]
+    database, revision, first, second = two_runs
+    first_log, second_log = first.stdout + first.stderr, second.stdout + second.stderr
+    order = ["staging.apply_infra", "staging.migrate_expand", "staging.deploy",
+             "staging.smoke_greetings", "staging.migrate_contract"]  # fmt: skip
+    ends = [first_log.index(f"[DAG TEST] end task task_id={task}") for task in order]
+    assert ends == sorted(ends), dict(zip(order, ends, strict=True))
+    assert (
+        "schema at version 2 (was 0); applied 0001_create_greetings, 0002_greetings_body"
+        in first_log
+    )
+    assert "schema at version 3 (was 2); applied 0003_drop_greetings_message" in first_log
+    assert "applied nothing: it was up to date" in second_log  # a second run migrates nothing
+    rows = psql(bed, database, "SELECT version, phase FROM schema_migrations ORDER BY version")
+    assert rows.splitlines() == ["1|expand", "2|expand", "3|contract"]
+    # The app reads the migrated table through the secret file it was given.
+    body = json.dumps({"message": "hello from the e2e test"}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{PORT}/greetings", data=body)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 201 and json.loads(answer.read())["release"] == revision
+    password = bed.postgres_password()
+    assert password not in first_log and password not in second_log

@@ -54,7 +54,9 @@ def test_every_example_spec_is_valid_and_has_a_dag_file(path: Path) -> None:
 
 
 def test_examples_cover_every_deployment_type_and_avoid_the_demo_port() -> None:
-    specs = [load_pipeline(p) for p in PIPELINES.glob("*.yaml")]
+    demo = load_pipeline(PIPELINES / "delivery_demo.yaml")
+    assert demo.environments["staging"].router.port == 18080  # make demo's
+    specs = [load_pipeline(p) for p in PIPELINES.glob("*.yaml") if p.stem != "delivery_demo"]
     types = {s.deploy.type for spec in specs for s in spec.pipeline.stages}
     assert types == {"min_in_service", "rolling", "blue_green", "ab"}
     ports = [
@@ -559,3 +561,23 @@ def test_the_blue_green_steps_share_the_stages_settings() -> None:
     assert preview.addresses == "127.0.0.1:18183"
     assert dag.get_task("staging.deploy").__class__.__name__ == "RollingDeployOperator"
     assert dag.get_task("approve_production").__class__.__name__ == "DeliveryApprovalOperator"
+
+
+def test_deploy_tasks_release_what_the_environment_spec_says() -> None:
+    """The deploy task makes its release from the environment spec (secrets included), as
+    apply_infra does: a pipeline's deploy never starts a configuration infra would roll back."""
+    from docker_delivery.spec import load_spec
+    from docker_delivery.templates import delivery_pipeline
+
+    dag = delivery_pipeline(PIPELINES / "delivery_demo.yaml")
+    deploy, infra = dag.task_dict["staging.deploy"], dag.task_dict["staging.apply_infra"]
+    assert deploy.spec == infra.spec
+    image = "127.0.0.1:5000/docker-delivery/demo-app@sha256:" + "a" * 64
+    release = load_spec(deploy.spec).release_for("staging", image, resolve_secret=lambda r: "x")
+    assert [s.name for s in release.secrets] == ["DATABASE_URL"]
+    assert (
+        release.config_id
+        == load_spec(infra.spec)
+        .release_for("staging", image, resolve_secret=lambda r: "x")
+        .config_id
+    )

@@ -169,8 +169,12 @@ Builder = Callable[[PipelineSpec, PlannedTask, dict[str, Any]], BaseOperator]
 
 
 def _deploy_base(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
+    """What every deploy-type operator takes. ``spec``: the release is made from the environment
+    spec (variables, secrets, limits, networks), the same configuration ApplyInfraOperator
+    applies, so a deploy and an infrastructure apply never disagree about what should run."""
     env = spec.env(stage)
     return {
+        "spec": spec.service_dict(),
         "service": spec.service,
         "environment": stage.environment,
         "image": IMAGE,
