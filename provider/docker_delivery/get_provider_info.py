@@ -50,6 +50,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": _INTEGRATION,
                 "python-modules": [
+                    "docker_delivery.sensors.drift",
                     "docker_delivery.sensors.health",
                     "docker_delivery.sensors.rollout",
                 ],

@@ -15,6 +15,7 @@ import pytest
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.infra import apply, drift, plan, read_live, strategy_for
+from docker_delivery.sensors import DriftSensor
 from docker_delivery.spec import SecretRef, ServiceSpec, load_spec
 from docker_delivery.strategies.deploy import deploy
 
@@ -345,6 +346,10 @@ def test_drift_between_two_environments(
     report = drift(docker_client, spec, "staging", "prod", resolve_secret=resolve)
     print(report.describe())
     assert report.drifted
+    sensor = DriftSensor(task_id="drift", spec=spec, environments=["staging", "prod"])
+    sensor._secret = resolve  # type: ignore[method-assign]  # the test's secret, no Airflow Variable
+    poked = sensor.poke({})  # type: ignore[arg-type]
+    assert not poked.is_done and poked.xcom_value == report.as_dict()
     undeclared = {d.item for d in report.undeclared}
     assert undeclared == {"env HOTFIX", f"network dd-{service}-debug"}
     off = {(c.kind, c.name) for c in report.off_spec["prod"]}
@@ -356,3 +361,4 @@ def test_drift_between_two_environments(
     assert planned.roll and {c.kind for c in planned.changes} == {"env", "network"}
     apply(docker_client, planned, owner="test/infra", log=lambda line: None)
     assert not drift(docker_client, spec, "staging", "prod", resolve_secret=resolve).drifted
+    assert sensor.poke({}).is_done  # type: ignore[arg-type]

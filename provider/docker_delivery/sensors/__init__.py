@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from docker_delivery.sensors.drift import DriftSensor
 from docker_delivery.sensors.health import ServiceHealthySensor
 from docker_delivery.sensors.rollout import RolloutCompleteSensor
 
-__all__ = ["RolloutCompleteSensor", "ServiceHealthySensor"]
+__all__ = ["DriftSensor", "RolloutCompleteSensor", "ServiceHealthySensor"]
