@@ -142,3 +142,16 @@ def test_infrastructure_then_expand_then_deploy_then_contract(bed, two_runs) -> 
         assert answer.status == 201 and json.loads(answer.read())["release"] == revision
     password = bed.postgres_password()
     assert password not in first_log and password not in second_log
+
+
+def test_each_run_is_in_the_ledger(two_runs) -> None:  # type: ignore[no-untyped-def]
+    from docker_delivery.ledger import Ledger, ledger_path
+
+    revision = two_runs[1]
+    mine = [r for r in Ledger(ledger_path()).records() if r.revision == revision]
+    assert [(r.dag_id, r.service, r.environment, r.outcome) for r in mine] == [
+        ("delivery_demo", "demo-app", "staging", "success")
+    ] * 2
+    assert mine[0].run_id != mine[1].run_id and mine[0].digest == mine[1].digest
+    assert mine[0].deployment_type == "min_in_service"
+    assert mine[1].previous_digest in (None, mine[1].digest)  # the second run changed nothing

@@ -24,6 +24,8 @@ import pytest
 import yaml
 from loadgen import free_port
 
+from docker_delivery.ledger import Ledger
+
 pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,13 +37,14 @@ def flag(service: str) -> str:
     return f"dd_test_pipeline_retry_fail_{service}"
 
 
-def spec(bed: Any, service: str, port: int) -> dict[str, Any]:
+def spec(bed: Any, service: str, port: int, ledger: Path) -> dict[str, Any]:
     data = yaml.safe_load((ROOT / "dags" / "pipelines" / "min_in_service.yaml").read_text())
     data["service"] = service
     data["image"] = f"{bed.registry}/dd-test/pipeline-retry"
     data["defaults"].update(replicas=2, stop_grace=5)
     data["defaults"]["router"] = {"image": bed.haproxy_image, "check_interval_ms": 500}
     data["environments"] = {"staging": {"router": {"port": port}}}
+    data["pipeline"]["ledger"] = str(ledger)
     data["pipeline"].update(
         dag_id=DAG_ID,
         trigger={"schedule": None},
@@ -179,7 +182,7 @@ def carry_on(dag: Any, run_id: str, timeout: float = 600) -> str:
 
 
 def test_a_cleared_stage_completes_the_run_without_building_again(
-    bed: Any, airflow_db: None, docker_client: Any, service: str
+    bed: Any, airflow_db: None, docker_client: Any, service: str, tmp_path: Path
 ) -> None:
     from airflow.models.variable import Variable
     from airflow.models.xcom import XComModel
@@ -188,7 +191,8 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     from docker_delivery.templates import delivery_pipeline
 
     port = free_port()
-    dag = delivery_pipeline(spec(bed, service, port))
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    dag = delivery_pipeline(spec(bed, service, port, ledger.path))
     register(dag)
     revision = uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
@@ -204,8 +208,13 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     assert first["test_quick"] == ("success", 1)
     assert first["staging.deploy"] == ("success", 1)
 
+    assert first["staging.record"] == ("failed", 1)  # the run fails with its stage
+    [failed] = ledger.records()
+    assert (failed.outcome, failed.detail) == ("failed", f"failed at {FAILING}")
+    assert failed.run_id == run.run_id and failed.revision == revision
+
     cleared = clear_like_the_ui(run.run_id, FAILING)
-    assert cleared == [FAILING]  # it has no downstream task; nothing else is touched
+    assert cleared == sorted([FAILING, "staging.record"])  # and its downstream: the record
     assert states(run.run_id)[FAILING][0] == "None"
 
     assert carry_on(dag, run.run_id) == "success"
@@ -213,7 +222,7 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     after = states(run.run_id)
     assert after[FAILING] == ("success", 2)
     redone = {task for task, (_, tries) in after.items() if tries > 1}
-    assert redone == {FAILING}, after  # the build, the tests, the deploy: one try each
+    assert redone == {FAILING, "staging.record"}, after  # build, tests, deploy: one try each
     assert after["build"] == ("success", 1)
     assert after["redeploy"][0] == "skipped"
 
@@ -227,6 +236,11 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     digest = built["digest"] if isinstance(built, dict) else json.loads(built)["digest"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
         assert json.loads(answer.read())["digest"] == digest
+    # The ledger: the retry's record replaced the failed one (the file keeps both lines).
+    [record] = ledger.records()
+    assert (record.outcome, record.digest, record.run_id) == ("success", digest, run.run_id)
+    assert record.deployment_type == "min_in_service" and record.approval is None
+    assert len(ledger.path.read_text().splitlines()) == 2
 
 
 KILLED_RUN = """
@@ -254,7 +268,8 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
     from docker_delivery.templates import delivery_pipeline
 
     port = free_port()
-    data = spec(bed, service, port)
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    data = spec(bed, service, port, ledger.path)
     data["defaults"].update(replicas=4, env={"START_DELAY_S": "2"})  # a wider window to kill in
     data["defaults"]["health_check"].update(start_period=10)
     data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service", "min_in_service": 2}
@@ -320,3 +335,6 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
     assert not docker_client.containers.list(all=True, filters={"name": f"dd-lock-{service}-"})
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
         assert json.loads(answer.read())["digest"] == next(iter(new))
+    records = {r.run_id: r for r in ledger.records()}
+    assert [records[first.run_id].outcome, records[run_id].outcome] == ["success", "success"]
+    assert records[run_id].previous_digest == next(iter(old))  # what the deploy replaced

@@ -226,7 +226,7 @@ def test_validate_accepts_the_examples() -> None:
     specs = sorted(str(p) for p in PIPELINES.glob("*.yaml"))
     code, out = run("validate", *specs)
     assert code == 0, out
-    assert "two_envs.yaml: valid: DAG deliver_two_envs, 19 tasks; staging (rolling), " in out
+    assert "two_envs.yaml: valid: DAG deliver_two_envs, 21 tasks; staging (rolling), " in out
 
 
 def test_validate_json(tmp_path: Path) -> None:
@@ -259,6 +259,7 @@ def test_plan_lists_the_tasks_per_environment_in_order() -> None:
         "production.verify_health",
         "production.smoke_version",
         "production.retire",
+        "production.record",
     ]
 
 
@@ -390,3 +391,40 @@ def test_init_without_a_terminal_needs_the_service(
     assert run("init")[0] == 2
     assert run("init", "--service", "Bad_Name", "--no-input")[0] == 2
     assert not (tmp_path / "dags").exists()
+
+
+def test_metrics_reads_the_ledger(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from docker_delivery.ledger import DeploymentRecord, Ledger
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    for n, outcome in enumerate(["success", "failed", "success", "success"]):
+        digest = f"sha256:{n:064x}"
+        ledger.record(
+            DeploymentRecord(
+                service="web",
+                environment="staging",
+                digest=digest,
+                previous_digest=None,
+                image=f"127.0.0.1:5000/web@{digest}",
+                deployment_type="min_in_service",
+                outcome=outcome,  # type: ignore[arg-type]
+                started_at=now - dt.timedelta(hours=10 - n, minutes=5),
+                finished_at=now - dt.timedelta(hours=10 - n),
+                revision=None,
+                committed_at=None,
+                dag_id="deliver_web",
+                run_id=f"run{n}",
+                approved_by=None,
+                approval=None,
+            )
+        )
+    code, out = run("metrics", "--ledger", str(ledger.path), "--days", "1")
+    assert code == 0, out
+    assert "deployments: 4 (3 succeeded, 1 failed, 0 rolled back, 0 rejected)" in out
+    assert "change failure rate: 25.0%" in out
+    assert "time to restore: median 1h 00m" in out, out  # failed at -9h, restored at -8h
+    code, out = run("metrics", "--ledger", str(tmp_path / "none.jsonl"))
+    assert code == 2

@@ -94,6 +94,7 @@ def test_the_two_environment_plan_builds_once_and_gates_production() -> None:
         "staging.deploy",
         "staging.verify_health",
         "staging.smoke_version",
+        "staging.record",
     ]
     assert production == [
         "production.promote",
@@ -103,8 +104,12 @@ def test_the_two_environment_plan_builds_once_and_gates_production() -> None:
         "production.verify_health",
         "production.smoke_version",
         "production.retire",
+        "production.record",
     ]
-    assert tasks["approve_production"].upstream == ("staging.smoke_version",)
+    # the ledger record ends each stage, whatever happened in it, and gates the next one
+    assert tasks["staging.record"].trigger_rule == "all_done"
+    assert tasks["staging.record"].upstream == ("staging.smoke_version",)
+    assert tasks["approve_production"].upstream == ("staging.record",)
     assert tasks["production.promote"].upstream == ("approve_production",)
     assert tasks["production.promote"].extra["require_tag"] == "staging"
     assert tasks["staging.promote"].extra["require_tag"] is None
@@ -125,7 +130,7 @@ def test_migrations_expand_before_and_contract_after_the_deploy() -> None:
     ids = [t.task_id for t in plan_tasks(spec_of(data))]
     staging = [i for i in ids if i.startswith("staging.")]
     assert staging.index("staging.migrate_expand") < staging.index("staging.deploy")
-    assert staging[-1] == "staging.migrate_contract"
+    assert staging[-2:] == ["staging.migrate_contract", "staging.record"]
     assert not [i for i in ids if i.startswith("production.migrate")]
 
 
@@ -209,7 +214,9 @@ def test_delivery_pipeline_makes_the_dag_of_the_plan() -> None:
         "staging.deploy": "MinimumInServiceDeployOperator",
         "staging.verify_health": "ServiceHealthySensor",
         "staging.smoke_version": "PythonOperator",
+        "staging.record": "RecordDeliveryOperator",
     }
+    assert ops["staging.record"].trigger_rule == "all_done" and ops["staging.record"].retries == 0
     assert ops["staging.deploy"].retries == 0
     assert ops["staging.promote"].retries == 3
     assert ops["staging.promote"].retry_exponential_backoff
@@ -318,14 +325,34 @@ def test_a_run_builds_the_revision_given_or_the_sources_own(tmp_path: Path) -> N
     ti = FakeTI()
     sha = "0123456789abcdef0123456789abcdef01234567"
     assert what_to_deliver(str(tmp_path), params={"revision": sha}, ti=ti) == "build"
-    assert ti.pushed == {"revision": sha}
+    assert ti.pushed == {"revision": sha, "committed_at": None}  # not a commit of tmp_path
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     ti = FakeTI()
     assert what_to_deliver(str(tmp_path), params={}, ti=ti) == "build"
     assert ti.pushed["revision"] == content_hash(tmp_path)
     ti = FakeTI()
     what_to_deliver(str(tmp_path), "nightly-20260101", params={}, ti=ti)  # build.revision, rendered
-    assert ti.pushed == {"revision": "nightly-20260101"}
+    assert ti.pushed == {"revision": "nightly-20260101", "committed_at": None}
+
+
+def test_a_commit_gives_its_time_where_lead_time_starts(tmp_path: Path) -> None:
+    import datetime as dt
+    import subprocess
+
+    from docker_delivery.templates.pipeline import what_to_deliver
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    when = "2026-11-20T10:00:00+00:00"
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    env = {"GIT_COMMITTER_DATE": when, "GIT_AUTHOR_DATE": when, "PATH": "/usr/bin:/bin"}
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True, env=env)
+    ti = FakeTI()
+    assert what_to_deliver(str(tmp_path), params={}, ti=ti) == "build"
+    assert len(ti.pushed["revision"]) == 40  # the clean work tree's HEAD
+    committed = dt.datetime.fromisoformat(ti.pushed["committed_at"])
+    assert committed == dt.datetime.fromisoformat(when)
 
 
 def test_a_ref_outside_a_git_work_tree_is_refused(tmp_path: Path) -> None:
@@ -550,6 +577,7 @@ def test_the_blue_green_steps_share_the_stages_settings() -> None:
         "production.verify_health": "ServiceHealthySensor",
         "production.smoke_version": "PythonOperator",
         "production.retire": "RetireOperator",
+        "production.record": "RecordDeliveryOperator",
     }
     for step in ("deploy", "switch", "retire"):
         op: Any = dag.get_task(f"production.{step}")

@@ -44,6 +44,7 @@ __all__ = ["DeliveryApprovalOperator", "delivery_pipeline", "http_check"]
 
 log = logging.getLogger(__name__)
 
+RELEASE_TASK = "release"
 IMAGE = "{{ ti.xcom_pull(task_ids='release') }}"
 BUILT = "{{ ti.xcom_pull(task_ids='build') }}"
 REVISION = "{{ ti.xcom_pull(task_ids='what_to_deliver', key='revision') }}"
@@ -60,7 +61,12 @@ def what_to_deliver(context_dir: str, default_revision: str | None = None, **con
     param ``revision`` (a SHA, or a git ref resolved in the context), the spec's rendered
     ``build.revision`` as it is, or the context's own revision (git HEAD, or a content hash)."""
     from docker_delivery.images.ref import ImageRef
-    from docker_delivery.templates.source import as_tag, resolve_revision, source_revision
+    from docker_delivery.templates.source import (
+        as_tag,
+        commit_time,
+        resolve_revision,
+        source_revision,
+    )
 
     params, ti = context["params"], context["ti"]
     image = str(params.get("image") or "").strip()
@@ -84,6 +90,7 @@ def what_to_deliver(context_dir: str, default_revision: str | None = None, **con
     else:
         revision = source_revision(context_dir)
     ti.xcom_push(key="revision", value=revision)
+    ti.xcom_push(key="committed_at", value=commit_time(revision, context_dir))
     log.info("delivering revision %s (built once, from %s)", revision, context_dir)
     return BUILD
 
@@ -141,9 +148,15 @@ def http_check(
 
 class DeliveryApprovalOperator(ApprovalOperator):
     """The approval gate before a stage: Approve lets the delivery go on, Reject stops it
-    (every later task is skipped). The log names who decided and when."""
+    (every later task is skipped). The log names who decided and when; a rejection is written
+    to the ledger (``record``: the stage's service, environment, deployment type and ledger
+    path), since the stage's own record task is skipped with the rest."""
 
     ui_color = "#fbcfe8"
+
+    def __init__(self, *, record: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.record = dict(record or {})
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
@@ -160,6 +173,21 @@ class DeliveryApprovalOperator(ApprovalOperator):
                 when,
                 "" if verdict == "approved" else ": the delivery stops here",
             )
+            if verdict == "rejected" and self.record:
+                from docker_delivery.operators.ledger import write_record
+
+                rejected = write_record(
+                    self.record.get("ledger"),
+                    context=context,
+                    service=self.record["service"],
+                    environment=self.record["environment"],
+                    deployment_type=self.record["deployment_type"],
+                    image=str(context["ti"].xcom_pull(task_ids=RELEASE_TASK)),
+                    outcome="rejected",
+                    approval=("rejected", str(who)),
+                    detail=f"rejected by {who} at {when}",
+                )
+                self.log.info("recorded in the ledger: %s", rejected.to_dict())
         return super().execute_complete(context, event)
 
 
@@ -360,6 +388,12 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
     users = [{"id": u, "name": u} for u in approval.assigned_users] or None
     timeout = timedelta(seconds=approval.timeout) if approval.timeout else None
     return DeliveryApprovalOperator(
+        record={
+            "service": spec.service,
+            "environment": env_name,
+            "deployment_type": t.stage.deploy.type,
+            "ledger": spec.pipeline.ledger,
+        },
         subject=f"Deliver {spec.service} to {env_name}?",
         body=body,
         response_timeout=timeout,
@@ -458,7 +492,26 @@ def _build_smoke(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> 
     )
 
 
+def _build_record(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.operators.ledger import RecordDeliveryOperator
+
+    assert t.stage is not None
+    name = t.stage.environment
+    return RecordDeliveryOperator(
+        service=spec.service,
+        environment=name,
+        group=name,
+        deployment_type=t.stage.deploy.type,
+        image=IMAGE,
+        ledger=spec.pipeline.ledger,
+        deploy_task_id=f"{name}.deploy",
+        approval_task_id=f"approve_{name.replace('-', '_')}" if spec.gated(t.stage) else None,
+        **common,
+    )
+
+
 BUILDERS: dict[str, Builder] = {
+    "record": _build_record,
     "branch": _build_branch,
     "build": _build_build,
     "test": _build_test,

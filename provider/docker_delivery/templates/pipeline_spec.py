@@ -94,6 +94,7 @@ TaskKind = Literal[
     "deploy",
     "verify",
     "retire",
+    "record",
 ]
 PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
 
@@ -151,6 +152,9 @@ DEFAULT_POLICIES: dict[str, TaskPolicy] = {
     "deploy": TaskPolicy(retries=0, retry_delay=60, timeout=3600, exponential_backoff=False),
     "verify": TaskPolicy(retries=0, retry_delay=30, timeout=600, exponential_backoff=False),
     "retire": TaskPolicy(retries=2, retry_delay=30, timeout=None, exponential_backoff=False),
+    # writes the stage's outcome to the ledger, then fails when the stage failed (so the run
+    # does): a retry would only record the same again
+    "record": TaskPolicy(retries=0, retry_delay=10, timeout=120, exponential_backoff=False),
 }
 
 
@@ -420,6 +424,9 @@ class PipelineSettings(_Model):
     tasks: dict[TaskKind, TaskPolicy] = Field(default_factory=_policies_default)
     docker_conn_id: str | None = None
     docker_url: str | None = None
+    # where each stage's DeploymentRecord goes (a JSON Lines file on a path every worker
+    # shares); None: $AIRFLOW_HOME/docker-delivery/ledger.jsonl of the worker
+    ledger: str | None = None
 
 
 class PipelineSpec(ServiceSpec):

@@ -10,6 +10,7 @@ The shape::
         --> <env>.deploy [--> <env>.verify_preview --> <env>.switch]   (blue/green)
         --> <env>.verify_health --> <env>.smoke_<name> (parallel)
         [--> <env>.retire]  (blue/green)  --> <env>.migrate_contract
+        --> <env>.record (the ledger; runs whatever happened, fails if the stage did)
         --> [approve_<next>] --> <next>.promote ...
 
 ``what_to_deliver`` branches: a run given an already built image (the ``image`` param, or the
@@ -253,6 +254,14 @@ def _stage_tasks(
             "MigrateDatabaseOperator: contract",
             item="contract",
         )
+    add(
+        "record",
+        "record",
+        "record",
+        f"RecordDeliveryOperator: the delivery to {name} in the ledger (outcome, digests, who "
+        "approved); it fails when the stage did",
+        trigger_rule="all_done",
+    )
     return out
 
 

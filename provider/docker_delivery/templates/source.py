@@ -64,6 +64,14 @@ def source_revision(context: str | Path) -> str:
     return content_hash(path)
 
 
+def commit_time(revision: str, context: str | Path) -> str | None:
+    """The committer time (ISO 8601) of ``revision`` in the context's repository: where lead
+    time starts; None when the revision is not a commit there (a content hash, no git)."""
+    if not _SHA.match(revision):
+        return None
+    return _git(Path(context), "show", "-s", "--format=%cI", revision) or None
+
+
 def resolve_revision(revision: str, context: str | Path) -> str:
     """``revision`` as the tag of its build: a commit SHA as given; a git ref (``main``,
     ``v1.2``) resolved to its commit in the context's repository (a ref moves, a SHA does not:
