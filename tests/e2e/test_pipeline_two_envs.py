@@ -60,10 +60,14 @@ def remove_service(docker_client: Any) -> None:
 
 
 def answer_approval(
-    revision: str, stop: threading.Event, answered: list[str], dag_id: str = DAG_ID
+    revision: str,
+    stop: threading.Event,
+    answered: list[str],
+    dag_id: str = DAG_ID,
+    choice: str = "Approve",
 ) -> None:
     """Wait for the gate of the run delivering ``revision`` (another run may share the
-    database) to ask, then Approve it as APPROVER, as the REST endpoint does."""
+    database) to ask, then answer ``choice`` as APPROVER, as the REST endpoint does."""
     from airflow._shared.timezones import timezone
     from airflow.models.dagrun import DagRun
     from airflow.models.hitl import HITLDetail
@@ -96,7 +100,7 @@ def answer_approval(
                     assert "Approve" in detail.options
                     detail.responded_by = dict(APPROVER)
                     detail.responded_at = timezone.utcnow()
-                    detail.chosen_options = ["Approve"]
+                    detail.chosen_options = [choice]
                     detail.params_input = {}
                     session.add(detail)
                     event = TriggerEvent(detail.as_resume_event_payload())
@@ -108,7 +112,7 @@ def answer_approval(
         stop.wait(1)
 
 
-def deliver(bed: Any, revision: str) -> dict[str, Any]:
+def deliver(bed: Any, revision: str, choice: str = "Approve") -> dict[str, Any]:
     """One ``airflow dags test`` run of the example, its approval answered by APPROVER."""
     env = {
         **os.environ,
@@ -119,7 +123,9 @@ def deliver(bed: Any, revision: str) -> dict[str, Any]:
     airflow = str(Path(sys.executable).parent / "airflow")
     stop, answered = threading.Event(), []
     started = time.time()
-    approver = threading.Thread(target=answer_approval, args=(revision, stop, answered))
+    approver = threading.Thread(
+        target=answer_approval, args=(revision, stop, answered), kwargs={"choice": choice}
+    )
     approver.start()
     with tempfile.TemporaryFile("w+") as log:
         try:
@@ -169,6 +175,13 @@ def deliveries(bed: Any, airflow_db: None, docker_client: Any) -> Iterator[list[
 def delivery(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
     """The second delivery (the first when it failed)."""
     return deliveries[-1]
+
+
+@pytest.fixture(scope="module")
+def rejected(bed: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A third revision, delivered to staging; its delivery to production is rejected."""
+    assert len(deliveries) == 2 and deliveries[-1]["returncode"] == 0, "no delivery to reject"
+    return deliver(bed, uuid.uuid4().hex + uuid.uuid4().hex[:8], choice="Reject")
 
 
 def run_id_of(delivery: dict[str, Any]) -> str:
@@ -264,3 +277,35 @@ def test_the_log_says_who_approved(delivery: dict[str, Any]) -> None:
         assert detail.responded_by_user == APPROVER
         assert detail.chosen_options == ["Approve"]
         assert str(ti.state) == "success"
+
+
+def test_a_rejection_stops_production_and_the_ledger_says_who_decided(
+    deliveries: list[dict[str, Any]], rejected: dict[str, Any]
+) -> None:
+    from docker_delivery.ledger import Ledger, ledger_path
+
+    tail = rejected["output"][-6000:]
+    assert rejected["returncode"] == 0 and rejected["answered"], tail
+    assert f"rejected by {APPROVER['name']} (id {APPROVER['id']})" in rejected["output"]
+    records = Ledger(ledger_path()).records()
+    by_revision = {
+        (r.revision, r.environment): r for r in records if r.dag_id == DAG_ID and r.revision
+    }
+    for run in deliveries:
+        approved = by_revision[(run["revision"], "production")]
+        assert (approved.outcome, approved.approval) == ("success", "approved")
+        assert approved.approved_by == APPROVER["name"]
+        assert approved.deployment_type == "blue_green"
+        assert by_revision[(run["revision"], "staging")].deployment_type == "rolling"
+    staging = by_revision[(rejected["revision"], "staging")]
+    stopped = by_revision[(rejected["revision"], "production")]
+    assert staging.outcome == "success"
+    assert (stopped.outcome, stopped.approval, stopped.approved_by) == (
+        "rejected",
+        "rejected",
+        APPROVER["name"],
+    )
+    assert stopped.digest == staging.digest  # what was not delivered, by digest
+    live = by_revision[(deliveries[-1]["revision"], "production")].digest
+    assert version(URLS["staging"])["digest"] == staging.digest
+    assert version(URLS["production"])["digest"] == live != staging.digest  # unchanged
