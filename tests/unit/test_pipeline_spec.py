@@ -510,7 +510,7 @@ def respond(
 
 @pytest.mark.timeout(300)
 def test_a_rejected_approval_stops_the_delivery_and_says_who(
-    airflow_db: None, capfd: pytest.CaptureFixture[str]
+    airflow_db: None, capfd: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
@@ -518,6 +518,7 @@ def test_a_rejected_approval_stops_the_delivery_and_says_who(
 
     data = mis_spec(dag_id="dd_test_pipeline_reject", mode="continuous_delivery")
     data["pipeline"]["stages"][0]["approval"] = True
+    data["pipeline"]["ledger"] = str(tmp_path / "ledger.jsonl")
     dag = delivery_pipeline(data)
     bag = DagBag(collect_dags=False)
     bag.bag_dag(dag)
@@ -543,6 +544,15 @@ def test_a_rejected_approval_stops_the_delivery_and_says_who(
     assert stage and set(stage.values()) == {"skipped"}, got  # nothing promoted or deployed
     log = capfd.readouterr().out
     assert "rejected by release manager (id u-42)" in log  # the task's log says who decided
+    from docker_delivery.ledger import Ledger
+
+    [record] = Ledger(tmp_path / "ledger.jsonl").records()  # and the ledger
+    assert (record.outcome, record.approval, record.approved_by) == (
+        "rejected",
+        "rejected",
+        "release manager",
+    )
+    assert record.image == image and record.run_id == run.run_id
     assert "the delivery stops here" in log
 
 
