@@ -6,10 +6,11 @@ import time
 import uuid
 
 import pytest
+from cleanup import remove_swarm_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies import DeployAborted, DeploySettingsInvalid, Rolling, RolloutPaused
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.targets import Release, SwarmTarget
@@ -26,19 +27,7 @@ def release(image: str, service: str, name: str, **env: str) -> Release:
 def service(docker_client):  # type: ignore[no-untyped-def]
     name = f"sw{uuid.uuid4().hex[:6]}"
     yield name
-    for svc in docker_client.services.list(filters={"label": f"io.docker-delivery.service={name}"}):
-        svc.remove()
-    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
-        for c in docker_client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
-                net.remove()
-            break
-        except Exception:  # tasks still detaching from the network
-            time.sleep(0.5)
+    remove_swarm_service(docker_client, name)
 
 
 def routed_releases(router_url: str, n: int = 40) -> set[str]:

@@ -4,17 +4,17 @@ held at a stage, complete once it is continued; its deferred wait in the trigger
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
 import pytest
+from cleanup import remove_swarm_service
 from loadgen import free_port
 
 from docker_delivery.errors import DeliveryError, InvalidReference
 from docker_delivery.health import HealthCheck
 from docker_delivery.images.ref import ImageRef
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.sensors import RolloutCompleteSensor
 from docker_delivery.strategies import Rolling
 from docker_delivery.strategies.deploy import deploy
@@ -31,19 +31,7 @@ CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, t
 def service(docker_client: Any) -> Any:
     name = f"ro{uuid.uuid4().hex[:6]}"
     yield name
-    for svc in docker_client.services.list(filters={"label": f"io.docker-delivery.service={name}"}):
-        svc.remove()
-    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
-        for c in docker_client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
-                net.remove()
-            break
-        except Exception:  # tasks still detaching from the network
-            time.sleep(0.5)
+    remove_swarm_service(docker_client, name)
 
 
 def sensor(service: str, image: str, **kw: Any) -> RolloutCompleteSensor:
