@@ -184,3 +184,41 @@ def test_bad_settings_are_refused() -> None:
         BlueGreen(scale_down_delay=-1)
     with pytest.raises(DeploySettingsInvalid, match="max_5xx_ratio"):
         BlueGreen(max_5xx_ratio=2)
+
+
+def test_minimum_in_service_after_blue_green_replaces_the_serving_colour_in_place(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """The deployment type may change between deliveries: blue/green, then minimum in-service
+    (in place, in the colour that serves), then blue/green again (to the other colour)."""
+    from docker_delivery.errors import DeliveryError
+    from docker_delivery.strategies import Rolling
+
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 2), **kw)
+    settings = BlueGreen(scale_down_delay=1, post_switch_check=1)
+    deploy_idle(docker_client, release(demo_images["v2"], service), settings, **kw)
+    switch_traffic(docker_client, release(demo_images["v2"], service), settings, **kw)
+    # The old release stays warm in "live" (not retired): a minimum in-service deploy removes it.
+    with pytest.raises(DeliveryError, match="Swarm"):  # refused before anything changes
+        deploy(docker_client, release(demo_images["v3"], service), Rolling(replicas=3), **kw)
+    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=180) as load:
+        load.mark("min in-service v3")
+        result = deploy(
+            docker_client, release(demo_images["v3"], service), MinimumInService(3, 2), **kw
+        )
+        load.mark("v3 live")
+        time.sleep(1.0)
+    report = load.report
+    print(report.summary())
+    assert report.failed == 0, report.failures
+    assert set(report.by_phase["v3 live"]) - {"total", "failed"} == {"v3"}
+    assert result.replaced == 3
+    running = list_running(docker_client, service, "test", 8080)
+    assert len(running) == 3 and {r.group for r in running} == {"blue"}  # in place
+    assert {r.digest for r in running} == {demo_images["v3"].split("@")[1]}
+    idle = deploy_idle(docker_client, release(demo_images["v1"], service), settings, **kw)
+    assert (idle.live, idle.idle) == ("blue", "green")  # blue/green goes on from there
+    switch_traffic(docker_client, release(demo_images["v1"], service), settings, **kw)
+    assert releases_at(router.url) == {"v1"}

@@ -7,16 +7,29 @@ first change: the release (digest-pinned, names), the strategy's settings, the r
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import HaproxyRouter
-from docker_delivery.routing.service import RouterSettings, ensure_router, routed_backend
-from docker_delivery.strategies.base import DeployResult, DeploySettingsInvalid, Log, health_gate
+from docker_delivery.routing.service import (
+    AB,
+    COLOURS,
+    RouterSettings,
+    ensure_router,
+    routed_backend,
+)
+from docker_delivery.strategies.base import (
+    DeployResult,
+    DeploySettingsInvalid,
+    HealthGate,
+    Log,
+    health_gate,
+)
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService, MinimumInServiceDeployment
 from docker_delivery.strategies.rolling import Rolling, RollingDeployment
-from docker_delivery.targets.base import Release
+from docker_delivery.targets.base import LABEL_SLOT_GROUP, Release
 from docker_delivery.targets.engine import EngineTarget
 from docker_delivery.targets.swarm import SwarmTarget
 
@@ -77,12 +90,18 @@ def deploy(
     if "live" not in haproxy.backends():
         raise DeploySettingsInvalid("the router has no backend named 'live' to deploy into")
     serving = routed_backend(haproxy)
-    if serving != "live":
+    in_colour = serving in COLOURS and isinstance(strategy, MinimumInService)
+    if serving == AB:
         raise DeploySettingsInvalid(
-            f"{release.service}/{release.environment} is served by the router's {serving!r} "
-            "backend (a blue/green or A/B deployment): deploy it with BlueGreenDeployOperator or "
-            "ABDeployOperator, or roll back first; a minimum in-service or rolling deployment "
-            "here would stop serving containers without draining them"
+            f"{release.service}/{release.environment} is served by the router's 'ab' backend "
+            "(an A/B test is under way): promote or abort it first; a minimum in-service or "
+            "rolling deployment here would stop serving containers without draining them"
+        )
+    if serving != "live" and not in_colour:
+        raise DeploySettingsInvalid(
+            f"{release.service}/{release.environment} is served by the blue/green colour "
+            f"{serving!r}: deploy it with blue/green, or minimum in-service (which replaces the "
+            "colour's instances in place); a rolling deployment on Swarm cannot take over them"
         )
     gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
     with DeploymentLock(
@@ -96,7 +115,9 @@ def deploy(
     ):
         if isinstance(strategy, MinimumInService):
             assert isinstance(target, EngineTarget)
-            mis = MinimumInServiceDeployment(target, haproxy, gate, log=log)
+            if in_colour:
+                release = _into_colour(client, engine, haproxy, check, gate, release, serving, log)
+            mis = MinimumInServiceDeployment(target, haproxy, gate, backend=serving, log=log)
             if dry_run:
                 for batch in (batches := mis.plan(release, strategy)):
                     log(batch.describe(len(batches)))
@@ -109,3 +130,30 @@ def deploy(
                 log(line)
             return DeployResult(release.service, release.environment, release.digest)
         return rolling.run(release, strategy)
+
+
+def _into_colour(
+    client: docker.DockerClient,
+    engine: EngineTarget,
+    haproxy: HaproxyRouter,
+    check: HealthCheck,
+    gate: HealthGate,
+    release: Release,
+    colour: str,
+    log: Log,
+) -> Release:
+    """A minimum in-service deployment of a service a blue/green colour serves: it replaces the
+    serving colour's instances in place (they keep its group label, so the next blue/green
+    deployment goes to the other colour), once what takes no traffic (the warm old colour) is
+    gone, as the rollback's redeploy does."""
+    from docker_delivery.strategies.bluegreen import Wiring, clear_other_groups, read_state
+
+    state = read_state(client, haproxy, release.service, release.environment, port=check.port)
+    log(
+        f"{release.service}/{release.environment}: public routes to {colour}; minimum "
+        f"in-service replaces its {len(state.live())} instance(s) in place"
+    )
+    clear_other_groups(
+        Wiring(client, engine, haproxy, check, gate, log), state, grace=release.stop_grace
+    )
+    return replace(release, labels={**release.labels, LABEL_SLOT_GROUP: colour})

@@ -47,6 +47,7 @@ from docker_delivery.strategies.bluegreen import (
     Running,
     ServiceState,
     Wiring,
+    clear_other_groups,
     connect,
     into_group,
     last_switch,
@@ -357,19 +358,7 @@ class Rollback:
     ) -> None:
         w = self._w
         live = state.live()
-        live_ids = {r.instance.id for r in live}
-        # What does not serve (another group's leftovers) goes first: min in-service works on
-        # the live group's slots alone.
-        for group in [*GROUPS, AB]:
-            if group == state.public:
-                continue
-            servers = state.assigned(group)
-            if servers:
-                take_out(w, group, servers, drain_timeout=120.0)
-        leftovers = [r for r in state.running if r.instance.id not in live_ids]
-        if leftovers:
-            self._log(f"removing {len(leftovers)} instance(s) that take no traffic")
-            remove_instances(w, leftovers, grace=stop_grace)
+        clear_other_groups(w, state, grace=stop_grace)
         current = next(r for r in live if r.digest == plan.from_digest)
         history = {
             LABEL_SLOT_GROUP: state.public,
