@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from docker_delivery.routing.service import router_name
 
 
+def remove_containers(client: Any, **filters: Any) -> None:
+    """Force-remove the containers ``filters`` select; one Swarm removes meanwhile (a task of a
+    service just removed) is gone already, which is what was wanted."""
+    import docker.errors
+
+    for container in client.containers.list(all=True, filters=filters):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+
+
 def remove_swarm_service(client: Any, name: str, environment: str = "test") -> None:
     for svc in client.services.list(filters={"label": f"io.docker-delivery.service={name}"}):
         svc.remove()
     for n in (router_name(name, environment), f"dd-lock-{name}-{environment}"):
-        for c in client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
+        remove_containers(client, name=n)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cleanup import remove_containers
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -42,10 +43,8 @@ def remove_service(docker_client: Any) -> None:
     label = f"io.docker-delivery.service={SERVICE}"
     for svc in docker_client.services.list(filters={"label": label}):
         svc.remove()
-    for container in docker_client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
-    for container in docker_client.containers.list(all=True, filters={"name": f"-{SERVICE}-"}):
-        container.remove(force=True)
+    remove_containers(docker_client, label=label)  # Swarm may remove its tasks meanwhile
+    remove_containers(docker_client, name=f"-{SERVICE}-")
     deadline = time.monotonic() + 60
     for env in ("staging", "production"):
         while True:

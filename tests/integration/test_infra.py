@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cleanup import remove_containers
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.infra import apply, drift, plan, read_live, strategy_for
@@ -86,10 +87,8 @@ def service(docker_client: Any) -> Iterator[str]:
     label = f"io.docker-delivery.service={name}"
     for svc in docker_client.services.list(filters={"label": label}):
         svc.remove()
-    for c in docker_client.containers.list(all=True, filters={"label": label}):
-        c.remove(force=True)
-    for c in docker_client.containers.list(all=True, filters={"name": f"dd-lock-{name}-"}):
-        c.remove(force=True)
+    remove_containers(docker_client, label=label)  # Swarm may remove its tasks meanwhile
+    remove_containers(docker_client, name=f"dd-lock-{name}-")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
