@@ -521,15 +521,17 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
 
 
 def _main_digest(units: Sequence[LiveUnit], service: str, environment: str) -> LiveUnit | None:
-    """The unit whose digest runs (refusing several digests or blue/green/A-B groups)."""
-    groups = sorted({u.group for u in units if u.group not in ("", "live")})
-    if groups:
+    """The unit whose digest runs. Refused: several digests, several groups (a blue/green
+    deployment not retired yet, an A/B test). One blue/green colour alone is fine: the roll
+    replaces its instances in place (minimum in-service in the colour that serves)."""
+    running = [u for u in units if u.count > 0] or list(units)
+    groups = sorted({u.group or "live" for u in running})
+    if len(groups) > 1 or groups == ["ab"]:
         raise InfraConflict(
-            f"{service}/{environment} serves in the {', '.join(groups)} group(s) of a blue/green "
+            f"{service}/{environment} serves in the {', '.join(groups)} groups of a blue/green "
             "or A/B deployment; finish it (switch and retire, or stop the test) first, or deliver "
             "the change with a blue/green deployment of the same digest (ServiceSpec.release_for)"
         )
-    running = [u for u in units if u.count > 0] or list(units)
     digests = sorted({u.digest for u in running})
     if len(digests) > 1:
         raise InfraConflict(
@@ -835,6 +837,11 @@ def apply(
                 f"{now.digest if now else 'nothing'}); plan again"
             )
         if plan.replicas == 0:
+            if (now.group or "live") != "live":
+                raise InfraConflict(
+                    f"{where}: replicas 0 while the {now.group} colour serves: retire the "
+                    "service's traffic first (scaling to 0 drains the live backend only)"
+                )
             _scale_down(client, plan, 0, log)
         else:
             if plan.fix:

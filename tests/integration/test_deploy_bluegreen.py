@@ -222,3 +222,7 @@ def test_minimum_in_service_after_blue_green_replaces_the_serving_colour_in_plac
     assert (idle.live, idle.idle) == ("blue", "green")  # blue/green goes on from there
     switch_traffic(docker_client, release(demo_images["v1"], service), settings, **kw)
     assert releases_at(router.url) == {"v1"}
+    # The live release again: nothing is deployed, and the preview shows what serves.
+    again = deploy_idle(docker_client, release(demo_images["v1"], service), settings, **kw)
+    assert again.steps == ["already live"]
+    assert releases_at(f"http://127.0.0.1:{router.preview_port}/") == {"v1"}

@@ -361,3 +361,52 @@ def test_drift_between_two_environments(
     apply(docker_client, planned, owner="test/infra", log=lambda line: None)
     assert not drift(docker_client, spec, "staging", "prod", resolve_secret=resolve).drifted
     assert sensor.poke({}).is_done  # type: ignore[arg-type]
+
+
+def test_an_env_change_rolls_the_serving_colour_in_place(
+    bed: Any, docker_client: Any, demo_images: dict[str, str], service: str, secret: str
+) -> None:
+    """After a blue/green deployment (switched and retired), an infrastructure change rolls the
+    colour that serves, in place, and public keeps routing to it."""
+    from docker_delivery.strategies.bluegreen import (
+        BlueGreen,
+        deploy_idle,
+        list_running,
+        retire,
+        switch_traffic,
+    )
+
+    port, preview = free_port(), free_port()
+    envs = f"  test:\n    router: {{port: {port}, preview_port: {preview}}}\n"
+
+    def spec(setting: str) -> ServiceSpec:
+        return make_spec(service, bed, replicas=2, setting=setting, environments=envs)
+
+    resolve: Callable[[SecretRef], str] = lambda ref: secret  # noqa: E731
+    first_deploy(docker_client, spec("0"), "test", demo_images["v1"], resolve)
+    s0 = spec("0")
+    kw: dict[str, Any] = dict(
+        router=s0.router_for("test"), check=s0.health_check_for("test"), owner="test", log=print
+    )
+    release = s0.release_for("test", demo_images["v2"], resolve_secret=resolve)
+    settings = BlueGreen(scale_down_delay=0.1, post_switch_check=0.5)
+    deploy_idle(docker_client, release, settings, **kw)
+    switch_traffic(docker_client, release, settings, **kw)
+    time.sleep(0.5)
+    retire(docker_client, service, "test", settings, **kw)
+    with LoadGenerator(f"http://127.0.0.1:{port}/", rate=100, max_duration=120) as load:
+        load.mark("apply")
+        planned = plan(docker_client, spec("1"), "test", resolve_secret=resolve)
+        result = apply(docker_client, planned, owner="test/infra", log=print)
+        load.mark("after")
+        time.sleep(1.0)
+    report = load.report
+    assert report is not None
+    print(report.summary())
+    assert report.failed == 0, report.failures
+    assert result.changed and result.replaced == 2
+    running = list_running(docker_client, service, "test", 8080)
+    assert {r.group for r in running} == {"blue"} and len(running) == 2
+    assert {r.digest for r in running} == {demo_images["v2"].split("@")[1]}  # unchanged
+    container = app_containers(docker_client, service)[0]
+    assert exec_out(docker_client, container, "echo $SETTING") == "1"

@@ -66,8 +66,8 @@ class _DeployOperator(BaseOperator):
         self.router_port = router_port
         self.router_image = router_image
         self.router_slots = router_slots
-        if isinstance(router_port, int):
-            self._router_settings()  # validates now, at parse time
+        if isinstance(router_port, int):  # validates now, at parse time
+            RouterSettings(port=router_port, image=router_image, slots=router_slots)
         self.haproxy_conn_id = haproxy_conn_id
         self.stop_grace = stop_grace
         self.lock_wait = lock_wait
@@ -75,6 +75,14 @@ class _DeployOperator(BaseOperator):
         self.docker_url = docker_url
 
     def _router_settings(self) -> RouterSettings | None:
+        """The service's router: as the environment spec says when given (every operator of
+        a service, and ApplyInfraOperator, then render the same configuration, so none finds
+        the router running "another configuration"), else from ``router_port``; None for an
+        existing HAProxy (``haproxy_conn_id``)."""
+        if self.spec is not None and self.haproxy_conn_id is None:
+            from docker_delivery.spec import load_spec
+
+            return load_spec(self.spec).router_for(self.environment)
         if self.router_port is None:
             return None
         return RouterSettings(
@@ -251,7 +259,7 @@ class BlueGreenDeployOperator(_DeployOperator):
 
     def _router_settings(self) -> RouterSettings | None:
         settings = super()._router_settings()
-        if settings is None or self.preview_port is None:
+        if settings is None or self.preview_port is None or settings.preview_port is not None:
             return settings
         return RouterSettings(
             port=settings.port,

@@ -868,6 +868,8 @@ class BlueGreenDeployment:
         if live and state.main_config(live) == release.config_id:
             self._log(f"{release.short_digest} is live already in {state.public}: nothing to do")
             result.steps.append("already live")
+            if PREVIEW in w.router.frontends():  # the preview shows what the switch would serve
+                w.router.route(PREVIEW, state.public)
             return result
         size = settings.full_size(len(live))
         count = settings.preview_replicas or size
