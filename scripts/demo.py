@@ -1,9 +1,10 @@
 """Run the delivery_demo DAG in Airflow (`airflow dags test`, no scheduler) against the test bed,
 then print the URL where the delivered app answers, with the release it reports.
 
-The DAG's database connection ``demo_db`` is given to Airflow in the environment
-(``AIRFLOW_CONN_DEMO_DB``), built from the bed's settings and its password file; it is never
-printed.
+``DEMO_DEPLOY=blue_green`` delivers by blue/green instead of minimum in-service (the run param
+``deploy_staging``). The DAG's database connection ``demo_db`` is given to Airflow in the
+environment (``AIRFLOW_CONN_DEMO_DB``), built from the bed's settings and its password file; it
+is never printed.
 
 Run it through `make demo`, which creates the virtualenv, brings the bed up and migrates the
 Airflow database first.
@@ -48,8 +49,12 @@ def main() -> int:
     bed = bed_env()
     env = {**os.environ, **bed, "AIRFLOW_CONN_DEMO_DB": database_uri(bed)}
     airflow = str(Path(sys.executable).parent / "airflow")
+    command = [airflow, "dags", "test", "delivery_demo"]
+    kind = os.environ.get("DEMO_DEPLOY", "").strip()  # min_in_service (default) or blue_green
+    if kind:
+        command += ["--conf", json.dumps({"deploy_staging": kind})]
     started = time.monotonic()
-    run = subprocess.run([airflow, "dags", "test", "delivery_demo"], env=env)
+    run = subprocess.run(command, env=env)
     if run.returncode != 0:
         print(f"delivery_demo failed (exit code {run.returncode}); see the task logs above")
         return run.returncode

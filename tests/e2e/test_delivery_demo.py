@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -31,7 +32,7 @@ def psql(bed, database: str, sql: str) -> str:  # type: ignore[no-untyped-def]
     return run.stdout.strip()
 
 
-def run_demo(bed, database: str, revision: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def run_demo(bed, database: str, revision: str, **params: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     password = urllib.parse.quote(bed.postgres_password(), safe="")
     host, port = bed.postgres_container_host, bed.postgres_port
     env = {
@@ -42,8 +43,8 @@ def run_demo(bed, database: str, revision: str) -> subprocess.CompletedProcess[s
         "AIRFLOW_CONN_DEMO_DB": f"postgres://{bed.postgres_user}:{password}@{host}:{port}/{database}",
     }
     airflow = str(Path(sys.executable).parent / "airflow")
-    conf = json.dumps({"revision": revision})
-    return subprocess.run(
+    conf = json.dumps({"revision": revision, **params})
+    done = subprocess.run(
         [airflow, "dags", "test", "delivery_demo", "--conf", conf],
         env=env,
         capture_output=True,
@@ -51,6 +52,11 @@ def run_demo(bed, database: str, revision: str) -> subprocess.CompletedProcess[s
         timeout=600,
         cwd=ROOT,
     )
+    if done.returncode != 0:  # the whole log, to read: an assertion shows only its end
+        kept = Path(tempfile.gettempdir(), f"delivery_demo-{revision[:12]}-{len(params)}.log")
+        kept.write_text(done.stdout + done.stderr)
+        done.stderr += f"\n(whole log: {kept})"
+    return done
 
 
 def remove_demo_staging(docker_client) -> None:  # type: ignore[no-untyped-def]
@@ -120,10 +126,10 @@ def test_promotion_emitted_an_asset_event_with_digest_and_commit(two_runs) -> No
     assert latest["previous_digest"] == first["previous_digest"]  # read back from the audit tags
 
 
-def test_infrastructure_then_expand_then_deploy_then_contract(bed, two_runs) -> None:  # type: ignore[no-untyped-def]
+def test_expand_then_infrastructure_then_deploy_then_contract(bed, two_runs) -> None:  # type: ignore[no-untyped-def]
     database, revision, first, second = two_runs
     first_log, second_log = first.stdout + first.stderr, second.stdout + second.stderr
-    order = ["staging.apply_infra", "staging.migrate_expand", "staging.deploy",
+    order = ["staging.migrate_expand", "staging.apply_infra", "staging.deploy",
              "staging.smoke_greetings", "staging.migrate_contract"]  # fmt: skip
     ends = [first_log.index(f"[DAG TEST] end task task_id={task}") for task in order]
     assert ends == sorted(ends), dict(zip(order, ends, strict=True))
@@ -155,3 +161,40 @@ def test_each_run_is_in_the_ledger(two_runs) -> None:  # type: ignore[no-untyped
     assert mine[0].run_id != mine[1].run_id and mine[0].digest == mine[1].digest
     assert mine[0].deployment_type == "min_in_service"
     assert mine[1].previous_digest in (None, mine[1].digest)  # the second run changed nothing
+
+
+@pytest.fixture(scope="module")
+def by_type(bed, two_runs):  # type: ignore[no-untyped-def]
+    """The deployment type is a run param: a third run by blue/green, a fourth by minimum
+    in-service again (in place, in the colour that serves)."""
+    database = two_runs[0]
+    kinds = ("blue_green", "min_in_service")  # each a new revision: a new release to deploy
+    return [run_demo(bed, database, os.urandom(20).hex(), deploy_staging=k) for k in kinds]
+
+
+def test_the_run_param_chooses_blue_green_or_minimum_in_service(by_type) -> None:  # type: ignore[no-untyped-def]
+    from docker_delivery.ledger import Ledger, ledger_path
+
+    blue_green, in_place = by_type
+    for run in (blue_green, in_place):
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    bg_log, mis_log = blue_green.stdout + blue_green.stderr, in_place.stdout + in_place.stderr
+    assert "deploying by blue_green (param deploy_staging)" in bg_log
+    assert "[DAG TEST] end task task_id=staging.switch" in bg_log
+    assert (
+        "public routes to blue; minimum in-service replaces its 4 instance(s) in place" in mis_log
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/greetings", timeout=5) as answer:
+        assert answer.status == 200
+    kinds = [r.deployment_type for r in Ledger(ledger_path()).records() if r.run_id in (
+        run_id(blue_green), run_id(in_place))]  # fmt: skip
+    assert kinds == ["blue_green", "min_in_service"]
+
+
+def run_id(run: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(
+        r"DagRun Finished: dag_id=delivery_demo, logical_date=[^,]+, run_id=([^,]+),",
+        run.stdout + run.stderr,
+    )
+    assert found, "no run id in the log"
+    return found.group(1)

@@ -619,3 +619,80 @@ def test_deploy_tasks_release_what_the_environment_spec_says() -> None:
         .release_for("staging", image, resolve_secret=lambda r: "x")
         .config_id
     )
+
+
+def demo() -> dict[str, Any]:
+    data = yaml.safe_load((PIPELINES / "delivery_demo.yaml").read_text())
+    data["pipeline"]["build"]["context"] = str(APP)
+    return data
+
+
+def test_a_run_param_chooses_the_deployment_type() -> None:
+    """delivery_demo: minimum in-service by default, blue/green when the run asks for it; the
+    paths join before the checks, and retire follows the switch (skipped with the other path)."""
+    from docker_delivery.templates import delivery_pipeline
+    from docker_delivery.templates.pipeline import choose_deploy
+
+    tasks = {t.task_id: t for t in plan_tasks(spec_of(demo()))}
+    choose = tasks["staging.choose_deploy"]
+    assert choose.upstream == ("staging.migrate_expand",)
+    assert choose.extra == {
+        "param": "deploy_staging",
+        "paths": {
+            "min_in_service": "staging.apply_infra",
+            "blue_green": "staging.deploy_blue_green",
+        },
+    }
+    assert tasks["staging.apply_infra"].upstream == ("staging.choose_deploy",)
+    assert tasks["staging.deploy"].upstream == ("staging.apply_infra",)
+    assert tasks["staging.switch"].upstream == ("staging.verify_preview",)
+    health = tasks["staging.verify_health"]
+    assert set(health.upstream) == {"staging.deploy", "staging.switch"}
+    assert health.trigger_rule == "none_failed_min_one_success"
+    assert tasks["staging.smoke_version"].trigger_rule == "all_success"
+    retire = tasks["staging.retire"]
+    assert "staging.switch" in retire.upstream and retire.trigger_rule == "all_success"
+    contract = tasks["staging.migrate_contract"]
+    assert "staging.retire" in contract.upstream and "staging.smoke_version" in contract.upstream
+    assert contract.trigger_rule == "none_failed_min_one_success"
+
+    dag = delivery_pipeline(demo())
+    param = dag.params.get_param("deploy_staging")
+    assert param.value == "min_in_service" and param.schema["enum"] == [
+        "min_in_service",
+        "blue_green",
+    ]
+    kinds = {t.task_id: type(t).__name__ for t in dag.tasks}
+    assert kinds["staging.deploy"] == "MinimumInServiceDeployOperator"
+    assert kinds["staging.deploy_blue_green"] == "BlueGreenDeployOperator"
+    assert kinds["staging.switch"] == "SwitchTrafficOperator"
+    assert dag.task_dict["staging.record"].deployment_type == "{{ params.deploy_staging }}"
+    paths = choose.extra["paths"]
+    assert choose_deploy("deploy_staging", paths, params={"deploy_staging": "blue_green"}) == (
+        "staging.deploy_blue_green"
+    )
+    with pytest.raises(ValueError, match="'ab' is not one of min_in_service, blue_green"):
+        choose_deploy("deploy_staging", paths, params={"deploy_staging": "ab"})
+
+
+def test_alternatives_are_checked_like_deploy() -> None:
+    data = demo()
+    stage = data["pipeline"]["stages"][0]
+    stage["alternatives"] = [
+        {"type": "rolling"},
+        {"type": "min_in_service"},
+        {"type": "blue_green", "preview_replicas": 9},
+    ]
+    del data["environments"]["staging"]["router"]["preview_port"]
+    problems = problems_of(data)
+    at = "pipeline.stages[staging]"
+    assert (
+        f"{at}.alternatives[0].type: rolling runs on target swarm, and "
+        "environments.staging.target is engine" in problems
+    )
+    assert (
+        f"{at}.alternatives[1].type: min_in_service is given twice (each deployment type once, "
+        "deploy's included)" in problems
+    )
+    assert f"{at}.alternatives[2].preview_replicas: must be within 1..replicas (4)" in problems
+    assert any(p.startswith("environments.staging.router.preview_port: required") for p in problems)

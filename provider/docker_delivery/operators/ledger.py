@@ -90,10 +90,11 @@ def write_record(
 class RecordDeliveryOperator(BaseOperator):
     """Record this run's delivery of ``service`` to ``environment`` (the TaskGroup ``group``'s
     tasks) in the ledger; fail when one of them failed. ``image`` (templated) is the
-    digest-pinned release; ``deploy_task_id``'s XCom gives the digest it replaced;
+    digest-pinned release; the XCom of the one of ``deploy_task_ids`` that ran gives the
+    digest it replaced;
     ``approval_task_id``'s XCom who approved. Returns the record (XCom)."""
 
-    template_fields: Sequence[str] = ("image", "ledger")
+    template_fields: Sequence[str] = ("image", "ledger", "deployment_type")
     ui_color = "#e5e7eb"
 
     def __init__(
@@ -105,14 +106,14 @@ class RecordDeliveryOperator(BaseOperator):
         deployment_type: str,
         image: str,
         ledger: str | None = None,
-        deploy_task_id: str | None = None,
+        deploy_task_ids: Sequence[str] = (),
         approval_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.service, self.environment, self.group = service, environment, group
         self.deployment_type, self.image, self.ledger = deployment_type, image, ledger
-        self.deploy_task_id, self.approval_task_id = deploy_task_id, approval_task_id
+        self.deploy_task_ids, self.approval_task_id = list(deploy_task_ids), approval_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
@@ -122,11 +123,13 @@ class RecordDeliveryOperator(BaseOperator):
         failed = sorted(t for t, s in states.items() if t != ti.task_id and s in FAILED)
         first = [t for t in failed if states[t] == "failed"] or failed
         outcome = "failed" if failed else "success"
-        deployed = ti.xcom_pull(task_ids=self.deploy_task_id) if self.deploy_task_id else None
         previous = None
-        if isinstance(deployed, Mapping):
-            before = deployed.get("previous_digests") or [deployed.get("previous_digest")]
-            previous = next((str(d) for d in before if d), None)
+        for task_id in self.deploy_task_ids:  # the one that ran (one path of a choice)
+            deployed = ti.xcom_pull(task_ids=task_id)
+            if isinstance(deployed, Mapping):
+                before = deployed.get("previous_digests") or [deployed.get("previous_digest")]
+                previous = next((str(d) for d in before if d), None)
+                break
         approval = (
             approval_of(ti.xcom_pull(task_ids=self.approval_task_id))
             if self.approval_task_id

@@ -111,6 +111,15 @@ def release(**context: Any) -> str:
     return str(image)
 
 
+def choose_deploy(param: str, paths: dict[str, str], **context: Any) -> str:
+    """The first task of the deployment type the run's ``param`` names."""
+    chosen = str(context["params"].get(param) or next(iter(paths)))
+    if chosen not in paths:
+        raise ValueError(f"param {param}: {chosen!r} is not one of {', '.join(paths)}")
+    log.info("deploying by %s (param %s)", chosen, param)
+    return paths[chosen]
+
+
 def http_check(
     url: str,
     status: int = 200,
@@ -181,7 +190,10 @@ class DeliveryApprovalOperator(ApprovalOperator):
                     context=context,
                     service=self.record["service"],
                     environment=self.record["environment"],
-                    deployment_type=self.record["deployment_type"],
+                    deployment_type=str(
+                        context["params"].get(self.record.get("param") or "")
+                        or self.record["deployment_type"]
+                    ),
                     image=str(context["ti"].xcom_pull(task_ids=RELEASE_TASK)),
                     outcome="rejected",
                     approval=("rejected", str(who)),
@@ -368,6 +380,14 @@ def _build_python(callable_: Callable[..., Any]) -> Builder:
     return build
 
 
+def _build_choose(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    return BranchPythonOperator(
+        python_callable=choose_deploy,
+        op_kwargs={"param": t.extra["param"], "paths": dict(t.extra["paths"])},
+        **common,
+    )
+
+
 def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
     assert t.stage is not None
     env_name = t.stage.environment
@@ -392,6 +412,7 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
             "service": spec.service,
             "environment": env_name,
             "deployment_type": t.stage.deploy.type,
+            "param": t.stage.choice_param if t.stage.alternatives else None,
             "ledger": spec.pipeline.ledger,
         },
         subject=f"Deliver {spec.service} to {env_name}?",
@@ -497,14 +518,18 @@ def _build_record(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
 
     assert t.stage is not None
     name = t.stage.environment
+    stage = t.stage
+    kind = f"{{{{ params.{stage.choice_param} }}}}" if stage.alternatives else stage.deploy.type
     return RecordDeliveryOperator(
         service=spec.service,
         environment=name,
         group=name,
-        deployment_type=t.stage.deploy.type,
+        deployment_type=kind,
         image=IMAGE,
         ledger=spec.pipeline.ledger,
-        deploy_task_id=f"{name}.deploy",
+        deploy_task_ids=[
+            f"{name}.deploy" + ("" if d is stage.deploy else f"_{d.type}") for d in stage.choices()
+        ],
         approval_task_id=f"approve_{name.replace('-', '_')}" if spec.gated(t.stage) else None,
         **common,
     )
@@ -512,6 +537,7 @@ def _build_record(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
 
 BUILDERS: dict[str, Builder] = {
     "record": _build_record,
+    "choose": _build_choose,
     "branch": _build_branch,
     "build": _build_build,
     "test": _build_test,
@@ -607,6 +633,15 @@ def delivery_pipeline(
         },
         "doc_md": f"```\n{describe_plan(spec)}\n```",
     }
+    for stage in p.stages:
+        if stage.alternatives:
+            types = [d.type for d in stage.choices()]
+            kwargs["params"][stage.choice_param] = Param(
+                types[0],
+                type="string",
+                enum=types,
+                description=f"how this run deploys to {stage.environment}",
+            )
     kwargs.update(dag_kwargs)
     with DAG(**kwargs) as dag:
         groups = {s.environment: TaskGroup(group_id=s.environment) for s in p.stages}

@@ -369,16 +369,32 @@ class StageSpec(_Model):
     verify -> migrate (contract). ``approval``: in continuous delivery, a human approves
     before this stage starts. ``require_previous``: the promotion is refused unless the
     previous stage's tag points at the same digest. ``migrate`` (default: when the pipeline
-    has ``migrations``). ``lock_wait``: seconds a deploy waits for another one to finish."""
+    has ``migrations``). ``lock_wait``: seconds a deploy waits for another one to finish.
+    ``alternatives``: other deployment types a run may choose instead of ``deploy`` (the DAG
+    param ``deploy_<environment>``; ``deploy`` is the default), each with its settings."""
 
     environment: str
     deploy: DeploySpec
+    alternatives: list[DeploySpec] = Field(default_factory=list)
     approval: bool = False
     require_previous: bool = True
     migrate: bool | None = None
     apply_infra: bool | None = None
     verify: VerifySpec = Field(default_factory=VerifySpec)
     lock_wait: Seconds = 0.0
+
+    def choices(self) -> list[DeploySpec]:
+        """``deploy`` and its alternatives, in that order."""
+        return [self.deploy, *self.alternatives]
+
+    def as_deploy(self, deploy: DeploySpec) -> StageSpec:
+        """This stage delivered with ``deploy``: what one path of a choice builds from."""
+        return self.model_copy(update={"deploy": deploy, "alternatives": []})
+
+    @property
+    def choice_param(self) -> str:
+        """The DAG param that picks the deployment type when there are alternatives."""
+        return f"deploy_{self.environment.replace('-', '_')}"
 
 
 class ApprovalSpec(_Model):
@@ -476,7 +492,7 @@ class PipelineSpec(ServiceSpec):
     def applies_infra(self, stage: StageSpec) -> bool:
         """Whether ApplyInfraOperator runs before the deploy. Default: yes for min in-service and
         rolling; no for blue/green and A/B, whose new instances carry the environment's
-        configuration themselves (infra.plan refuses a service serving in colour groups)."""
+        configuration themselves (and infra.plan refuses a service serving in two groups)."""
         if stage.apply_infra is not None:
             return stage.apply_infra
         return stage.deploy.type in ("min_in_service", "rolling")
@@ -589,30 +605,49 @@ class PipelineSpec(ServiceSpec):
             known = ", ".join(self.environments)
             return [f"{at}.environment: no such environment (the spec has {known})"]
         where = f"environments.{stage.environment}"
+        if env.replicas < 1:
+            out.append(f"{where}.replicas: must be >= 1 for a deploy")
+        out += self._deploy_problems(f"{at}.deploy", stage)
+        types = [d.type for d in stage.choices()]
+        for i, alternative in enumerate(stage.alternatives):
+            if types.index(alternative.type) <= i:
+                out.append(
+                    f"{at}.alternatives[{i}].type: {alternative.type} is given twice (each "
+                    "deployment type once, deploy's included)"
+                )
+            out += self._deploy_problems(f"{at}.alternatives[{i}]", stage.as_deploy(alternative))
+        if stage.migrate and self.pipeline.migrations is None:
+            out.append(f"{at}.migrate: the pipeline has no migrations section")
+        out += _unique(f"{at}.verify.smoke", [s.name for s in stage.verify.smoke])
+        for smoke in stage.verify.smoke:
+            out += [f"{at}.verify.smoke[{smoke.name}].{m}" for m in smoke.problems()]
+        return out
+
+    def _deploy_problems(self, at: str, stage: StageSpec) -> list[str]:
+        """What is wrong with ``stage.deploy`` in its environment; ``at`` is its field path."""
+        out: list[str] = []
+        env = self.environments[stage.environment]
+        where = f"environments.{stage.environment}"
         kind = stage.deploy.type
         if env.target != DEPLOY_TARGETS[kind]:
             out.append(
-                f"{at}.deploy.type: {kind} runs on target {DEPLOY_TARGETS[kind]}, and "
+                f"{at}.type: {kind} runs on target {DEPLOY_TARGETS[kind]}, and "
                 f"{where}.target is {env.target}"
             )
-        if env.replicas < 1:
-            out.append(f"{where}.replicas: must be >= 1 for a deploy")
         deploy = stage.deploy
         if isinstance(deploy, MinInServiceDeploy) and env.replicas >= 1:
             mis = self.min_in_service(stage)
             if mis >= env.replicas and env.replicas > 0:
-                out.append(
-                    f"{at}.deploy.min_in_service: {mis} must be below replicas ({env.replicas})"
-                )
+                out.append(f"{at}.min_in_service: {mis} must be below replicas ({env.replicas})")
             if deploy.batch_sizes is not None and sum(deploy.batch_sizes) != env.replicas:
-                out.append(f"{at}.deploy.batch_sizes: must add up to replicas ({env.replicas})")
+                out.append(f"{at}.batch_sizes: must add up to replicas ({env.replicas})")
         if isinstance(deploy, RollingDeploy) and deploy.stages is not None and env.replicas >= 1:
             from docker_delivery.strategies.rolling import resolve_stages
 
             try:
                 resolve_stages(deploy.stages, env.replicas)
             except DeliveryError as exc:
-                out.append(f"{at}.deploy.stages: {exc}")
+                out.append(f"{at}.stages: {exc}")
         if isinstance(deploy, BlueGreenDeploy):
             if env.router.preview_port is None:
                 out.append(
@@ -620,14 +655,7 @@ class PipelineSpec(ServiceSpec):
                     "checked there before the switch)"
                 )
             if deploy.preview_replicas is not None and deploy.preview_replicas > env.replicas:
-                out.append(
-                    f"{at}.deploy.preview_replicas: must be within 1..replicas ({env.replicas})"
-                )
-        if stage.migrate and self.pipeline.migrations is None:
-            out.append(f"{at}.migrate: the pipeline has no migrations section")
-        out += _unique(f"{at}.verify.smoke", [s.name for s in stage.verify.smoke])
-        for smoke in stage.verify.smoke:
-            out += [f"{at}.verify.smoke[{smoke.name}].{m}" for m in smoke.problems()]
+                out.append(f"{at}.preview_replicas: must be within 1..replicas ({env.replicas})")
         return out
 
 

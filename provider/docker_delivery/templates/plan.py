@@ -174,13 +174,51 @@ def _stage_tasks(
     name = stage.environment
     out: list[PlannedTask] = []
     last = leaves
+    join: str | None = None  # the trigger rule of the task after a choice's paths
 
-    def add(local: str, kind: str, policy: str, summary: str, **kw: Any) -> PlannedTask:
-        nonlocal last
-        task = PlannedTask(f"{name}.{local}", kind, policy, summary, last, stage=stage, **kw)
+    def add(
+        local: str, kind: str, policy: str, summary: str, *, at: StageSpec | None = None, **kw: Any
+    ) -> PlannedTask:
+        nonlocal last, join
+        if join is not None:
+            kw.setdefault("trigger_rule", join)
+            join = None
+        task = PlannedTask(f"{name}.{local}", kind, policy, summary, last, stage=at or stage, **kw)
         out.append(task)
         last = (task.task_id,)
         return task
+
+    def deploy_path(at: StageSpec, suffix: str) -> str:
+        """apply infra (when its type wants it) -> deploy [-> verify preview -> switch];
+        returns the id of its first task."""
+        first = None
+        if spec.applies_infra(at):
+            first = add(
+                f"apply_infra{suffix}",
+                "infra",
+                "infra",
+                f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
+                at=at,
+            )
+        task = add(f"deploy{suffix}", "deploy", "deploy", _deploy_summary(spec, at), at=at)
+        if isinstance(at.deploy, BlueGreenDeploy):
+            add(
+                "verify_preview",
+                "verify_health",
+                "verify",
+                f"ServiceHealthySensor: the new colour answers {env.health_check.path} on "
+                f"127.0.0.1:{env.router.preview_port}",
+                at=at,
+                extra={"port": env.router.preview_port},
+            )
+            add(
+                "switch",
+                "switch",
+                "deploy",
+                "SwitchTrafficOperator: all traffic to the new colour",
+                at=at,
+            )
+        return (first or task).task_id
 
     require = previous.environment if previous is not None and stage.require_previous else None
     add(
@@ -191,29 +229,64 @@ def _stage_tasks(
         + (f" (only if {require} has it)" if require else ""),
         extra={"require_tag": require},
     )
-    if spec.applies_infra(stage):
-        add(
-            "apply_infra",
-            "infra",
-            "infra",
-            f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
+    choices = stage.choices()
+    if len(choices) == 1:
+        if spec.applies_infra(stage):
+            add(
+                "apply_infra",
+                "infra",
+                "infra",
+                f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
+            )
+        if spec.migrates(stage):
+            add(
+                "migrate_expand",
+                "migrate",
+                "migrate",
+                "MigrateDatabaseOperator: expand",
+                item="expand",
+            )
+        add("deploy", "deploy", "deploy", _deploy_summary(spec, stage))
+        if isinstance(stage.deploy, BlueGreenDeploy):
+            add(
+                "verify_preview",
+                "verify_health",
+                "verify",
+                f"ServiceHealthySensor: the new colour answers {env.health_check.path} on "
+                f"127.0.0.1:{env.router.preview_port}",
+                extra={"port": env.router.preview_port},
+            )
+            add(
+                "switch", "switch", "deploy", "SwitchTrafficOperator: all traffic to the new colour"
+            )
+    else:
+        if spec.migrates(stage):
+            add(
+                "migrate_expand",
+                "migrate",
+                "migrate",
+                "MigrateDatabaseOperator: expand",
+                item="expand",
+            )
+        types = [d.type for d in choices]
+        choose = add(
+            "choose_deploy",
+            "choose",
+            "control",
+            f"the run's param {stage.choice_param} picks the deployment type: "
+            + " or ".join(TYPE_NAMES[t] for t in types)
+            + f" (default {TYPE_NAMES[types[0]]})",
+            extra={"param": stage.choice_param},
         )
-    if spec.migrates(stage):
-        add(
-            "migrate_expand", "migrate", "migrate", "MigrateDatabaseOperator: expand", item="expand"
-        )
-    add("deploy", "deploy", "deploy", _deploy_summary(spec, stage))
+        paths, ends = {}, []
+        for deploy in choices:
+            last = (choose.task_id,)
+            suffix = "" if deploy is stage.deploy else f"_{deploy.type}"
+            paths[deploy.type] = deploy_path(stage.as_deploy(deploy), suffix)
+            ends.append(last[0])
+        choose.extra["paths"] = paths
+        last, join = tuple(ends), "none_failed_min_one_success"
     router = f"127.0.0.1:{env.router.port}"
-    if isinstance(stage.deploy, BlueGreenDeploy):
-        add(
-            "verify_preview",
-            "verify_health",
-            "verify",
-            f"ServiceHealthySensor: the new colour answers {env.health_check.path} on "
-            f"127.0.0.1:{env.router.preview_port}",
-            extra={"port": env.router.preview_port},
-        )
-        add("switch", "switch", "deploy", "SwitchTrafficOperator: all traffic to the new colour")
     if stage.verify.health:
         add(
             "verify_health",
@@ -232,20 +305,28 @@ def _stage_tasks(
         else:
             what = f"TestImageOperator: {_command(smoke.command or [])}"
         task = PlannedTask(
-            f"{name}.smoke_{smoke.name}", "smoke", "verify", what, base, stage=stage, item=smoke
-        )
+            f"{name}.smoke_{smoke.name}", "smoke", "verify", what, base, stage=stage, item=smoke,
+            trigger_rule=join or "all_success",
+        )  # fmt: skip
         smokes.append(task)
     out += smokes
     if smokes:
-        last = tuple(t.task_id for t in smokes)
-    if isinstance(stage.deploy, BlueGreenDeploy):
+        last, join = tuple(t.task_id for t in smokes), None
+    verified = last
+    colour = next((d for d in choices if isinstance(d, BlueGreenDeploy)), None)
+    if colour is not None:
+        # After a choice, retire follows the switch too: skipped when blue/green was not chosen.
+        switch = (f"{name}.switch",) if len(choices) > 1 else ()
+        last = (*last, *switch)
         add(
             "retire",
             "retire",
             "retire",
-            f"RetireOperator: the old colour removed {stage.deploy.scale_down_delay:g}s after "
-            "the switch",
+            f"RetireOperator: the old colour removed {colour.scale_down_delay:g}s after the switch",
+            at=stage.as_deploy(colour) if len(choices) > 1 else None,
         )
+        if len(choices) > 1:  # what follows runs whether retire ran or was skipped
+            last, join = (*verified, *last), "none_failed_min_one_success"
     if spec.migrates(stage):
         add(
             "migrate_contract",
@@ -254,6 +335,7 @@ def _stage_tasks(
             "MigrateDatabaseOperator: contract",
             item="contract",
         )
+    join = None
     add(
         "record",
         "record",
@@ -306,11 +388,13 @@ def describe_plan(spec: PipelineSpec) -> str:
     for stage in p.stages:
         env = spec.env(stage)
         gate = " (after an approval)" if spec.gated(stage) else ""
+        kinds = " or ".join(TYPE_NAMES[d.type] for d in stage.choices())
+        chosen = f" (param {stage.choice_param})" if stage.alternatives else ""
         lines.append(
-            f"  {stage.environment}{gate}: {TYPE_NAMES[stage.deploy.type]} on {env.target}, "
+            f"  {stage.environment}{gate}: {kinds}{chosen} on {env.target}, "
             f"http://127.0.0.1:{env.router.port}/"
         )
-        for task in tasks:
-            if task.stage is stage:
+        for task in tasks:  # a choice's paths carry a copy of the stage (another deploy)
+            if task.stage is not None and task.stage.environment == stage.environment:
                 lines.append(row(task))
     return "\n".join(lines)
