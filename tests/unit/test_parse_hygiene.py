@@ -185,10 +185,7 @@ def _top_level_imports(source: str) -> set[str]:
 # Modules of ours that still import one of HEAVY at module level, with what to do about it.
 # Each entry is an expected failure (strict: when the module is fixed, the test says to remove
 # the entry). None is in templates/ or in the operators: the pipeline's own files are clean.
-KNOWN = {
-    "docker_delivery.images.registry": "httpx at module level: import it in RegistryClient",
-    "docker_delivery.strategies.bluegreen": "httpx at module level (the post-switch watch)",
-}
+KNOWN: dict[str, str] = {}  # module -> why it may (strict xfail); none now
 
 
 def _our_modules() -> list[str]:
@@ -234,5 +231,4 @@ def test_the_templates_package_imports_no_airflow_for_the_cli() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    # httpx comes with docker_delivery.images (its registry module): see KNOWN above
-    assert json.loads(done.stdout.strip().replace("'", '"')) in ([], ["httpx"])
+    assert json.loads(done.stdout.strip().replace("'", '"')) == []

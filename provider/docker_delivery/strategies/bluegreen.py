@@ -55,8 +55,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from docker_delivery.errors import DeliveryError
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import HaproxyRouter, ServerState
@@ -576,6 +574,9 @@ class Prober:
     connection per probe, as health.probe does) and one thread pool for all the rounds."""
 
     def __init__(self, check: HealthCheck, size: int) -> None:
+        import httpx  # here, not at module level: DAG files load this module while parsed
+
+        self._http_error = httpx.HTTPError
         self._check = check
         self._client = httpx.Client(
             timeout=httpx.Timeout(check.timeout),
@@ -595,7 +596,7 @@ class Prober:
     def _one(self, address: str) -> tuple[bool, str]:
         try:
             status = self._client.get(self._check.url(address)).status_code
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             return False, f"no answer: {type(exc).__name__}: {exc}"[:200]
         return status == self._check.expected_status, f"got {status}"
 
