@@ -188,18 +188,29 @@ def _stage_tasks(
         last = (task.task_id,)
         return task
 
-    def deploy_path(at: StageSpec, suffix: str) -> str:
-        """apply infra (when its type wants it) -> deploy [-> verify preview -> switch];
-        returns the id of its first task."""
-        first = None
-        if spec.applies_infra(at):
-            first = add(
-                f"apply_infra{suffix}",
-                "infra",
-                "infra",
-                f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
-                at=at,
+    def apply_infra(at: StageSpec, suffix: str = "") -> PlannedTask | None:
+        if not spec.applies_infra(at):
+            return None
+        return add(
+            f"apply_infra{suffix}",
+            "infra",
+            "infra",
+            f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
+            at=at,
+        )
+
+    def migrate_expand() -> None:
+        if spec.migrates(stage):
+            add(
+                "migrate_expand",
+                "migrate",
+                "migrate",
+                "MigrateDatabaseOperator: expand",
+                item="expand",
             )
+
+    def deploy(at: StageSpec, suffix: str = "") -> PlannedTask:
+        """deploy [-> verify preview -> switch]; returns the deploy task."""
         task = add(f"deploy{suffix}", "deploy", "deploy", _deploy_summary(spec, at), at=at)
         if isinstance(at.deploy, BlueGreenDeploy):
             add(
@@ -218,7 +229,7 @@ def _stage_tasks(
                 "SwitchTrafficOperator: all traffic to the new colour",
                 at=at,
             )
-        return (first or task).task_id
+        return task
 
     require = previous.environment if previous is not None and stage.require_previous else None
     add(
@@ -231,43 +242,11 @@ def _stage_tasks(
     )
     choices = stage.choices()
     if len(choices) == 1:
-        if spec.applies_infra(stage):
-            add(
-                "apply_infra",
-                "infra",
-                "infra",
-                f"ApplyInfraOperator: replicas {env.replicas}, env, secrets, networks, limits",
-            )
-        if spec.migrates(stage):
-            add(
-                "migrate_expand",
-                "migrate",
-                "migrate",
-                "MigrateDatabaseOperator: expand",
-                item="expand",
-            )
-        add("deploy", "deploy", "deploy", _deploy_summary(spec, stage))
-        if isinstance(stage.deploy, BlueGreenDeploy):
-            add(
-                "verify_preview",
-                "verify_health",
-                "verify",
-                f"ServiceHealthySensor: the new colour answers {env.health_check.path} on "
-                f"127.0.0.1:{env.router.preview_port}",
-                extra={"port": env.router.preview_port},
-            )
-            add(
-                "switch", "switch", "deploy", "SwitchTrafficOperator: all traffic to the new colour"
-            )
+        apply_infra(stage)
+        migrate_expand()
+        deploy(stage)
     else:
-        if spec.migrates(stage):
-            add(
-                "migrate_expand",
-                "migrate",
-                "migrate",
-                "MigrateDatabaseOperator: expand",
-                item="expand",
-            )
+        migrate_expand()
         types = [d.type for d in choices]
         choose = add(
             "choose_deploy",
@@ -279,10 +258,15 @@ def _stage_tasks(
             extra={"param": stage.choice_param},
         )
         paths, ends = {}, []
-        for deploy in choices:
+        for choice in choices:  # apply infra (when its type wants it) -> deploy ...
             last = (choose.task_id,)
-            suffix = "" if deploy is stage.deploy else f"_{deploy.type}"
-            paths[deploy.type] = deploy_path(stage.as_deploy(deploy), suffix)
+            at, suffix = (
+                stage.as_deploy(choice),
+                "" if choice is stage.deploy else f"_{choice.type}",
+            )
+            first = apply_infra(at, suffix)
+            task = deploy(at, suffix)
+            paths[choice.type] = (first or task).task_id
             ends.append(last[0])
         choose.extra["paths"] = paths
         last, join = tuple(ends), "none_failed_min_one_success"
