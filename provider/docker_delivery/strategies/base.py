@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.targets.base import Instance
+
+if TYPE_CHECKING:
+    from docker_delivery.health import HealthCheck
 
 Log = Callable[[str], None]
 # Waits until every instance passes the health check; raises a DeliveryError naming the check.
@@ -101,6 +104,15 @@ def wait_router_up(router: Any, backend: str, slots: Sequence[int], timeout: flo
                 f"{', '.join(f'{n}: {states[n].operational}' for n in down)})"
             )
         time.sleep(0.05)
+
+
+def health_deadline(check: HealthCheck) -> float:
+    """How long a new instance may take to become healthy before the deployment gives up."""
+    return (
+        check.start_period
+        + (check.healthy_threshold + check.unhealthy_threshold) * (check.interval + check.timeout)
+        + 30.0
+    )
 
 
 def health_gate(

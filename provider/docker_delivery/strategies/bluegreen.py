@@ -73,6 +73,7 @@ from docker_delivery.strategies.base import (
     DeploySettingsInvalid,
     HealthGate,
     Log,
+    health_deadline,
     health_gate,
     wait_router_up,
 )
@@ -314,15 +315,6 @@ def with_history(release: Release, *, group: str, previous: Sequence[Running] = 
 # --------------------------------------------------------------------------------------------
 # Wiring: target, router, health gate, lock (shared with A/B and rollback)
 # --------------------------------------------------------------------------------------------
-
-
-def health_deadline(check: HealthCheck) -> float:
-    """How long a new instance may take to become healthy (as strategies.deploy computes it)."""
-    return (
-        check.start_period
-        + (check.healthy_threshold + check.unhealthy_threshold) * (check.interval + check.timeout)
-        + 30.0
-    )
 
 
 @dataclass(frozen=True)

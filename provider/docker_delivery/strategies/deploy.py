@@ -24,6 +24,7 @@ from docker_delivery.strategies.base import (
     DeploySettingsInvalid,
     HealthGate,
     Log,
+    health_deadline,
     health_gate,
 )
 from docker_delivery.strategies.lock import DeploymentLock
@@ -37,15 +38,6 @@ if TYPE_CHECKING:
     import docker
 
 Strategy = MinimumInService | Rolling
-
-
-def health_deadline(check: HealthCheck) -> float:
-    """How long a new instance may take to become healthy before the deployment gives up."""
-    return (
-        check.start_period
-        + (check.healthy_threshold + check.unhealthy_threshold) * (check.interval + check.timeout)
-        + 30.0
-    )
 
 
 def deploy(
