@@ -709,7 +709,7 @@ def _known_keys(loc: Sequence[Any]) -> list[str]:
 
 
 def _message(err: Mapping[str, Any]) -> str:
-    kind, ctx = err["type"], err.get("ctx") or {}
+    kind = err["type"]
     if kind == "missing":
         return "required"
     if kind == "extra_forbidden":
@@ -718,23 +718,34 @@ def _message(err: Mapping[str, Any]) -> str:
         if hint:
             return f"unknown key (did you mean {hint[0]!r}?)"
         return "unknown key" + (f"; known: {', '.join(known)}" if known else "")
-    simple = {
-        "greater_than_equal": f"must be >= {ctx.get('ge')}",
-        "greater_than": f"must be > {ctx.get('gt')}",
-        "less_than_equal": f"must be <= {ctx.get('le')}",
-        "less_than": f"must be < {ctx.get('lt')}",
-        "literal_error": f"must be one of {ctx.get('expected')}",
-        "string_type": "must be a string (quote it in YAML: '8080', 'true')",
-        "int_type": "must be an integer",
-        "float_type": "must be a number",
-        "bool_type": "must be true or false",
-        "dict_type": "must be a mapping (key: value)",
-        "model_type": "must be a mapping (key: value)",
-        "list_type": "must be a list",
-        "too_short": "must not be empty",
-    }
-    if kind in simple:
-        return simple[kind]
+    return plain_message(err)
+
+
+_PLAIN = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "literal_error": "must be one of {expected}",
+    "string_type": "must be a string (quote it in YAML: '8080', 'true')",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "list_type": "must be a list",
+    "too_short": "must not be empty",
+    "string_too_short": "must not be empty",
+}
+
+
+def plain_message(err: Mapping[str, Any]) -> str:
+    """A pydantic error in the words a spec's author reads (the field path is added apart);
+    the pipeline spec's messages share it."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _PLAIN:
+        return _PLAIN[kind].format(**{k: ctx.get(k) for k in ("ge", "gt", "le", "lt", "expected")})
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)

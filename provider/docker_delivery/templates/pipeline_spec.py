@@ -49,7 +49,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
-from docker_delivery.spec import EnvironmentSpec, ServiceSpec, SpecInvalid, load_spec
+from docker_delivery.spec import (
+    EnvironmentSpec,
+    ServiceSpec,
+    SpecInvalid,
+    load_spec,
+    plain_message,
+)
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -923,29 +929,7 @@ def _message(root: type[BaseModel], err: Mapping[str, Any]) -> str:
         return f"must be one of {', '.join(DEPLOY_TARGETS)}{also}"
     if kind == "union_tag_not_found":
         return f"required: one of {', '.join(DEPLOY_TARGETS)}"
-    simple = {
-        "greater_than_equal": f"must be >= {ctx.get('ge')}",
-        "greater_than": f"must be > {ctx.get('gt')}",
-        "less_than_equal": f"must be <= {ctx.get('le')}",
-        "less_than": f"must be < {ctx.get('lt')}",
-        "literal_error": f"must be one of {ctx.get('expected')}",
-        "string_type": "must be a string (quote it in YAML: '8080', 'true')",
-        "int_type": "must be an integer",
-        "float_type": "must be a number",
-        "bool_type": "must be true or false",
-        "dict_type": "must be a mapping (key: value)",
-        "model_type": "must be a mapping (key: value)",
-        "model_attributes_type": "must be a mapping (key: value)",
-        "list_type": "must be a list",
-        "too_short": "must not be empty",
-        "string_too_short": "must not be empty",
-    }
-    if kind in simple:
-        return simple[kind]
-    msg = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    return msg
+    return plain_message(err)
 
 
 def _path(loc: Sequence[Any], data: Any, prefix: str) -> str:
