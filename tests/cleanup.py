@@ -1,4 +1,5 @@
-"""Test helper: remove what a test's Swarm service left (its services, router, lock, network)."""
+"""Test helper: remove what a test's service left, on the engine or Swarm (its Swarm services,
+containers, router, lock and network)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ def remove_containers(client: Any, **filters: Any) -> None:
             container.remove(force=True)
 
 
-def remove_swarm_service(client: Any, name: str, environment: str = "test") -> None:
-    for svc in client.services.list(filters={"label": f"io.docker-delivery.service={name}"}):
+def remove_service(client: Any, name: str, environment: str = "test") -> None:
+    label = f"io.docker-delivery.service={name}"
+    for svc in client.services.list(filters={"label": label}):
         svc.remove()
+    remove_containers(client, label=label)
     for n in (router_name(name, environment), f"dd-lock-{name}-{environment}"):
         remove_containers(client, name=n)
     deadline = time.monotonic() + 30
@@ -30,5 +33,5 @@ def remove_swarm_service(client: Any, name: str, environment: str = "test") -> N
             for net in client.networks.list(names=[f"dd-{name}-{environment}"]):
                 net.remove()
             break
-        except Exception:  # tasks still detaching from the network
+        except Exception:  # Swarm tasks still detaching from the network
             time.sleep(0.5)

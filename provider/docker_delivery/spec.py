@@ -673,8 +673,8 @@ def load_spec(source: str | Path | Mapping[str, Any] | ServiceSpec) -> ServiceSp
 # -- error messages --------------------------------------------------------------------------
 
 
-def _unwrap(tp: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> X."""
+def unwrap_annotation(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> X (a union of several types stays a union)."""
     while True:
         origin = get_origin(tp)
         if origin is Annotated:
@@ -692,7 +692,7 @@ def _known_keys(loc: Sequence[Any]) -> list[str]:
     """The keys the model holding ``loc``'s last item knows ([] when none is found)."""
     tp: Any = ServiceSpec
     for item in loc[:-1]:
-        tp = _unwrap(tp)
+        tp = unwrap_annotation(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             fields = {info.alias or name: info for name, info in tp.model_fields.items()}
             if item not in fields:
@@ -702,7 +702,7 @@ def _known_keys(loc: Sequence[Any]) -> list[str]:
             tp = get_args(tp)[-1]
         else:
             return []
-    tp = _unwrap(tp)
+    tp = unwrap_annotation(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [info.alias or name for name, info in tp.model_fields.items()]
     return []

@@ -7,10 +7,11 @@ import uuid
 
 import httpx
 import pytest
+from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import (
     ABTest,
     ABTestAborted,
@@ -42,15 +43,7 @@ def release(image: str, service: str, **env: str) -> Release:
 def service(docker_client):  # type: ignore[no-untyped-def]
     name = f"ab{uuid.uuid4().hex[:6]}"
     yield name
-    for c in docker_client.containers.list(
-        all=True, filters={"label": f"io.docker-delivery.service={name}"}
-    ):
-        c.remove(force=True)
-    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
-        for c in docker_client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
-    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
-        net.remove()
+    remove_service(docker_client, name)
 
 
 def live_v1(bed, docker_client, demo_images, service):  # type: ignore[no-untyped-def]

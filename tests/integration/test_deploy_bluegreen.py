@@ -7,10 +7,11 @@ import uuid
 
 import httpx
 import pytest
+from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.bluegreen import (
     BlueGreen,
@@ -57,15 +58,7 @@ def router_settings(bed) -> RouterSettings:  # type: ignore[no-untyped-def]
 def service(docker_client):  # type: ignore[no-untyped-def]
     name = f"bg{uuid.uuid4().hex[:6]}"
     yield name
-    for c in docker_client.containers.list(
-        all=True, filters={"label": f"io.docker-delivery.service={name}"}
-    ):
-        c.remove(force=True)
-    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
-        for c in docker_client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
-    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
-        net.remove()
+    remove_service(docker_client, name)
 
 
 def releases_at(url: str, n: int = 30) -> set[str]:

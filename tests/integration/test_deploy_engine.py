@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import InvalidReference
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
@@ -32,15 +33,7 @@ def release(image: str, service: str, name: str, **env: str) -> Release:
 def service(docker_client):  # type: ignore[no-untyped-def]
     name = f"web{uuid.uuid4().hex[:6]}"
     yield name
-    for c in docker_client.containers.list(
-        all=True, filters={"label": f"io.docker-delivery.service={name}"}
-    ):
-        c.remove(force=True)
-    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
-        for c in docker_client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
-    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
-        net.remove()
+    remove_service(docker_client, name)
 
 
 def test_minimum_in_service_deploy_drops_no_request(

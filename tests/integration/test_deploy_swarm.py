@@ -6,7 +6,7 @@ import time
 import uuid
 
 import pytest
-from cleanup import remove_swarm_service
+from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.health import HealthCheck
@@ -27,7 +27,7 @@ def release(image: str, service: str, name: str, **env: str) -> Release:
 def service(docker_client):  # type: ignore[no-untyped-def]
     name = f"sw{uuid.uuid4().hex[:6]}"
     yield name
-    remove_swarm_service(docker_client, name)
+    remove_service(docker_client, name)
 
 
 def routed_releases(router_url: str, n: int = 40) -> set[str]:

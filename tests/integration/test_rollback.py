@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Sequence
 
 import pytest
+from cleanup import remove_service
 from loadgen import LoadGenerator, RequestResult, free_port
 
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import ABTest, StepEvent, ab_deploy
 from docker_delivery.strategies.bluegreen import (
     BlueGreen,
@@ -47,15 +48,7 @@ def release(image: str, service: str, **env: str) -> Release:
 def service(docker_client):  # type: ignore[no-untyped-def]
     name = f"rb{uuid.uuid4().hex[:6]}"
     yield name
-    for c in docker_client.containers.list(
-        all=True, filters={"label": f"io.docker-delivery.service={name}"}
-    ):
-        c.remove(force=True)
-    for n in (router_name(name, "test"), f"dd-lock-{name}-test"):
-        for c in docker_client.containers.list(all=True, filters={"name": n}):
-            c.remove(force=True)
-    for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
-        net.remove()
+    remove_service(docker_client, name)
 
 
 def switch_time(results: Sequence[RequestResult], called_at: float, old: str, new: str) -> float:

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from cleanup import remove_swarm_service
+from cleanup import remove_service
 from loadgen import free_port
 
 from docker_delivery.errors import DeliveryError, InvalidReference
@@ -31,7 +31,7 @@ CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, t
 def service(docker_client: Any) -> Any:
     name = f"ro{uuid.uuid4().hex[:6]}"
     yield name
-    remove_swarm_service(docker_client, name)
+    remove_service(docker_client, name)
 
 
 def sensor(service: str, image: str, **kw: Any) -> RolloutCompleteSensor:

@@ -55,6 +55,7 @@ from docker_delivery.spec import (
     SpecInvalid,
     load_spec,
     plain_message,
+    unwrap_annotation,
 )
 
 __all__ = [
@@ -856,23 +857,8 @@ def load_pipeline(
 # -- error messages --------------------------------------------------------------------------
 
 
-def _unwrap(tp: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> X (a union of models stays a union)."""
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
 def _models(tp: Any) -> list[type[BaseModel]]:
-    tp = _unwrap(tp)
+    tp = unwrap_annotation(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [tp]
     if get_origin(tp) in (Union, types.UnionType):
@@ -884,7 +870,7 @@ def _known_keys(root: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     """The keys the model holding ``loc``'s last item knows ([] when none is found)."""
     tp: Any = root
     for item in loc[:-1]:
-        tp = _unwrap(tp)
+        tp = unwrap_annotation(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             fields = {info.alias or name: info for name, info in tp.model_fields.items()}
             if item not in fields:
