@@ -25,14 +25,17 @@ import ast
 import asyncio
 import concurrent.futures
 import functools
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import httpx
 
 from docker_delivery.errors import DeliveryError
+
+T = TypeVar("T")
 
 __all__ = [
     "HealthCheck",
@@ -300,13 +303,27 @@ def probe(address: str, check: HealthCheck) -> ProbeResult:
         return ProbeResult(False, None, _describe_error(exc, check.timeout))
 
 
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable`` with a time limit, and a cancellation of the caller never lost.
+
+    ``asyncio.wait_for`` before Python 3.12 returns the result, and drops the cancellation, when
+    the awaited call ends in the same loop iteration as the caller is cancelled: a health wait
+    cancelled by its neighbour's failure then probed on to its own end (Python 3.10 keeps
+    that behaviour).
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
+
+
 async def _probe_async(
     client: httpx.AsyncClient, url: str, check: HealthCheck, timeout: float
 ) -> ProbeResult:
     import httpx
 
     try:
-        response = await asyncio.wait_for(client.get(url), timeout)
+        response = await _within(client.get(url), timeout)
     except (httpx.HTTPError, asyncio.TimeoutError) as exc:
         return ProbeResult(False, None, _describe_error(exc, timeout))
     return _result(response, check)

@@ -313,6 +313,23 @@ def test_the_first_failure_cancels_the_other_waits(demo_app: StartApp) -> None:
     assert health_requests(good) == probes_then  # nobody probes the good one any more
 
 
+def test_a_probe_cancelled_as_its_answer_arrives_is_still_cancelled() -> None:
+    # What made a wait go on after its neighbour failed: the answer and the cancellation came
+    # in the same loop iteration, and asyncio.wait_for (3.11) returned the answer instead.
+    from docker_delivery.health import _within
+
+    async def main() -> None:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(_within(answer, 5))
+        await asyncio.sleep(0)  # the probe now waits for its answer
+        answer.set_result(200)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+
+
 def test_the_sync_wrapper_runs_from_a_plain_thread_and_inside_a_loop(demo_app: StartApp) -> None:
     app = demo_app("blue")
     results: list[list[HealthReport]] = []
