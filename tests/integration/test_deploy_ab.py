@@ -8,10 +8,9 @@ import uuid
 import httpx
 import pytest
 from cleanup import remove_service
-from loadgen import LoadGenerator, free_port
+from deploy_kit import CHECK, release, router_settings
+from loadgen import LoadGenerator
 
-from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import (
     ABTest,
     ABTestAborted,
@@ -24,19 +23,8 @@ from docker_delivery.strategies.base import DeploySettingsInvalid
 from docker_delivery.strategies.bluegreen import list_running
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
-from docker_delivery.targets import Release
 
-# start_period: on a busy test machine an instance may take a few seconds to listen.
-CHECK = HealthCheck(
-    interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
-)
 SHARE_MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # no slow requests: shares per start
-
-
-def release(image: str, service: str, **env: str) -> Release:
-    return Release.of(
-        service, "test", image, env={"EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}, stop_grace=10
-    )
 
 
 @pytest.fixture
@@ -47,9 +35,7 @@ def service(docker_client):  # type: ignore[no-untyped-def]
 
 
 def live_v1(bed, docker_client, demo_images, service):  # type: ignore[no-untyped-def]
-    router = RouterSettings(
-        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
-    )
+    router = router_settings(bed, preview=False)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 2), **kw)
     return router, kw

@@ -8,10 +8,9 @@ import uuid
 import httpx
 import pytest
 from cleanup import remove_service
-from loadgen import LoadGenerator, free_port
+from deploy_kit import CHECK, release, router_settings
+from loadgen import LoadGenerator
 
-from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.bluegreen import (
     BlueGreen,
@@ -26,32 +25,10 @@ from docker_delivery.strategies.bluegreen import (
 )
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
-from docker_delivery.targets import Release
 
-# start_period: on a busy test machine an instance may take a few seconds to listen.
 # Few slow (1 s) requests: enough to have requests in flight at every switch, few enough that
 # the in-process load generator's connection pool stays small on a busy machine.
 MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
-CHECK = HealthCheck(
-    interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
-)
-
-
-def release(image: str, service: str, **env: str) -> Release:
-    # APP_RELEASE comes from the image (baked from the build's RELEASE argument).
-    return Release.of(
-        service, "test", image, env={"EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}, stop_grace=10
-    )
-
-
-def router_settings(bed) -> RouterSettings:  # type: ignore[no-untyped-def]
-    return RouterSettings(
-        port=free_port(),
-        preview_port=free_port(),
-        image=bed.haproxy_image,
-        slots=8,
-        check_interval_ms=500,
-    )
 
 
 @pytest.fixture
@@ -194,7 +171,9 @@ def test_minimum_in_service_after_blue_green_replaces_the_serving_colour_in_plac
     deploy_idle(docker_client, release(demo_images["v2"], service), settings, **kw)
     switch_traffic(docker_client, release(demo_images["v2"], service), settings, **kw)
     # The old release stays warm in "live" (not retired): a minimum in-service deploy removes it.
-    with pytest.raises(DeliveryError, match="Swarm"):  # refused before anything changes
+    with pytest.raises(
+        DeliveryError, match="runs as containers of the engine, not on target 'swarm'"
+    ):  # refused before anything changes
         deploy(docker_client, release(demo_images["v3"], service), Rolling(replicas=3), **kw)
     with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=180) as load:
         load.mark("min in-service v3")

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import pytest
 from cleanup import remove_service
+from deploy_kit import CHECK, release
 from loadgen import LoadGenerator, RequestResult, free_port
 
-from docker_delivery.health import HealthCheck
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import ABTest, StepEvent, ab_deploy
 from docker_delivery.strategies.bluegreen import (
@@ -27,21 +27,10 @@ from docker_delivery.strategies.bluegreen import (
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.strategies.rollback import RollbackImpossible, roll_back
-from docker_delivery.targets import Release
 
-# start_period: on a busy test machine an instance may take a few seconds to listen.
-CHECK = HealthCheck(
-    interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
-)
 MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # switch times: no slow requests
 # Few slow (1 s) requests: some in flight during the redeploy's drains, a small client pool.
 REDEPLOY_MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
-
-
-def release(image: str, service: str, **env: str) -> Release:
-    return Release.of(
-        service, "test", image, env={"EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}, stop_grace=10
-    )
 
 
 @pytest.fixture

@@ -675,6 +675,30 @@ def test_a_run_param_chooses_the_deployment_type() -> None:
         choose_deploy("deploy_staging", paths, params={"deploy_staging": "ab"})
 
 
+def test_blue_green_runs_on_swarm_when_the_environment_says_so() -> None:
+    from docker_delivery.templates import delivery_pipeline
+
+    data = two_envs()
+    data["environments"]["production"]["target"] = "swarm"
+    spec_of(data)  # valid: blue/green (and A/B) take either target
+    ops: dict[str, Any] = {t.task_id: t for t in delivery_pipeline(data).tasks}
+    kinds = {i: ops[i].target_kind() for i in ("production.deploy", "production.switch")}
+    assert kinds == {"production.deploy": "swarm", "production.switch": "swarm"}
+    assert ops["staging.deploy"].target_kind() == "swarm"
+    from docker_delivery.operators.deploy import BlueGreenDeployOperator
+
+    with pytest.raises(ValueError, match="target must be 'engine' or 'swarm', got 'k8s'"):
+        BlueGreenDeployOperator(
+            task_id="bg", service="web", environment="prod", image="x", router_port=1, target="k8s"
+        )
+    data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service"}
+    at = "pipeline.stages[staging].deploy.type"
+    assert (
+        f"{at}: min_in_service runs on target engine, and environments.staging.target is swarm"
+        in (problems_of(data))
+    )
+
+
 def test_alternatives_are_checked_like_deploy() -> None:
     data = demo()
     stage = data["pipeline"]["stages"][0]

@@ -47,9 +47,13 @@ class _DeployOperator(BaseOperator):
         docker_url: str | None = None,
         spec: Any = None,
         aws_conn_id: str = "aws_default",
+        target: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if target not in (None, "engine", "swarm"):
+            raise ValueError(f"target must be 'engine' or 'swarm', got {target!r}")
+        self.target = target
         if spec is not None and not isinstance(spec, (str, dict)):
             spec = spec.model_dump(by_alias=True, exclude_unset=True)  # plain data for Airflow
         self.spec = spec
@@ -88,6 +92,17 @@ class _DeployOperator(BaseOperator):
         return RouterSettings(
             port=int(self.router_port), image=self.router_image, slots=self.router_slots
         )
+
+    def target_kind(self) -> Any:
+        """Where the service runs: ``target`` when given, else the environment spec's, else
+        ``engine`` (blue/green, A/B: a container per instance, or a Swarm service per colour)."""
+        if self.target is not None:
+            return self.target
+        if self.spec is not None:
+            from docker_delivery.spec import load_spec
+
+            return load_spec(self.spec).environment(self.environment).target
+        return "engine"
 
     def strategy(self) -> Any:
         raise NotImplementedError
@@ -277,6 +292,7 @@ class BlueGreenDeployOperator(_DeployOperator):
             self.settings,
             router=self.router(),
             check=self.health_check,
+            target=self.target_kind(),
             owner=self.lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
@@ -297,6 +313,7 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
             self.settings,
             router=self.router(),
             check=self.health_check,
+            target=self.target_kind(),
             owner=self.lock_owner(context),
             lock_wait=self.lock_wait,
             log=self.log.info,
@@ -320,6 +337,7 @@ class RetireOperator(BlueGreenDeployOperator):
             self.settings,
             router=self.router(),
             check=self.health_check,
+            target=self.target_kind(),
             owner=self.lock_owner(context),
             wait=True,
             lock_wait=self.lock_wait,
@@ -366,6 +384,7 @@ class ABDeployOperator(_DeployOperator):
             self.settings,
             router=self.router(),
             check=self.health_check,
+            target=self.target_kind(),
             owner=self.lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
@@ -375,10 +394,11 @@ class ABDeployOperator(_DeployOperator):
 
 class RollbackOperator(_DeployOperator):
     """Return the service in the environment to its previous release: a switch back where the old
-    release is still warm (blue/green, A/B), a min in-service redeploy of the previous digest
-    otherwise. Everything is read from the running containers' labels and the router, so it works
-    after a worker crash. With ``database_conn_id``, a rollback past a contract migration is
-    refused before anything changes. ``image`` is not used."""
+    release is still warm (blue/green, A/B), a redeploy of the previous digest in batches
+    otherwise, on the engine or Swarm (what runs tells which). Everything is read from the
+    running objects' labels and the router, so it works after a worker crash. With
+    ``database_conn_id``, a rollback past a contract migration is refused before anything
+    changes. ``image`` is not used."""
 
     def __init__(
         self,
@@ -395,7 +415,12 @@ class RollbackOperator(_DeployOperator):
     def deliver(self, client: Any, context: Context) -> Any:
         from docker_delivery.strategies.rollback import roll_back
 
-        kwargs = dict(router=self.router(), check=self.health_check, owner=self.lock_owner(context))
+        kwargs = dict(
+            router=self.router(),
+            check=self.health_check,
+            owner=self.lock_owner(context),
+            target=self.target,  # None: what runs tells
+        )
         if self.database_conn_id:
             plan = roll_back(client, self.service, self.environment, dry_run=True, **kwargs)
             self._check_schema(client, plan.to_digest, context)

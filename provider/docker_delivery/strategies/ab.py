@@ -1,4 +1,7 @@
-"""A/B test on one Docker Engine: variant B next to A in the sticky ``ab`` backend, step by step.
+"""A/B test: variant B next to A in the sticky ``ab`` backend, step by step.
+
+On the engine each instance is a container; on Swarm each variant is a Swarm service for its
+group (``<service>-<env>-<group>-<config12>``), its tasks the instances (see bluegreen).
 
 Variant A is what serves now: the instances ready in the live group (its *home*, ``live``,
 ``blue`` or ``green``). The test:
@@ -62,7 +65,7 @@ from docker_delivery.strategies.bluegreen import (
     take_out,
     with_history,
 )
-from docker_delivery.targets.base import Instance, Release
+from docker_delivery.targets.base import Instance, Release, TargetKind
 
 if TYPE_CHECKING:
     import docker
@@ -419,7 +422,7 @@ class ABDeployment:
         used = {r.instance.slot for r in sides.b}
         new_slots = [k for k in range(1, total + 1) if k not in used]
         want = count - len(serving)
-        start = [w.target.start(release, k) for k in new_slots[: max(0, want - len(idle))]]
+        start = w.target.start_many(release, new_slots[: max(0, want - len(idle))])
         fresh: list[Instance] = [*idle[:want], *start]
         w.gate(fresh)
         free = w.router.free_slots(AB)
@@ -515,6 +518,7 @@ class ABDeployment:
         w.router.route(PUBLIC, home)
         self._log(f"A/B aborted ({reason}): public -> {home}")
         close_ab(w, state, release.config_id, grace=release.stop_grace, settings=settings)
+        w.target.remove_slots(release, grace=release.stop_grace)  # B's tasks that never ran too
         raise ABTestAborted(
             f"{release.service}/{release.environment}: A/B test of {release.short_digest} "
             f"aborted: {reason}. All traffic is back on A in {home}; B was removed",
@@ -625,6 +629,7 @@ def ab_deploy(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind = "engine",
     owner: str,
     on_step: StepCallback | None = None,
     lock_wait: float = 0.0,
@@ -636,9 +641,17 @@ def ab_deploy(
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
         )
-    w = connect(client, release.service, release.environment, router=router, check=check, log=log)
+    w = connect(
+        client,
+        release.service,
+        release.environment,
+        router=router,
+        check=check,
+        target=target,
+        log=log,
+    )
     runner = ABDeployment(w)
-    w.target._ensure_image(release)
+    w.target.ensure_image(release)
     if dry_run:
         for line in runner.plan(release, settings):
             log(line)

@@ -1,4 +1,11 @@
-"""Blue/green on one Docker Engine: a second full copy, then all traffic at once.
+"""Blue/green: a second full copy, then all traffic at once; on one engine or on Swarm.
+
+Targets. On the engine (EngineTarget) each instance is a container of its own; on Swarm
+(SwarmTarget) each colour is a Swarm service of the release for that group,
+``<service>-<env>-<group>-<config12>``, its tasks the instances and a task's slot its router
+slot: preview then full capacity is a scale of that service, retiring a colour removes it. Both
+offer :class:`~docker_delivery.targets.base.SlotTarget`; everything else here reads the same
+labels, routes and slots. A service's instances are all on one target (``require_target``).
 
 Groups and colours. The router of a service (``routing.service``) has three cookie-free backends,
 ``live``, ``blue`` and ``green``; each is a *group* an instance can serve in, and the group the
@@ -94,8 +101,11 @@ from docker_delivery.targets.base import (
     LABEL_SLOT_GROUP,
     Instance,
     Release,
+    SlotTarget,
+    TargetKind,
 )
 from docker_delivery.targets.engine import EngineTarget, network_name
+from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
     import docker
@@ -262,7 +272,7 @@ def list_running(
             service=labels.get(LABEL_SERVICE, ""),
             environment=labels.get(LABEL_ENVIRONMENT, ""),
             digest=labels.get(LABEL_DIGEST, ""),
-            slot=int(labels.get(LABEL_SLOT, "0") or 0),
+            slot=_slot(labels),
             ip=(nets.get(net) or {}).get("IPAddress", ""),
             port=port,
             running=raw.get("State") == "running",
@@ -271,6 +281,19 @@ def list_running(
         )
         found.append(Running(instance, labels))
     return sorted(found, key=lambda r: (r.group, r.instance.slot, r.instance.name))
+
+
+def running_kind(member: Running) -> TargetKind:
+    """The target an instance runs on: a Swarm task, or a container of the engine."""
+    return "swarm" if member.swarm_service else "engine"
+
+
+def _slot(labels: Mapping[str, str]) -> int:
+    """A container's slot label, or a Swarm task's slot (``<service>.<slot>.<task id>``)."""
+    if labels.get(LABEL_SLOT):
+        return int(labels[LABEL_SLOT])
+    parts = labels.get("com.docker.swarm.task.name", "").split(".")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else 0
 
 
 def read_state(
@@ -322,7 +345,7 @@ class Wiring:
     """What a runner drives: the engine, the service's router, the health check and its gate."""
 
     client: Any
-    target: EngineTarget
+    target: SlotTarget
     router: HaproxyRouter
     check: HealthCheck
     gate: HealthGate
@@ -355,6 +378,20 @@ class Wiring:
             yield lock
 
 
+def require_target(
+    client: docker.DockerClient, service: str, environment: str, target: TargetKind, *, port: int
+) -> None:
+    """Refuse to work on ``target`` when the service runs on the other one: a service's
+    instances are all containers of the engine, or all Swarm tasks (their network differs)."""
+    running = {running_kind(r) for r in list_running(client, service, environment, port)}
+    if running - {target}:
+        what = "Swarm tasks" if "swarm" in running else "containers of the engine"
+        raise DeploySettingsInvalid(
+            f"{service}/{environment} runs as {what}, not on target {target!r}: deploy it "
+            f"there (target {sorted(running)[0]!r}), or remove what runs first"
+        )
+
+
 def connect(
     client: docker.DockerClient,
     service: str,
@@ -362,12 +399,21 @@ def connect(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind = "engine",
     log: Log = print,
 ) -> Wiring:
-    """The engine target, the service's router (started if ``router`` is its settings and it does
-    not run) and a health gate with ``check``; instances listen on ``check.port``."""
-    target = EngineTarget(client, port=check.port, log=log)
-    network = target.network(service, environment)
+    """The target (``engine``: containers; ``swarm``: Swarm services), the service's router
+    (started if ``router`` is its settings and it does not run) and a health gate with
+    ``check``; instances listen on ``check.port``."""
+    if target not in ("engine", "swarm"):
+        raise DeploySettingsInvalid(f"target must be 'engine' or 'swarm', got {target!r}")
+    require_target(client, service, environment, target, port=check.port)
+    slots: SlotTarget = (
+        SwarmTarget(client, log=log)
+        if target == "swarm"
+        else EngineTarget(client, port=check.port, log=log)
+    )
+    network = slots.network(service, environment)
     if isinstance(router, RouterSettings):
         haproxy = ensure_router(
             client,
@@ -381,8 +427,8 @@ def connect(
         ).router
     else:
         haproxy = router
-    gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
-    return Wiring(client, target, haproxy, check, gate, log)
+    gate = health_gate(check, slots.exit_reason, deadline=health_deadline(check), log=log)
+    return Wiring(client, slots, haproxy, check, gate, log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,10 +559,9 @@ def take_out(
 
 
 def remove_instances(w: Wiring, members: Sequence[Running], *, grace: float) -> None:
-    """Stop (SIGTERM, SIGKILL after ``grace``) and remove containers that take no traffic."""
-    for member in members:
-        w.target.stop(member.instance, grace=grace)
-        w.target.remove(member.instance)
+    """Stop (SIGTERM, SIGKILL after ``grace``) and remove instances that take no traffic."""
+    if members:
+        w.target.remove_many([m.instance for m in members], grace=grace)
 
 
 def clear_other_groups(w: Wiring, state: ServiceState, *, grace: float) -> int:
@@ -783,7 +828,7 @@ class BlueGreenStatus:
 
 
 class BlueGreenDeployment:
-    """The three steps of a blue/green deployment on one engine (see the module docstring)."""
+    """The three steps of a blue/green deployment (see the module docstring)."""
 
     def __init__(self, wiring: Wiring) -> None:
         self._w = wiring
@@ -941,14 +986,14 @@ class BlueGreenDeployment:
                 f"{group}: slots {sorted(busy)} hold other instances; run deploy_idle again to "
                 "clear the idle colour"
             )
-        started = [w.target.start(release, slot) for slot in todo]
         try:
+            started = w.target.start_many(release, todo)
             w.gate(started)
             into_group(w, group, started, router_up_timeout=settings.router_up_timeout)
         except DeliveryError as exc:
-            for inst in started:
-                w.router.release(group, inst.slot)
-                w.target.remove(inst)
+            for slot in todo:
+                w.router.release(group, slot)
+            w.target.remove_slots(release, todo, grace=0)
             raise DeployAborted(
                 f"{release.service}/{release.environment}: {release.short_digest} failed in "
                 f"{group}: {exc}. Its instances were removed; the live group keeps serving"
@@ -1203,9 +1248,10 @@ def _start(
     environment: str,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind,
     log: Log,
 ) -> tuple[Wiring, BlueGreenDeployment]:
-    w = connect(client, service, environment, router=router, check=check, log=log)
+    w = connect(client, service, environment, router=router, check=check, target=target, log=log)
     return w, BlueGreenDeployment(w)
 
 
@@ -1223,6 +1269,7 @@ def deploy_idle(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind = "engine",
     owner: str,
     lock_wait: float = 0.0,
     dry_run: bool = False,
@@ -1230,8 +1277,8 @@ def deploy_idle(
 ) -> BlueGreenResult:
     """Step 1 (BlueGreenDeployOperator): ``release`` in the idle colour, health-gated."""
     _check_port(release, check)
-    w, bg = _start(client, release.service, release.environment, router, check, log)
-    w.target._ensure_image(release)
+    w, bg = _start(client, release.service, release.environment, router, check, target, log)
+    w.target.ensure_image(release)
     if dry_run:
         for line in bg.plan_idle(release, settings):
             log(line)
@@ -1249,14 +1296,15 @@ def switch_traffic(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind = "engine",
     owner: str,
     lock_wait: float = 0.0,
     log: Log = print,
 ) -> BlueGreenResult:
     """Step 2 (SwitchTrafficOperator): ``public`` to the idle colour running ``release``."""
     _check_port(release, check)
-    w, bg = _start(client, release.service, release.environment, router, check, log)
-    w.target._ensure_image(release)
+    w, bg = _start(client, release.service, release.environment, router, check, target, log)
+    w.target.ensure_image(release)
     with w.lock(
         release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
     ):
@@ -1271,6 +1319,7 @@ def retire(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind = "engine",
     owner: str,
     wait: bool = True,
     lock_wait: float = 0.0,
@@ -1281,7 +1330,7 @@ def retire(
     With ``wait=False`` it raises :class:`RetireNotDue` (``.due``) instead of sleeping: an
     operator can defer until then. The lock is taken only for the removal, not for the wait.
     """
-    w, bg = _start(client, service, environment, router, check, log)
+    w, bg = _start(client, service, environment, router, check, target, log)
     if wait:
         status = bg.status(service, environment, settings)
         if status.retire_due is not None:
@@ -1305,10 +1354,11 @@ def blue_green_status(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind = "engine",
     log: Log = print,
 ) -> BlueGreenStatus:
     """Where the service stands: live and idle colours, their digests, when retire is due."""
-    _, bg = _start(client, service, environment, router, check, log)
+    _, bg = _start(client, service, environment, router, check, target, log)
     return bg.status(service, environment, settings)
 
 

@@ -59,11 +59,20 @@ def deploy(
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
         )
+    from docker_delivery.strategies.bluegreen import require_target
+
+    require_target(
+        client,
+        release.service,
+        release.environment,
+        "engine" if isinstance(strategy, MinimumInService) else "swarm",
+        port=release.port,
+    )
     engine = EngineTarget(client, port=release.port, log=log)
     target: EngineTarget | SwarmTarget = (
         engine if isinstance(strategy, MinimumInService) else SwarmTarget(client, log=log)
     )
-    engine._ensure_image(release)  # the lock container and the tasks need it locally
+    engine.ensure_image(release)  # the lock container and the tasks need it locally
     network = target.network(release.service, release.environment)
     if isinstance(router, RouterSettings):
         handle = ensure_router(

@@ -12,6 +12,9 @@ Everything is read from running objects (a worker that crashed halfway left noth
 * the router's slots and the containers' labels say whether that previous release still runs,
   ready, in another group.
 
+It works on both targets: containers of the engine, or Swarm tasks (a Swarm service per release
+and group); :func:`roll_back` tells which from what runs.
+
 Three cases, the cheapest first:
 
 1. an A/B test under way (``public`` -> ``ab``): A never left its home group; ``public`` goes
@@ -20,7 +23,8 @@ Three cases, the cheapest first:
    in its backend): HAProxy must see all its servers up and one direct probe of each must pass,
    then ``public`` is routed to it (atomic; requests in flight finish on the bad release). A
    switch marker is written, so a later ``retire`` removes the bad colour after its delay;
-3. otherwise a redeploy of the previous digest, min in-service, into the live group: the image is
+3. otherwise a redeploy of the previous digest into the live group, in batches (min in-service on
+   the engine; on Swarm a staged rollout of its Swarm service with the same batches): the image is
    ``previous-image`` (or the current image's repository at ``previous-digest``), the run-time
    environment is the current one (an environment change is an infrastructure change, not part
    of a release): ``template`` (the release as the environment spec describes it) with the
@@ -55,19 +59,24 @@ from docker_delivery.strategies.bluegreen import (
     probe_all,
     record_switch,
     remove_instances,
+    running_kind,
     take_out,
 )
 from docker_delivery.strategies.min_in_service import (
     MinimumInService,
     MinimumInServiceDeployment,
 )
+from docker_delivery.strategies.rolling import Rolling, RollingDeployment
 from docker_delivery.targets.base import (
     LABEL_PREVIOUS_DIGEST,
     LABEL_PREVIOUS_IMAGE,
     LABEL_SECRET_KEYS,
     LABEL_SLOT_GROUP,
     Release,
+    TargetKind,
 )
+from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
     import docker
@@ -100,7 +109,7 @@ class RollbackPlan:
                 f"{self.why}"
             )
         return (
-            f"redeploy {short} ({self.to_image}) into {self.target}, min in-service, "
+            f"redeploy {short} ({self.to_image}) into {self.target}, in batches, "
             f"{self.instances} instance(s): {self.why}"
         )
 
@@ -156,11 +165,6 @@ class Rollback:
             raise RollbackImpossible(
                 f"{state.service}/{state.environment}: nothing is live in {state.public}: "
                 "there is no release to roll back from"
-            )
-        if any(r.swarm_service for r in live):
-            raise RollbackImpossible(
-                f"{state.service}/{state.environment}: the live instances are Swarm tasks; roll "
-                "back with a Rolling deployment of the previous digest"
             )
         current = state.main_digest(live)
         current_ones = [r for r in live if r.digest == current]
@@ -392,11 +396,20 @@ class Rollback:
                 labels=history,
                 stop_grace=stop_grace,
             )
-        w.target._ensure_image(release)
+        w.target.ensure_image(release)
         count = len(live)
         mis = settings or MinimumInService(
             replicas=count, min_in_service=count - max(1, count // 2)
         )
+        if isinstance(w.target, SwarmTarget):
+            # The same batches as a staged rollout of the previous digest's Swarm service.
+            batch = mis.replicas - mis.min_in_service
+            stages = (*range(batch, mis.replicas, batch), mis.replicas)
+            RollingDeployment(w.target, w.router, w.gate, backend=state.public, log=self._log).run(
+                release, Rolling(replicas=mis.replicas, stages=stages)
+            )
+            return
+        assert isinstance(w.target, EngineTarget)
         MinimumInServiceDeployment(
             w.target, w.router, w.gate, backend=state.public, log=self._log
         ).run(release, mis)
@@ -425,6 +438,7 @@ def roll_back(
     *,
     router: RouterSettings | HaproxyRouter,
     check: HealthCheck,
+    target: TargetKind | None = None,
     owner: str,
     settings: MinimumInService | None = None,
     template: Release | None = None,
@@ -445,7 +459,10 @@ def roll_back(
     :class:`RollbackImpossible` when the running objects do not tell what ran before.
     """
     t0 = time.monotonic()
-    w = connect(client, service, environment, router=router, check=check, log=log)
+    if target is None:  # what runs tells
+        kinds = {running_kind(r) for r in list_running(client, service, environment, check.port)}
+        target = "swarm" if kinds == {"swarm"} else "engine"
+    w = connect(client, service, environment, router=router, check=check, target=target, log=log)
     runner = Rollback(w)
     if dry_run:
         plan = runner.plan(service, environment)

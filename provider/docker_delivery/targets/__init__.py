@@ -1,6 +1,13 @@
 """Where releases run: Docker Engine containers and Docker Swarm services."""
 
-from docker_delivery.targets.base import Instance, Limits, Release, SecretMount, TargetError
+from docker_delivery.targets.base import (
+    Instance,
+    Limits,
+    Release,
+    SecretMount,
+    SlotTarget,
+    TargetError,
+)
 from docker_delivery.targets.engine import EngineTarget
 from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
 
@@ -10,6 +17,7 @@ __all__ = [
     "Limits",
     "Release",
     "SecretMount",
+    "SlotTarget",
     "SwarmService",
     "SwarmTarget",
     "TargetError",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
@@ -275,3 +275,28 @@ class Instance:
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+
+TargetKind = Literal["engine", "swarm"]
+
+
+class SlotTarget(Protocol):
+    """What blue/green, A/B and rollback drive: a release's instances in numbered slots, each
+    slot serving in the router slot of the same number. EngineTarget (a container per slot) and
+    SwarmTarget (the tasks of the release's Swarm service for its group) both offer it."""
+
+    kind: str
+
+    def network(self, service: str, environment: str) -> str: ...
+
+    def ensure_image(self, release: Release) -> None: ...
+
+    def start_many(self, release: Release, slots: Sequence[int]) -> list[Instance]: ...
+
+    def remove_many(self, instances: Sequence[Instance], *, grace: float) -> None: ...
+
+    def remove_slots(
+        self, release: Release, slots: Sequence[int] | None = None, *, grace: float
+    ) -> None: ...
+
+    def exit_reason(self, instance: Instance) -> str | None: ...

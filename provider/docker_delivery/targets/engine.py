@@ -18,11 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from docker_delivery.targets.base import (
+    LABEL_CONFIG,
     LABEL_ENVIRONMENT,
     LABEL_MANAGED,
     LABEL_ROLE,
     LABEL_SERVICE,
     LABEL_SLOT,
+    LABEL_SLOT_GROUP,
     SECRETS_DIR,
     Instance,
     Release,
@@ -130,6 +132,22 @@ def start_container(
             time.sleep(pause)
 
 
+def pull_if_missing(
+    client: docker.DockerClient, release: Release, log: Callable[[str], None]
+) -> None:
+    """Pull ``release``'s image by digest unless the engine has it."""
+    import docker.errors
+
+    try:
+        client.images.get(str(release.image))
+    except docker.errors.ImageNotFound:
+        log(f"pulling {release.image}")
+        try:
+            client.images.pull(release.image.name, tag=release.image.digest)
+        except docker.errors.APIError as exc:
+            raise TargetError(f"cannot pull {release.image}: {exc.explanation}") from exc
+
+
 def instance_from_container(container: Any, network: str, port: int) -> Instance:
     labels = container.labels
     attrs = container.attrs
@@ -148,7 +166,7 @@ def instance_from_container(container: Any, network: str, port: int) -> Instance
         running=bool(state.get("Running")),
         exit_code=None if state.get("Running") else state.get("ExitCode"),
         group=labels.get("com.docker.swarm.service.name", ""),
-        config=labels.get("io.docker-delivery.config", ""),
+        config=labels.get(LABEL_CONFIG, ""),
     )
 
 
@@ -229,7 +247,7 @@ class EngineTarget:
                 self._log(f"{name} already runs {release.config_id} in slot {slot}")
                 return instance_from_container(existing, net, release.port)
             existing.remove(force=True)
-        self._ensure_image(release)
+        self.ensure_image(release)
         if any(s.docker_secret for s in release.secrets):
             raise TargetError(
                 f"{release.service}/{release.environment}: Docker secrets need a Swarm service "
@@ -268,17 +286,12 @@ class EngineTarget:
         self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
         return instance_from_container(container, net, release.port)
 
-    def _ensure_image(self, release: Release) -> None:
-        import docker.errors
+    def start_many(self, release: Release, slots: Sequence[int]) -> list[Instance]:
+        """:meth:`start` in each of ``slots``, one after the other."""
+        return [self.start(release, slot) for slot in slots]
 
-        try:
-            self._client.images.get(str(release.image))
-        except docker.errors.ImageNotFound:
-            self._log(f"pulling {release.image}")
-            try:
-                self._client.images.pull(release.image.name, tag=release.image.digest)
-            except docker.errors.APIError as exc:
-                raise TargetError(f"cannot pull {release.image}: {exc.explanation}") from exc
+    def ensure_image(self, release: Release) -> None:
+        pull_if_missing(self._client, release, self._log)
 
     def stop(self, instance: Instance, *, grace: float) -> int | None:
         """Stop (SIGTERM, then SIGKILL after ``grace`` s); the container is kept for a rollback."""
@@ -312,6 +325,29 @@ class EngineTarget:
         except docker.errors.NotFound:
             return
         self._log(f"removed {instance.name}")
+
+    def remove_many(self, instances: Sequence[Instance], *, grace: float) -> None:
+        """Stop (SIGTERM, SIGKILL after ``grace``) and remove instances that take no traffic."""
+        for instance in instances:
+            self.stop(instance, grace=grace)
+            self.remove(instance)
+
+    def remove_slots(
+        self, release: Release, slots: Sequence[int] | None = None, *, grace: float
+    ) -> None:
+        """Remove ``release``'s containers (those started for its group) in ``slots``, or all of
+        them, running or not: a start that failed half-way, a variant given up."""
+        net = network_name(release.service, release.environment)
+        group = release.labels.get(LABEL_SLOT_GROUP, "")
+        for container in self._containers(release.service, release.environment, all=True):
+            labels = container.labels
+            if labels.get(LABEL_CONFIG) != release.config_id:
+                continue
+            if labels.get(LABEL_SLOT_GROUP, "") != group:
+                continue
+            instance = instance_from_container(container, net, release.port)
+            if slots is None or instance.slot in slots:
+                self.remove_many([instance], grace=grace)
 
     def exit_reason(self, instance: Instance) -> str | None:
         """None while the container runs; why it is not running otherwise (for health checks)."""

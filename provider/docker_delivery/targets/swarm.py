@@ -14,9 +14,10 @@ the service's resources, extra networks into its networks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,12 +29,18 @@ from docker_delivery.targets.base import (
     LABEL_MANAGED,
     LABEL_PREFIX,
     LABEL_SERVICE,
+    LABEL_SLOT_GROUP,
     Instance,
     Release,
     SecretMount,
     TargetError,
 )
-from docker_delivery.targets.engine import ensure_network, instance_from_container, network_name
+from docker_delivery.targets.engine import (
+    ensure_network,
+    instance_from_container,
+    network_name,
+    pull_if_missing,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -131,10 +138,12 @@ class SwarmTarget:
         client: docker.DockerClient,
         *,
         restart_delay: float = 10.0,
+        start_timeout: float = 120.0,
         log: Callable[[str], None] = print,
     ) -> None:
         self._client = client
         self._restart_delay = restart_delay
+        self._start_timeout = start_timeout
         self._log = log
 
     @property
@@ -147,7 +156,17 @@ class SwarmTarget:
         return ensure_network(self._client, service, environment, swarm=True)
 
     def service_name(self, release: Release) -> str:
-        return f"{release.service}-{release.environment}-{release.config_id}"
+        """``<service>-<env>-<config12>``, or ``<service>-<env>-<group>-<config12>`` for a
+        release labelled with the router group it serves in (blue/green, A/B): one release can
+        then run in two groups at once, as an engine target's containers can."""
+        group = release.labels.get(LABEL_SLOT_GROUP)
+        middle = f"-{group}" if group else ""
+        return f"{release.service}-{release.environment}{middle}-{release.config_id}"
+
+    def ensure_image(self, release: Release) -> None:
+        """The image on this engine too: the deployment lock and switch markers are containers
+        created from it (the tasks pull it themselves)."""
+        pull_if_missing(self._client, release, self._log)
 
     def services(self, service: str, environment: str) -> list[SwarmService]:
         filters = {"label": [f"{LABEL_SERVICE}={service}", f"{LABEL_ENVIRONMENT}={environment}"]}
@@ -242,19 +261,131 @@ class SwarmTarget:
             self._log(f"created Docker secret {name} for {secret.name}")
         return docker.types.SecretReference(existing.id, name, filename=secret.name)
 
-    def scale(self, name: str, replicas: int) -> None:
-        svc = self._client.services.get(name)
-        svc.scale(replicas)
-        self._log(f"scaled {name} to {replicas}")
+    def start_many(self, release: Release, slots: Sequence[int]) -> list[Instance]:
+        """Running tasks of ``release`` in each of ``slots``: its Swarm service (for its group) is
+        created or scaled up so that those slots are filled (Swarm fills the lowest free task
+        slots), then waited for. A task Swarm reports failed ends the wait at once."""
+        if not slots:
+            return []
+        name = self.service_name(release)
+        existing = next(
+            (s for s in self.services(release.service, release.environment) if s.name == name),
+            None,
+        )
+        running = {t.slot for t in self.tasks(name)} if existing else set()
+        before = {t["ID"] for t in self._swarm_tasks(name)}
+        want = len(running | set(slots))
+        if existing is None:
+            self.create(release, want)
+        elif existing.replicas < want:
+            self.scale(name, want)
+        deadline = time.monotonic() + self._start_timeout
+        while True:
+            tasks = {t.slot: t for t in self.tasks(name) if t.running and t.ip}
+            if all(slot in tasks for slot in slots):
+                return [tasks[slot] for slot in slots]
+            errors = self._task_errors(name, ignore=before)
+            if errors or time.monotonic() > deadline:
+                have = len([s for s in slots if s in tasks])
+                why = f"Swarm reports: {errors}" if errors else f"{self._start_timeout:g}s passed"
+                raise TargetError(f"{name}: {have}/{len(slots)} tasks running; {why}")
+            time.sleep(0.2)
 
-    def remove(self, name: str) -> None:
+    def remove_many(self, instances: Sequence[Instance], *, grace: float) -> None:
+        """Tasks that take no traffic away: a Swarm service left with none is removed; otherwise
+        the tasks are stopped (SIGTERM, SIGKILL after ``grace``) and, once Swarm sees them down,
+        the service is scaled down by as many (it removes tasks that do not run first)."""
+        by_service: dict[str, list[Instance]] = {}
+        for instance in instances:
+            if not instance.group:
+                raise TargetError(f"{instance.name} is not a Swarm task: remove it on the engine")
+            by_service.setdefault(instance.group, []).append(instance)
+        for name, victims in by_service.items():
+            self._shrink(name, victims, grace=grace)
+
+    def remove_slots(
+        self, release: Release, slots: Sequence[int] | None = None, *, grace: float
+    ) -> None:
+        """Remove ``release``'s tasks (of its Swarm service for its group) in ``slots``, or the
+        service: a start that failed half-way, a variant given up."""
+        name = self.service_name(release)
+        if slots is None:
+            self.remove(name)
+            return
+        self._shrink(name, [t for t in self.tasks(name) if t.slot in slots], grace=grace)
+
+    def _shrink(self, name: str, victims: Sequence[Instance], *, grace: float) -> None:
+        gone = {v.id for v in victims}
+        keep = [t for t in self.tasks(name) if t.running and t.id not in gone]
+        if not keep:
+            self.remove(name)
+            return
+        for victim in victims:
+            self.stop_task(victim, grace=grace)
+        deadline = time.monotonic() + 10.0
+        while self._running_task_containers(name) & gone and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.scale(name, len(keep))
+
+    def _swarm_tasks(self, name: str) -> list[dict[str, Any]]:
+        """Swarm's tasks of the service ``name`` (none when it does not exist)."""
         import docker.errors
 
         try:
-            self._client.services.get(name).remove()
+            return list(self._client.api.tasks(filters={"service": name}))
+        except docker.errors.NotFound:
+            return []
+
+    def _running_task_containers(self, name: str) -> set[str]:
+        """Container ids of the tasks Swarm holds as running."""
+        return {
+            t["Status"].get("ContainerStatus", {}).get("ContainerID", "")
+            for t in self._swarm_tasks(name)
+            if t["Status"].get("State") == "running"
+        }
+
+    def scale(self, name: str, replicas: int) -> None:
+        """Change the replica count and nothing else. (docker-py's ``Service.scale`` sends the
+        spec as inspected *with defaults inserted*: the first such update makes Swarm see every
+        running task as out of date and replace it, so a task serving traffic would be stopped
+        without a drain. The spec is sent back here exactly as stored, as ``docker service
+        scale`` does.)"""
+        raw = self._client.api.inspect_service(name)
+        spec = raw["Spec"]
+        self._client.api.update_service(
+            raw["ID"],
+            raw["Version"]["Index"],
+            task_template=spec["TaskTemplate"],
+            name=spec["Name"],
+            labels=spec.get("Labels") or {},
+            mode={"Replicated": {"Replicas": replicas}},
+            update_config=spec.get("UpdateConfig"),
+            rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"),
+        )
+        self._log(f"scaled {name} to {replicas}")
+
+    def remove(self, name: str) -> None:
+        """Remove the Swarm service and wait until its task containers have stopped (Swarm
+        stops them after the call returns; each within its stop grace period), so that what
+        runs next reads no task of it."""
+        import docker.errors
+
+        try:
+            svc = self._client.services.get(name)
         except docker.errors.NotFound:
             return
-        self._log(f"removed Swarm service {name}")
+        grace = svc.attrs["Spec"]["TaskTemplate"].get("ContainerSpec", {}).get("StopGracePeriod")
+        with contextlib.suppress(docker.errors.NotFound):
+            svc.remove()
+        deadline = time.monotonic() + (grace or 10 * _NS) / _NS + 10
+        while self.tasks(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = len(self.tasks(name))
+        self._log(
+            f"removed Swarm service {name}"
+            + (f"; {left} task container(s) still stopping" if left else "")
+        )
 
     def tasks(self, name: str) -> list[Instance]:
         """The running task containers of one Swarm service, ordered by task slot."""
@@ -298,12 +429,13 @@ class SwarmTarget:
                 )
             time.sleep(0.2)
 
-    def _task_errors(self, name: str) -> str:
-        svc = self._client.services.get(name)
+    def _task_errors(self, name: str, *, ignore: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+        """What Swarm says of the service's tasks that ended (except those in ``ignore``)."""
         msgs = {
             t["Status"].get("Err") or t["Status"].get("Message", "")
-            for t in svc.tasks()
+            for t in self._swarm_tasks(name)
             if t["Status"].get("State") in ("failed", "rejected", "complete")
+            and t["ID"] not in ignore
         }
         return "; ".join(sorted(m for m in msgs if m))[:500]
 

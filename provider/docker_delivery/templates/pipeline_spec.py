@@ -82,11 +82,11 @@ __all__ = [
 ]
 
 DeployType = Literal["min_in_service", "rolling", "blue_green", "ab"]
-DEPLOY_TARGETS: dict[str, str] = {
-    "min_in_service": "engine",
-    "rolling": "swarm",
-    "blue_green": "engine",
-    "ab": "engine",
+DEPLOY_TARGETS: dict[str, tuple[str, ...]] = {
+    "min_in_service": ("engine",),
+    "rolling": ("swarm",),
+    "blue_green": ("engine", "swarm"),
+    "ab": ("engine", "swarm"),
 }
 """Where each deployment type runs (the environment's ``target``)."""
 
@@ -263,7 +263,7 @@ class RollingDeploy(_Model):
 
 
 class BlueGreenDeploy(_Model):
-    """Blue/green on one engine: the new colour on the preview port (``preview_replicas``
+    """Blue/green (engine or Swarm): the new colour on the preview port (``preview_replicas``
     first), checked, then all traffic at once; the old colour is removed ``scale_down_delay``
     seconds after the switch (until then a rollback is a switch back). For
     ``post_switch_check`` seconds after the switch the new colour is watched: more than
@@ -636,9 +636,9 @@ class PipelineSpec(ServiceSpec):
         env = self.environments[stage.environment]
         where = f"environments.{stage.environment}"
         kind = stage.deploy.type
-        if env.target != DEPLOY_TARGETS[kind]:
+        if env.target not in DEPLOY_TARGETS[kind]:
             out.append(
-                f"{at}.type: {kind} runs on target {DEPLOY_TARGETS[kind]}, and "
+                f"{at}.type: {kind} runs on target {' or '.join(DEPLOY_TARGETS[kind])}, and "
                 f"{where}.target is {env.target}"
             )
         deploy = stage.deploy

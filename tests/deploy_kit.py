@@ -1,0 +1,35 @@
+"""Test helper: what the blue/green, A/B and rollback integration tests share (a health check
+patient with a busy machine, the demo app's release, a router on free ports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen import free_port
+
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.service import RouterSettings
+from docker_delivery.targets import Release
+
+# start_period: on a busy test machine an instance may take a few seconds to listen.
+CHECK = HealthCheck(
+    interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
+)
+
+
+def release(image: str, service: str, **env: str) -> Release:
+    """The demo app ``image`` as ``service`` in environment ``test``; APP_RELEASE comes from the
+    image (baked from the build's RELEASE argument)."""
+    return Release.of(
+        service, "test", image, env={"EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}, stop_grace=10
+    )
+
+
+def router_settings(bed: Any, *, preview: bool = True) -> RouterSettings:
+    return RouterSettings(
+        port=free_port(),
+        preview_port=free_port() if preview else None,
+        image=bed.haproxy_image,
+        slots=8,
+        check_interval_ms=500,
+    )
