@@ -20,8 +20,12 @@ that shares count per request; no cookies unless said), and prints the figures o
    in-service), again and again (it goes forward then back), until >= 5,000 requests: failed
    requests (bar: 0), duration.
 
+With ``--swarm`` every part runs on the bed's Swarm (a Swarm service per colour and variant;
+the redeploy of part 5 is a staged rollout) instead of containers of the engine.
+
 Prints figures, asserts nothing; removes what it created. Needs the test bed (tests/bed/up).
-Usage: ``.venv/bin/python scripts/bench_bluegreen_ab.py [part ...]`` (parts 1-5; default all).
+Usage: ``.venv/bin/python scripts/bench_bluegreen_ab.py [--swarm] [part ...]`` (parts 1-5;
+default all).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import docker
 from docker_delivery.health import HealthCheck
 from docker_delivery.images.build import BuildSpec, ImageBuilder
 from docker_delivery.images.registry import RegistryClient
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import ABTest, ABTestAborted, StepEvent, ab_deploy
 from docker_delivery.strategies.bluegreen import BlueGreen, deploy_idle, retire, switch_traffic
 from docker_delivery.strategies.rollback import roll_back
@@ -53,6 +57,7 @@ from docker_delivery.targets.base import Release
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from cleanup import remove_service  # noqa: E402
 from loadgen import LoadGenerator, LoadReport, RequestResult, free_port  # noqa: E402
 
 RATE, SHARDS, TARGET, RUNS = 150, 2, 5000, 3
@@ -61,7 +66,6 @@ CHECK = HealthCheck(
     interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
 )
 APP_ENV = {"EXIT_ON_SIGTERM_IMMEDIATELY": "1"}
-LABEL = "io.docker-delivery.service"
 QUIET: Callable[[str], None] = lambda _: None  # noqa: E731
 
 
@@ -198,7 +202,13 @@ def failures(report: LoadReport, prefix: str) -> str:
 
 
 class Bench:
-    def __init__(self, client: docker.DockerClient, bed: Mapping[str, str], images: dict[str, str]):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        bed: Mapping[str, str],
+        images: dict[str, str],
+        target: str = "engine",
+    ):
         self.client = client
         self.images = images
         self.service = f"bn{uuid.uuid4().hex[:6]}"
@@ -208,7 +218,9 @@ class Bench:
             slots=8,
             check_interval_ms=500,
         )
-        self.kw: dict[str, Any] = dict(router=self.router, check=CHECK, owner="bench", log=QUIET)
+        self.kw: dict[str, Any] = dict(
+            router=self.router, check=CHECK, owner="bench", target=target, log=QUIET
+        )
 
     def release(self, name: str, **env: str) -> Release:
         return Release.of(
@@ -222,15 +234,7 @@ class Bench:
             retire(self.client, self.service, "bench", settings, **self.kw)
 
     def cleanup(self) -> None:
-        for c in self.client.containers.list(
-            all=True, filters={"label": f"{LABEL}={self.service}"}
-        ):
-            c.remove(force=True)
-        for n in (router_name(self.service, "bench"), f"dd-lock-{self.service}-bench"):
-            for c in self.client.containers.list(all=True, filters={"name": n}):
-                c.remove(force=True)
-        for net in self.client.networks.list(names=[f"dd-{self.service}-bench"]):
-            net.remove()
+        remove_service(self.client, self.service, "bench")
 
 
 def header(title: str) -> None:
@@ -420,7 +424,7 @@ def part_switch_back(b: Bench) -> None:
 
 
 def part_redeploy(b: Bench) -> None:
-    header("5. redeploy rollback (nothing warm: previous digest, min in-service)")
+    header("5. redeploy rollback (nothing warm: previous digest, in batches)")
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     b.blue_green("v2", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     durations = []
@@ -459,16 +463,19 @@ PARTS: dict[str, Callable[[Bench], None]] = {
 
 
 def main() -> None:
-    wanted = sys.argv[1:] or list(PARTS)
+    args = sys.argv[1:]
+    target = "swarm" if "--swarm" in args else "engine"
+    wanted = [a for a in args if a != "--swarm"] or list(PARTS)
     client = docker.from_env()
     bed = bed_values()
     images = build_images(client, bed)
     print(
-        f"rate {RATE} req/s from {SHARDS} processes, mix {MIX}; 3 instances per colour; "
+        f"target {target}; rate {RATE} req/s from {SHARDS} processes, mix {MIX}; "
+        "3 instances per colour; "
         f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs"
     )
     for key in wanted:
-        bench = Bench(client, bed, images)
+        bench = Bench(client, bed, images, target)
         try:
             PARTS[key](bench)
         finally:
