@@ -167,3 +167,20 @@ def test_scaling_a_swarm_service_up_replaces_no_running_task(
     time.sleep(3)  # what Swarm would have replaced by now (docker-py's scale: task 1, at once)
     tasks = {t.slot: t.id for t in target.tasks(target.service_name(first))}
     assert tasks == {1: one.id, 2: more[0].id, 3: more[1].id}
+
+
+def test_swarm_service_names_fit_swarms_limit(docker_client) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from docker_delivery.targets.base import LABEL_SLOT_GROUP
+
+    target = SwarmTarget(docker_client, log=print)
+    short = release("127.0.0.1:5000/app@sha256:" + "a" * 64, "web")
+    assert target.service_name(short) == f"web-test-{short.config_id}"
+    blue = replace(short, labels={LABEL_SLOT_GROUP: "blue"})
+    assert target.service_name(blue) == f"web-test-blue-{short.config_id}"
+    long = replace(release("127.0.0.1:5000/app@sha256:" + "a" * 64, "s" * 32), environment="e" * 16)
+    names = {
+        target.service_name(replace(long, labels={LABEL_SLOT_GROUP: g})) for g in ("blue", "green")
+    }
+    assert len(names) == 2 and all(len(n) <= 63 and n.startswith("dd-") for n in names)

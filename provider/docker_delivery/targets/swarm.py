@@ -158,10 +158,15 @@ class SwarmTarget:
     def service_name(self, release: Release) -> str:
         """``<service>-<env>-<config12>``, or ``<service>-<env>-<group>-<config12>`` for a
         release labelled with the router group it serves in (blue/green, A/B): one release can
-        then run in two groups at once, as an engine target's containers can."""
+        then run in two groups at once, as an engine target's containers can. Past Swarm's
+        63 characters: ``dd-<16 hex digits of service/env/group>-<config12>``."""
         group = release.labels.get(LABEL_SLOT_GROUP)
         middle = f"-{group}" if group else ""
-        return f"{release.service}-{release.environment}{middle}-{release.config_id}"
+        name = f"{release.service}-{release.environment}{middle}-{release.config_id}"
+        if len(name) > 63:  # Swarm refuses longer names
+            scope = f"{release.service}/{release.environment}/{group or ''}"
+            name = f"dd-{hashlib.sha256(scope.encode()).hexdigest()[:16]}-{release.config_id}"
+        return name
 
     def ensure_image(self, release: Release) -> None:
         """The image on this engine too: the deployment lock and switch markers are containers
