@@ -1,7 +1,8 @@
 """The two-environment example pipeline (dags/deliver_two_envs.py) runs in Airflow against the
 bed: built once, tested in parallel in the image, delivered to staging by a rolling deployment
 on Swarm, approved by a human (this test, answering the approval as Airflow's REST API does),
-delivered to production by blue/green; both environments then serve the new digest.
+delivered to production by blue/green (on Swarm too); both environments then serve the new
+digest.
 
 ``airflow dags test`` runs the DAG in a subprocess. Airflow 3.3 parks an approval task in the
 ``awaiting_input`` state and ``dag.test()`` waits for an answer recorded from outside; the test
@@ -246,20 +247,16 @@ def test_staging_rolled_on_swarm_and_production_is_blue_green(
 ) -> None:
     label = f"io.docker-delivery.service={SERVICE}"
     services = docker_client.services.list(filters={"label": label})
-    assert services, "staging runs as a Swarm service"
-    assert {s.attrs["Spec"]["Labels"]["io.docker-delivery.environment"] for s in services} == {
-        "staging"
-    }
-    production = docker_client.containers.list(
-        filters={"label": [label, "io.docker-delivery.environment=production"]}
-    )
-    groups = {
-        c.labels.get("io.docker-delivery.slot-group")
-        for c in production
-        if c.labels.get("io.docker-delivery.role") == "app"
-    }
-    # one colour serves (the one the second delivery switched to); the old one was retired
-    assert len(groups) == 1 and groups <= {"blue", "green"}, groups
+    by_env: dict[str, list[dict[str, str]]] = {}
+    for svc in services:
+        labels = svc.attrs["Spec"]["Labels"]
+        by_env.setdefault(labels["io.docker-delivery.environment"], []).append(labels)
+    assert set(by_env) == {"staging", "production"}, "both run as Swarm services"
+    # staging: one Swarm service per release (rolling); production: one per colour, and one
+    # colour serves (the one the last delivery switched to): the old one was retired
+    assert [labels.get("io.docker-delivery.slot-group") for labels in by_env["staging"]] == [None]
+    groups = [labels.get("io.docker-delivery.slot-group") for labels in by_env["production"]]
+    assert len(groups) == 1 and set(groups) <= {"blue", "green"}, groups
     assert "retired " in delivery["output"]  # the old colour went, after scale_down_delay
 
 

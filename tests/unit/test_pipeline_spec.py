@@ -137,7 +137,7 @@ def test_migrations_expand_before_and_contract_after_the_deploy() -> None:
 def test_the_plan_text_lists_every_task_per_environment() -> None:
     text = describe_plan(spec_of(two_envs()))
     assert text.splitlines()[0].startswith("DAG deliver_two_envs: continuous delivery")
-    assert "production (after an approval): blue/green on engine" in text
+    assert "production (after an approval): blue/green on swarm" in text
     assert text.index("staging.deploy") < text.index("approve_production")
     assert "[retries 3]" in text.split("staging.promote")[1].splitlines()[0]
     assert "[no retry]" in text.split("staging.deploy")[1].splitlines()[0]
