@@ -101,6 +101,12 @@ class HealthCheck:
     Times are in seconds. Invalid settings raise :class:`HealthCheckInvalid` (a ValueError).
     With ``scheme="https"`` the certificate is not verified (instances are probed by address,
     as load balancers do).
+
+    ``start_interval`` (as Docker's ``--start-interval``): until an instance first passes, probe
+    it this often instead of every ``interval``, so a deployment learns as soon as it listens;
+    the passes after the first are still ``interval`` apart, and a failure counts towards
+    ``unhealthy_threshold`` at most once per ``interval``, so neither passing nor failing comes
+    sooner than with ``interval`` alone. None: ``interval`` throughout.
     """
 
     path: str = "/health"
@@ -112,6 +118,7 @@ class HealthCheck:
     unhealthy_threshold: int = 3
     start_period: float = 0.0
     scheme: str = "http"
+    start_interval: float | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -132,6 +139,14 @@ class HealthCheck:
                 f"start_period must be zero or a positive number of seconds, "
                 f"got {self.start_period!r}"
             )
+        if self.start_interval is not None and (
+            not _is_number(self.start_interval)
+            or not 0 < self.start_interval <= (self.interval if _is_number(self.interval) else 0)
+        ):
+            problems.append(
+                f"start_interval must be a positive number of seconds, at most interval "
+                f"({self.interval!r}), or None; got {self.start_interval!r}"
+            )
         for name in ("healthy_threshold", "unhealthy_threshold"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
@@ -146,6 +161,8 @@ class HealthCheck:
         ``GET /health on :8080 expects 200 (interval 1s, timeout 2s, 2 to pass, 3 to fail)``."""
         scheme = f" ({self.scheme})" if self.scheme != "http" else ""
         start = f", start period {_seconds(self.start_period)}" if self.start_period else ""
+        if self.start_interval is not None:
+            start += f", start interval {_seconds(self.start_interval)}"
         return (
             f"GET {self.path} on :{self.port}{scheme} expects {self.expected_status} "
             f"(interval {_seconds(self.interval)}, timeout {_seconds(self.timeout)}, "
@@ -352,6 +369,8 @@ async def wait_healthy(
     loop = asyncio.get_running_loop()
     started = loop.time()
     probes = passes = failures = 0
+    passed_once = False  # until then, probes every start_interval (when set)
+    counted_at: float | None = None  # when the last failure was counted
     last = ProbeResult(False, None, "not probed yet")
 
     def report(healthy: bool) -> HealthReport:
@@ -386,21 +405,33 @@ async def wait_healthy(
                 log(f"{address}: probe {probes} {result.detail}")
             last = result
             if result.ok:
-                passes, failures = passes + 1, 0
+                passes, failures, passed_once = passes + 1, 0, True
                 if passes >= check.healthy_threshold:
                     log(f"{address}: healthy after {probes} probe(s), {report(True).elapsed_s}s")
                     return report(True)
             else:
                 passes = 0
                 in_start_period = probe_started - started < check.start_period
-                failures = 0 if in_start_period else failures + 1
+                too_soon = (  # a fast start probe: at most one counted failure per interval
+                    not passed_once
+                    and check.start_interval is not None
+                    and counted_at is not None
+                    and probe_started - counted_at < check.interval
+                )
+                if in_start_period:
+                    failures = 0
+                elif not too_soon:
+                    failures, counted_at = failures + 1, probe_started
                 if failures >= check.unhealthy_threshold:
                     raise unhealthy(
                         "unhealthy",
                         f"{address} is unhealthy: {check.describe()} failed {failures} times in "
                         f"a row; last: {last.detail}",
                     )
-            next_probe = probe_started + check.interval
+            step = check.interval
+            if check.start_interval is not None and not passed_once:
+                step = check.start_interval
+            next_probe = probe_started + step
             if next_probe - started >= deadline:  # no time left for another probe
                 raise unhealthy(
                     "deadline",

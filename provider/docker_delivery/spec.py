@@ -285,6 +285,7 @@ class HealthCheckSpec(_Model):
     unhealthy_threshold: int = Field(default=3, ge=1)
     start_period: float = Field(default=0.0, ge=0)
     scheme: Literal["http", "https"] = "http"
+    start_interval: float | None = Field(default=None, gt=0)
 
     @field_validator("path")
     @classmethod

@@ -108,6 +108,8 @@ def test_round_trips_through_a_dict() -> None:
         ({"expected_status": 42}, "expected_status must be an HTTP status"),
         ({"scheme": "ftp"}, "scheme must be 'http' or 'https'"),
         ({"interval": True}, "interval must be a positive number"),
+        ({"start_interval": 0}, "start_interval must be a positive number of seconds"),
+        ({"interval": 1, "start_interval": 2}, "at most interval (1)"),
     ],
 )
 def test_invalid_settings_are_refused_by_name(settings: dict[str, object], named: str) -> None:
@@ -262,6 +264,38 @@ def test_start_period_forgives_failures_while_the_app_starts(demo_app: StartApp)
     assert report.healthy
     assert report.probes >= 4  # refused a few times first
     assert time.monotonic() - started >= 1.9
+
+
+def test_a_start_interval_sees_an_app_as_soon_as_it_listens(demo_app: StartApp) -> None:
+    # The app listens a moment (~0.3 s) after it starts. Probed every 2 s, its passes are at 2 s
+    # and 4 s; probed every 50 ms until the first pass, at ~0.3 s and ~2.3 s.
+    slow_check = fast(interval=2.0, healthy_threshold=2)
+    quick_check = fast(interval=2.0, healthy_threshold=2, start_interval=0.05)
+    assert "start interval 0.05s" in quick_check.describe()
+    assert HealthCheck.from_dict(quick_check.to_dict()) == quick_check
+    reports = {}
+    for name, check in (("interval", slow_check), ("start_interval", quick_check)):
+        app = demo_app("slow", port=free_port(), wait=False, START_DELAY_S="0.2")
+        reports[name] = asyncio.run(
+            wait_healthy(app.address, check, deadline=20, log=lambda _: None)
+        )
+    slow, quick = reports["interval"], reports["start_interval"]
+    assert slow.healthy and quick.healthy
+    assert slow.elapsed_s >= 3.95 and slow.probes >= 3  # refused at 0, passed at 2 and 4
+    assert quick.probes >= 4  # refused a few times, 50 ms apart
+    assert 2.0 <= quick.elapsed_s < slow.elapsed_s - 0.4, (quick, slow)
+
+
+def test_a_start_interval_counts_failures_no_faster_than_the_interval() -> None:
+    # Nothing listens: probed every 50 ms, but the 3 failures that fail it are 0.5 s apart.
+    check = fast(interval=0.5, unhealthy_threshold=3, start_interval=0.05)
+    started = time.monotonic()
+    with pytest.raises(Unhealthy, match="failed 3 times in a row") as caught:
+        asyncio.run(
+            wait_healthy(f"127.0.0.1:{free_port()}", check, deadline=10, log=lambda _: None)
+        )
+    assert 0.95 <= time.monotonic() - started < 3
+    assert caught.value.report.probes >= 10
 
 
 def test_the_deadline_ends_a_wait_that_cannot_pass_in_time(demo_app: StartApp) -> None:

@@ -239,6 +239,11 @@ BROKEN = [
         "environments.prod.health_check.port: 9090 is not the app's port 8080",
     ),
     (
+        "router: {port: 1}\nhealth_check: {interval: 1, start_interval: 2}",
+        "environments.prod.health_check: invalid health check: start_interval must be a "
+        "positive number of seconds, at most interval (1.0)",
+    ),
+    (
         "router: {port: 1}\nhealth_check: {retries: 3}",
         "environments.prod.health_check.retries: unknown key; known: path, port",
     ),
