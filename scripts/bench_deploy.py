@@ -17,7 +17,8 @@ The load runs in SHARDS processes (tests/loadgen.py's LoadGenerator, RATE/SHARDS
 one generator next to the deploy falls behind on a busy machine and, with hundreds of
 connections in httpcore's pool, never catches up. The router's own counters tell its errors from
 the generator's. Prints figures, asserts nothing; removes what it made (io.docker-delivery.service
-label). Needs the test bed (tests/bed/up). Usage: ``.venv/bin/python scripts/bench_deploy.py``
+label). Needs the test bed (tests/bed/up). Usage: ``.venv/bin/python scripts/bench_deploy.py
+[--short-requests]`` (the load without its 1 s requests: no drain to wait for).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ from loadgen import LoadGenerator, LoadReport, free_port  # noqa: E402
 RATE, SHARDS, TARGET, IDLE_S, MAX_LOAD_S, MAX_DEPLOYS, MAX_NATIVE = 200, 4, 5000, 2.0, 420, 10, 4
 # start_interval: probed every 50 ms until the first pass (as Docker's --start-interval); the
 # passes after it, and the failures counted, are still 0.25 s apart.
+# --short-requests: no slow requests in the load, so nothing is in flight long enough to drain.
+SHORT = "--short-requests" in sys.argv[1:]
+SHORT_MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}
 CHECK = HealthCheck(
     interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_interval=0.05
 )
@@ -140,12 +144,14 @@ def measure_startup(
     return statistics.median(engine_s), statistics.median(pair_s), statistics.median(swarm_s)
 
 
-def load_worker(conn: Connection, url: str) -> None:
+def load_worker(conn: Connection, url: str, mix: dict[str, float] | None) -> None:
     """One shard of the load, in a process of its own (its own GIL, a small connection pool)."""
     with contextlib.suppress(PermissionError):  # measure, even while other work runs here
         os.nice(-10)
     t0, rate, most = time.monotonic(), RATE / SHARDS, 400 // SHARDS
-    load = LoadGenerator(url, rate=rate, max_in_flight=most, max_duration=MAX_LOAD_S).start()
+    load = LoadGenerator(
+        url, rate=rate, max_in_flight=most, max_duration=MAX_LOAD_S, **({"mix": mix} if mix else {})
+    ).start()
     conn.send(t0)
     while (msg := conn.recv())[0] == "mark":
         load.mark(msg[1])
@@ -159,7 +165,10 @@ class Run:
         ctx = multiprocessing.get_context("spawn")
         pipes = [ctx.Pipe() for _ in range(SHARDS)]
         self.conns = [parent for parent, _ in pipes]
-        self.procs = [ctx.Process(target=load_worker, args=(c, url), daemon=True) for _, c in pipes]
+        mix = SHORT_MIX if SHORT else None
+        self.procs = [
+            ctx.Process(target=load_worker, args=(c, url, mix), daemon=True) for _, c in pipes
+        ]
         self.lines: list[tuple[float, str]] = []
         self.t0, self.logfile, self.router_5xx = time.monotonic(), logfile, 0
 
@@ -359,7 +368,8 @@ def main() -> None:
             f"{pair_s:.2f}s, Swarm task {swarm_s:.2f}s"
         )
         print(f"health check: {CHECK.describe()}; router check every {ROUTER_CHECK_MS} ms")
-        print(f"load: {RATE}/s, default mix, 1 s slow requests, in {SHARDS} processes")
+        mix = f"mix {SHORT_MIX} (no slow requests)" if SHORT else "default mix, 1 s slow requests"
+        print(f"load: {RATE}/s, {mix}, in {SHARDS} processes")
         rows, mis_done = [], []
         for title, env, strategy, least in (
             ("min-in-service 4/2", "mis", MinimumInService(4, 2), 2 * (engine_s + hc)),

@@ -184,3 +184,28 @@ def test_swarm_service_names_fit_swarms_limit(docker_client) -> None:  # type: i
         target.service_name(replace(long, labels={LABEL_SLOT_GROUP: g})) for g in ("blue", "green")
     }
     assert len(names) == 2 and all(len(n) <= 63 and n.startswith("dd-") for n in names)
+
+
+def test_roll_back_after_rolling_deployments_redeploys_the_previous_digest(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    from docker_delivery.strategies import Rolling
+
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    for name in ("v1", "v2"):
+        deploy(docker_client, release(demo_images[name], service), Rolling(replicas=3), **kw)
+    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=120) as load:
+        result = roll_back(docker_client, service, "test", router=router, check=CHECK, owner="rb")
+        load.mark("after")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary(), result.as_dict())
+    assert report.failed == 0, report.failures
+    assert (result.kind, result.live) == ("redeploy", "live")
+    assert result.to_digest == digest(demo_images["v1"])
+    assert set(report.by_phase["after"]) - {"total", "failed"} == {"v1"}
+    running = list_running(docker_client, service, "test", 8080)
+    assert len(running) == 3 and {r.digest for r in running} == {digest(demo_images["v1"])}
+    assert {r.previous_digest for r in running} == {digest(demo_images["v2"])}  # undo goes forward
+    assert list(swarm_services(docker_client, service).values()) == [3]

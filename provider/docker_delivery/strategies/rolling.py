@@ -31,8 +31,9 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from docker_delivery.errors import DeliveryError
@@ -46,7 +47,7 @@ from docker_delivery.strategies.base import (
     in_parallel,
     wait_router_up,
 )
-from docker_delivery.targets.base import Instance, Release
+from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
 from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
 
 
@@ -173,6 +174,10 @@ class RollingDeployment:
         result = DeployResult(release.service, release.environment, release.digest)
         new, olds = self._split(release)
         result.previous_digests = sorted({s.digest for s in olds})
+        before = Counter(s.digest for s in olds for _ in range(max(1, s.replicas)) if s.digest)
+        if before:  # on the new service: the digest a rollback goes back to (strategies.rollback)
+            previous = {LABEL_PREVIOUS_DIGEST: before.most_common(1)[0][0]}
+            release = replace(release, labels={**previous, **release.labels})
         if new is None:
             new = self._target.create(
                 release,
