@@ -291,7 +291,7 @@ def run_native(client, haproxy, bench, images, logfile):  # type: ignore[no-unty
     def settle() -> None:  # until the router sees the service's 4 current tasks up (<= 60 s)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            cs = client.containers.list(filters={"label": tasks})
+            cs = client.containers.list(filters={"label": tasks}, ignore_removed=True)
             ips = {c.attrs["NetworkSettings"]["Networks"][net]["IPAddress"] for c in cs}
             if len(ips) == 4 and ips == {
                 s.address for s in admin.servers("live") if s.operational == "up"
@@ -342,7 +342,7 @@ def cleanup(client: docker.DockerClient, bench: str) -> None:
     for svc in client.services.list(filters=flt):
         svc.remove()
     for f in (flt, {"name": f"dd-lock-{bench}-mis"}, {"name": f"dd-lock-{bench}-roll"}):
-        for c in client.containers.list(all=True, filters=f):
+        for c in client.containers.list(all=True, filters=f, ignore_removed=True):
             c.remove(force=True)
     deadline = time.monotonic() + 60
     while (nets := client.networks.list(filters=flt)) and time.monotonic() < deadline:
@@ -351,7 +351,8 @@ def cleanup(client: docker.DockerClient, bench: str) -> None:
                 net.remove()
             except docker.errors.APIError:  # tasks still detaching from it
                 time.sleep(0.5)
-    left = client.networks.list(filters=flt) + client.containers.list(all=True, filters=flt)
+    left = client.networks.list(filters=flt)
+    left += client.containers.list(all=True, filters=flt, ignore_removed=True)
     print(f"cleanup of {bench}: {f'LEFT {left}' if left else 'done'}")
 
 

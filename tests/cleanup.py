@@ -15,7 +15,7 @@ def remove_containers(client: Any, **filters: Any) -> None:
     service just removed) is gone already, which is what was wanted."""
     import docker.errors
 
-    for container in client.containers.list(all=True, filters=filters):
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
 

@@ -174,7 +174,7 @@ def _engine_units(client: Any, service: str, environment: str) -> list[LiveUnit]
         ]
     }
     units = []
-    for container in client.containers.list(filters=filters):
+    for container in client.containers.list(filters=filters, ignore_removed=True):
         labels, attrs = container.labels, container.attrs
         env = _env_map(attrs["Config"].get("Env") or [])
         secrets = {}

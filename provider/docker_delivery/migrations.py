@@ -673,7 +673,9 @@ class MigrationRunner:
         """Remove the containers of this owner's migrations (not its lock); return how many."""
         removed = 0
         label = f"{LABEL_MIGRATION_RUN}={self.run_id}"
-        for container in self.client.containers.list(all=True, filters={"label": label}):
+        for container in self.client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        ):
             with contextlib.suppress(_docker_errors().NotFound):
                 try:
                     container.remove(force=True)

@@ -62,7 +62,9 @@ def run_demo(bed, database: str, revision: str, **params: str) -> subprocess.Com
 def remove_demo_staging(docker_client) -> None:  # type: ignore[no-untyped-def]
     """The demo's staging service (from `make demo`, or an earlier run) goes: a clean start."""
     labels = ["io.docker-delivery.service=demo-app", "io.docker-delivery.environment=staging"]
-    for container in docker_client.containers.list(all=True, filters={"label": labels}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": labels}
+    ):
         container.remove(force=True)
     for network in docker_client.networks.list(names=["dd-demo-app-staging"]):
         network.remove()

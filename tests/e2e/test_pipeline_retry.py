@@ -73,9 +73,13 @@ def spec(bed: Any, service: str, port: int, ledger: Path) -> dict[str, Any]:
 
 def remove_service(docker_client: Any, service: str) -> None:
     label = f"io.docker-delivery.service={service}"
-    for container in docker_client.containers.list(all=True, filters={"label": label}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": label}
+    ):
         container.remove(force=True)
-    for container in docker_client.containers.list(all=True, filters={"name": f"-{service}-"}):
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"name": f"-{service}-"}
+    ):
         container.remove(force=True)
     for network in docker_client.networks.list(names=[f"dd-{service}-staging"]):
         network.remove()
@@ -284,7 +288,7 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
 
     def digests() -> list[str]:
         found = docker_client.containers.list(
-            filters={"label": [label, "io.docker-delivery.role=app"]}
+            ignore_removed=True, filters={"label": [label, "io.docker-delivery.role=app"]}
         )
         return [c.labels["io.docker-delivery.digest"] for c in found]
 
@@ -329,10 +333,14 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
     assert after["staging.deploy"] == ("success", 2) and after["build"][1] == 1
     new = set(digests()) - old
     assert len(new) == 1 and digests() == [*new] * 4  # the new release on every replica
-    everything = docker_client.containers.list(all=True, filters={"label": label})
+    everything = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": label}
+    )
     leftovers = [c.name for c in everything if c.status != "running"]
     assert leftovers == [], leftovers  # no stopped container
-    assert not docker_client.containers.list(all=True, filters={"name": f"dd-lock-{service}-"})
+    assert not docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"name": f"dd-lock-{service}-"}
+    )
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
         assert json.loads(answer.read())["digest"] == next(iter(new))
     records = {r.run_id: r for r in ledger.records()}

@@ -99,7 +99,7 @@ def test_impossible_settings_are_refused_before_anything_changes(
     with pytest.raises(InvalidReference, match="not pinned"):
         Release.of(service, "test", demo_images["v1"].split("@")[0])
     assert not docker_client.containers.list(
-        all=True, filters={"label": f"io.docker-delivery.service={service}"}
+        ignore_removed=True, all=True, filters={"label": f"io.docker-delivery.service={service}"}
     )
 
 
@@ -126,7 +126,9 @@ def test_engine_networks_are_local_and_swarm_networks_swarm_scoped(docker_client
         again = docker_client.networks.get(engine.network(name, "test"))
         assert again.attrs["Scope"] == "local" and again.id != made.id
     finally:
-        for c in docker_client.containers.list(all=True, filters={"network": f"dd-{name}-test"}):
+        for c in docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"network": f"dd-{name}-test"}
+        ):
             c.remove(force=True)
         for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
             net.remove()

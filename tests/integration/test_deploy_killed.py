@@ -84,11 +84,13 @@ def test_killed_deploy_run_again_completes_without_orphans(bed, docker_client, d
         assert len(everything) == 4, [i.name for i in everything]
         assert all(i.running and i.digest == result.digest for i in everything)
         assert not docker_client.containers.list(
-            all=True, filters={"name": f"dd-lock-{service}-test"}
+            ignore_removed=True, all=True, filters={"name": f"dd-lock-{service}-test"}
         )
     finally:
         for c in docker_client.containers.list(
-            all=True, filters={"label": f"io.docker-delivery.service={service}"}
+            ignore_removed=True,
+            all=True,
+            filters={"label": f"io.docker-delivery.service={service}"},
         ):
             c.remove(force=True)
         RouterContainer.remove(docker_client, router_name(service, "test"))

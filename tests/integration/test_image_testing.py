@@ -188,16 +188,19 @@ class Lines:
 def leftovers(client: docker.DockerClient, run_id: str) -> list[str]:
     """Names of containers and networks still labelled with ``run_id``."""
     label = f"{LABEL_TEST_RUN}={safe_run_id(run_id)}"
-    return [c.name for c in client.containers.list(all=True, filters={"label": label})] + [
-        n.name for n in client.networks.list(filters={"label": label})
-    ]
+    return [
+        c.name
+        for c in client.containers.list(ignore_removed=True, all=True, filters={"label": label})
+    ] + [n.name for n in client.networks.list(filters={"label": label})]
 
 
 def module_leftovers(client: docker.DockerClient, run_ids: list[str]) -> list[str]:
     """Every object of this module still there: by our run-id prefix and the run ids given."""
     found = [
         c.name
-        for c in client.containers.list(all=True, filters={"label": LABEL_MANAGED})
+        for c in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": LABEL_MANAGED}
+        )
         if c.labels.get(LABEL_TEST_RUN, "").startswith(PREFIX)
     ]
     found += [
@@ -328,13 +331,13 @@ def test_a_tag_only_reference_is_refused_before_anything_starts(
     test_image: str, docker_client: docker.DockerClient
 ) -> None:
     tagged = str(ImageRef.parse(test_image).without_tag().with_tag("v1")).split("@")[0]
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    before = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)}
     networks_before = {n.id for n in docker_client.networks.list()}
 
     with pytest.raises(InvalidReference, match="not pinned by digest"):
         ImageTest(image=tagged, command=["true"])
 
-    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    assert {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)} <= before
     assert {n.id for n in docker_client.networks.list()} <= networks_before
 
 
@@ -487,7 +490,9 @@ def test_the_operator_cleans_earlier_tries_and_on_kill_removes_what_it_started(
     worker = threading.Thread(target=execute)
     worker.start()
     deadline = time.monotonic() + 60
-    while not docker_client.containers.list(filters={"name": f"dd-test-{current}"}):
+    while not docker_client.containers.list(
+        ignore_removed=True, filters={"name": f"dd-test-{current}"}
+    ):
         assert time.monotonic() < deadline, "the test container never started"
         assert worker.is_alive(), outcome
         time.sleep(0.2)

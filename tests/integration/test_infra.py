@@ -77,7 +77,7 @@ def app_containers(client: Any, service: str, environment: str = "test") -> list
             "io.docker-delivery.role=app",
         ]
     }
-    return list(client.containers.list(filters=filters))
+    return list(client.containers.list(ignore_removed=True, filters=filters))
 
 
 @pytest.fixture

@@ -132,7 +132,9 @@ def fresh_db(pg: Postgres, docker_client: docker.DockerClient) -> Iterator[str]:
     pg.psql(pg.bed.postgres_db, f"CREATE DATABASE {name}")
     yield name
     key = pg.database(name).key
-    left = docker_client.containers.list(all=True, filters={"label": f"{LABEL_DATABASE}={key}"})
+    left = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{LABEL_DATABASE}={key}"}
+    )
     pg.psql(pg.bed.postgres_db, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     assert [c.name for c in left] == [], "migration containers or locks left behind"
 
@@ -373,12 +375,16 @@ def test_a_tag_only_image_is_refused_before_anything_runs(
     demo_image: str, docker_client: docker.DockerClient
 ) -> None:
     tag_only = demo_image.split("@")[0] + ":v1"
-    before = docker_client.containers.list(all=True, filters={"label": LABEL_MIGRATION_RUN})
+    before = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": LABEL_MIGRATION_RUN}
+    )
 
     with pytest.raises(InvalidReference, match="not pinned by digest"):
         MigrationSpec(image=tag_only)
 
-    after = docker_client.containers.list(all=True, filters={"label": LABEL_MIGRATION_RUN})
+    after = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": LABEL_MIGRATION_RUN}
+    )
     assert {c.id for c in after} <= {c.id for c in before}
 
 
@@ -469,7 +475,7 @@ def test_the_operator_keeps_the_password_out_of_task_log_xcom_and_containers(
         while not stop.is_set():
             with contextlib.suppress(docker.errors.APIError):
                 for c in client.containers.list(
-                    all=True, filters={"label": f"{LABEL_DATABASE}={key}"}
+                    ignore_removed=True, all=True, filters={"label": f"{LABEL_DATABASE}={key}"}
                 ):
                     seen[c.name] = c.attrs
             time.sleep(0.05)

@@ -493,7 +493,9 @@ class ImageTestRunner:
         """Remove every container and network labelled with ``run_id``; return how many."""
         label = f"{LABEL_TEST_RUN}={safe_run_id(run_id)}"
         removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": label}):
+        for container in self.client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        ):
             with contextlib.suppress(_docker_errors().NotFound):
                 try:
                     container.remove(force=True, v=True)

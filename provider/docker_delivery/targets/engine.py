@@ -216,7 +216,7 @@ class EngineTarget:
                 f"{LABEL_ROLE}=app",
             ]
         }
-        return list(self._client.containers.list(all=all, filters=filters))
+        return list(self._client.containers.list(all=all, filters=filters, ignore_removed=True))
 
     def instances(
         self, service: str, environment: str, *, include_stopped: bool = False

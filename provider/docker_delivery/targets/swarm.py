@@ -396,7 +396,7 @@ class SwarmTarget:
         """The running task containers of one Swarm service, ordered by task slot."""
         filters = {"label": [f"com.docker.swarm.service.name={name}", f"{LABEL_MANAGED}=true"]}
         found = []
-        for container in self._client.containers.list(filters=filters):
+        for container in self._client.containers.list(filters=filters, ignore_removed=True):
             labels = container.labels
             net = network_name(labels[LABEL_SERVICE], labels[LABEL_ENVIRONMENT])
             inst = instance_from_container(container, net, self._port_of(container))
