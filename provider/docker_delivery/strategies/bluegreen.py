@@ -342,7 +342,7 @@ def with_history(release: Release, *, group: str, previous: Sequence[Running] = 
 
 @dataclass(frozen=True)
 class Wiring:
-    """What a runner drives: the engine, the service's router, the health check and its gate."""
+    """What a runner drives: the target, the service's router, the health check and its gate."""
 
     client: Any
     target: SlotTarget
