@@ -1,5 +1,5 @@
 """Test helper: what the blue/green, A/B and rollback integration tests share (a health check
-patient with a busy machine, the demo app's release, a router on free ports)."""
+patient with a busy machine, a load mix, the demo app's release, a router on free ports)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from docker_delivery.targets import Release
 CHECK = HealthCheck(
     interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
 )
+
+# Few slow (1 s) requests: enough to have requests in flight at every switch and drain, few
+# enough that the in-process load generator's connection pool stays small on a busy machine.
+SLOW_FEW_MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
 
 
 def release(image: str, service: str, **env: str) -> Release:

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 from cleanup import remove_service
-from deploy_kit import CHECK, release, router_settings
+from deploy_kit import CHECK, SLOW_FEW_MIX, release, router_settings
 from loadgen import LoadGenerator
 
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
@@ -26,9 +26,7 @@ from docker_delivery.strategies.bluegreen import (
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
 
-# Few slow (1 s) requests: enough to have requests in flight at every switch, few enough that
-# the in-process load generator's connection pool stays small on a busy machine.
-MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
+MIX = SLOW_FEW_MIX
 
 
 @pytest.fixture

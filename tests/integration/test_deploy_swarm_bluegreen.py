@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from cleanup import remove_service
-from deploy_kit import CHECK, release, router_settings
+from deploy_kit import CHECK, SLOW_FEW_MIX, release, router_settings
 from loadgen import LoadGenerator
 
 from docker_delivery.strategies.ab import ABTest, ab_deploy
@@ -28,7 +28,7 @@ from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.strategies.rollback import roll_back
 from docker_delivery.targets import SwarmTarget
 
-MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
+MIX = SLOW_FEW_MIX
 
 
 @pytest.fixture

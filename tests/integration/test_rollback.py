@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 from cleanup import remove_service
-from deploy_kit import CHECK, release
+from deploy_kit import CHECK, SLOW_FEW_MIX, release
 from loadgen import LoadGenerator, RequestResult, free_port
 
 from docker_delivery.routing.service import RouterSettings
@@ -29,8 +29,7 @@ from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.strategies.rollback import RollbackImpossible, roll_back
 
 MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # switch times: no slow requests
-# Few slow (1 s) requests: some in flight during the redeploy's drains, a small client pool.
-REDEPLOY_MIX = {"get": 0.55, "get_new_conn": 0.2, "post": 0.2, "slow": 0.05}
+REDEPLOY_MIX = SLOW_FEW_MIX  # some requests in flight during the redeploy's drains
 
 
 @pytest.fixture
