@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -10,11 +11,13 @@ from loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import InvalidReference
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings
+from docker_delivery.routing.service import RouterSettings, find_router
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.targets import EngineTarget, Release
+from docker_delivery.targets.base import TargetError
+from docker_delivery.targets.engine import network_name
 
 CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
 
@@ -132,3 +135,52 @@ def test_engine_networks_are_local_and_swarm_networks_swarm_scoped(docker_client
             c.remove(force=True)
         for net in docker_client.networks.list(names=[f"dd-{name}-test"]):
             net.remove()
+
+
+def test_a_drain_that_times_out_puts_the_batch_back(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """Not only a failed health check: any failure inside a batch (here its drain, held by 1 s
+    requests longer than drain_timeout) puts the batch back in rotation on the old release,
+    instead of leaving its slots out of service until someone runs the deployment again."""
+    router = RouterSettings(
+        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
+    )
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    first = deploy(
+        docker_client, release(demo_images["v1"], service, "v1"), MinimumInService(3, 1), **kw
+    )
+    impatient = MinimumInService(replicas=3, min_in_service=1, drain_timeout=0.2)
+    with (
+        LoadGenerator(
+            router.url, rate=100, max_duration=60, mix={"slow": 0.6, "post": 0.4}
+        ) as load,
+        pytest.raises(DeployAborted, match=r"batch 1 .* still has \d+ session\(s\).* went back to"),
+    ):
+        deploy(docker_client, release(demo_images["v2"], service, "v2"), impatient, **kw)
+    assert load.report.failed == 0, load.report.failures
+    assert set(load.report.by_release) == {"v1"}
+    running = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
+    assert {i.digest for i in running} == {first.digest} and len(running) == 3
+    assert all(i.running for i in running)
+    haproxy = find_router(docker_client, service, "test", network_name(service, "test"), log=print)
+    assert haproxy is not None
+    states = {s.slot: s.admin_state for s in haproxy.servers("live") if s.slot <= 3}
+    assert states == {1: "ready", 2: "ready", 3: "ready"}, states
+
+
+def test_a_release_the_engine_cannot_run_is_refused_before_anything_changes(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    router = RouterSettings(port=free_port(), image=bed.haproxy_image, slots=8)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    settings = MinimumInService(replicas=2, min_in_service=1)
+    deploy(docker_client, release(demo_images["v1"], service, "v1"), settings, **kw)
+    before = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
+    elsewhere = dataclasses.replace(
+        release(demo_images["v2"], service, "v2"), networks=(f"dd-{service}-nowhere",)
+    )
+    with pytest.raises(TargetError, match=r"networks \['dd-.*-nowhere'\] do not exist"):
+        deploy(docker_client, elsewhere, settings, **kw)
+    after = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
+    assert [(i.id, i.running) for i in after] == [(i.id, i.running) for i in before]

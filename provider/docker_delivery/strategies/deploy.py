@@ -31,7 +31,7 @@ from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService, MinimumInServiceDeployment
 from docker_delivery.strategies.rolling import Rolling, RollingDeployment
 from docker_delivery.targets.base import LABEL_SLOT_GROUP, Release
-from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.engine import EngineTarget, require_networks
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ def deploy(
     target: EngineTarget | SwarmTarget = (
         engine if isinstance(strategy, MinimumInService) else SwarmTarget(client, log=log)
     )
+    if isinstance(target, EngineTarget):
+        target.check(release)  # what the engine cannot run is refused before anything changes
+    else:
+        require_networks(client, release)
     engine.ensure_image(release)  # the lock container and the tasks need it locally
     network = target.network(release.service, release.environment)
     if isinstance(router, RouterSettings):

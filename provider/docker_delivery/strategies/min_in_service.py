@@ -2,24 +2,27 @@
 
 Never more than ``replicas`` containers run, and never fewer than ``min_in_service`` healthy
 instances take traffic: a batch is at most ``replicas - min_in_service`` slots. Each batch:
-drain at the router -> wait for in-flight requests -> stop the old containers (kept, stopped, for
-a rollback) -> start the new release by digest in the same slots -> health gate -> back into
-rotation (HAProxy's own check must see them up) -> remove the old containers.
+drain its slots at the router; then in each slot, as soon as its own in-flight requests have
+finished: stop the old container (kept, stopped, for a rollback) -> start the new release by
+digest in that slot -> health gate; once every slot of the batch has passed, the batch goes back
+into rotation together (HAProxy's own check must see it up) -> remove the old containers. A slot
+whose requests finish early is thus started and probed while the others still drain.
 
-A failed health check aborts: the batch goes back to the old containers (restarted, checked and
-put back in rotation) and the deployment fails naming the check. Slots that already run the new
+A failed health check aborts, as does a drain that times out or an engine error on the way: the
+batch goes back to the old containers (restarted, checked and put back in rotation) and the
+deployment fails naming the check. Slots that already run the new
 release (digest and environment: Release.config_id) and are in rotation are left alone, so a run
 killed halfway and started again carries on where it stopped.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from docker_delivery.errors import DeliveryError
 from docker_delivery.strategies.base import (
     DeployAborted,
     DeployResult,
@@ -189,21 +192,39 @@ class MinimumInServiceDeployment:
     def _run_batch(self, release: Release, settings: MinimumInService, batch: Batch) -> None:
         router, backend = self._router, self._backend
         routed = {s.slot for s in router.servers(backend) if s.admin_state != "maint"}
-        draining = [slot for slot in batch.slots if slot in routed]
-        for slot in draining:
-            router.set_state(backend, slot, "drain")
-        for slot in draining:
-            router.wait_drained(backend, slot, settings.drain_timeout)
-        running_olds = [o for slot in batch.slots for o in batch.old[slot] if o.running]
-        in_parallel(lambda old: self._target.stop(old, grace=release.stop_grace), running_olds)
-        for slot in draining:
-            router.set_state(backend, slot, "maint")
-        started = in_parallel(lambda slot: self._target.start(release, slot), batch.slots)
+        for slot in batch.slots:
+            if slot in routed:
+                router.set_state(backend, slot, "drain")
+        started: dict[int, Instance] = {}
+        failed = threading.Event()
+
+        def replace_slot(slot: int) -> None:
+            # Each slot goes on as soon as its own requests have finished: its old container
+            # stops, then (never more than replicas running) the new one starts and is probed
+            # while the batch's other slots may still drain. Once a slot has failed, the others
+            # stop nothing more: the batch goes back.
+            try:
+                if slot in routed:
+                    router.wait_drained(backend, slot, settings.drain_timeout)
+                if failed.is_set():
+                    return
+                for old in batch.old[slot]:
+                    if old.running:
+                        self._target.stop(old, grace=release.stop_grace)
+                if slot in routed:
+                    router.set_state(backend, slot, "maint")
+                started[slot] = self._target.start(release, slot)
+                self._gate([started[slot]])
+            except BaseException:
+                failed.set()
+                raise
+
         try:
-            self._gate(started)
-            self._into_rotation(started, settings)
-        except DeliveryError as exc:
-            self._roll_back(batch, started, settings)
+            in_parallel(replace_slot, batch.slots)
+            # The batch takes traffic together, once every slot of it has passed.
+            self._into_rotation([started[slot] for slot in batch.slots], settings)
+        except Exception as exc:  # a failed check, a drain that timed out, an engine error
+            self._roll_back(batch, [started[s] for s in batch.slots if s in started], settings)
             olds = sorted({o.digest for olds in batch.old.values() for o in olds})
             back = f"went back to {', '.join(olds)}" if olds else "was removed"
             raise DeployAborted(

@@ -45,6 +45,16 @@ def network_exists(client: docker.DockerClient, name: str) -> bool:
     return any(n.name == name for n in client.networks.list(names=[name]))  # names= is a prefix
 
 
+def require_networks(client: docker.DockerClient, release: Release) -> None:
+    """TargetError unless every extra network ``release`` joins exists."""
+    missing = [n for n in release.networks if not network_exists(client, n)]
+    if missing:
+        raise TargetError(
+            f"networks {missing} do not exist: apply the environment's infrastructure first "
+            "(ApplyInfraOperator creates them)"
+        )
+
+
 def create_network(
     client: docker.DockerClient, name: str, service: str, environment: str, *, swarm: bool
 ) -> bool:
@@ -248,17 +258,7 @@ class EngineTarget:
                 return instance_from_container(existing, net, release.port)
             existing.remove(force=True)
         self.ensure_image(release)
-        if any(s.docker_secret for s in release.secrets):
-            raise TargetError(
-                f"{release.service}/{release.environment}: Docker secrets need a Swarm service "
-                "(target swarm); on the engine give the secret's value (file or env)"
-            )
-        missing = [n for n in release.networks if not network_exists(self._client, n)]
-        if missing:
-            raise TargetError(
-                f"networks {missing} do not exist: apply the environment's infrastructure first "
-                "(ApplyInfraOperator creates them)"
-            )
+        self.check(release)
         limits: dict[str, Any] = {}
         if release.limits is not None and release.limits.cpus is not None:
             limits["nano_cpus"] = release.limits.nano_cpus
@@ -285,6 +285,16 @@ class EngineTarget:
         container.reload()
         self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
         return instance_from_container(container, net, release.port)
+
+    def check(self, release: Release) -> None:
+        """TargetError unless ``release`` can run here: deployments call it before they change
+        anything, :meth:`start` before each container."""
+        if any(s.docker_secret for s in release.secrets):
+            raise TargetError(
+                f"{release.service}/{release.environment}: Docker secrets need a Swarm service "
+                "(target swarm); on the engine give the secret's value (file or env)"
+            )
+        require_networks(self._client, release)
 
     def start_many(self, release: Release, slots: Sequence[int]) -> list[Instance]:
         """:meth:`start` in each of ``slots``, one after the other."""
