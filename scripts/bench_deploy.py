@@ -10,8 +10,13 @@
    Docker's DNS does not answer ``tasks.<service>`` on a swarm-scoped bridge network.
 3. Wall time per deploy vs the least the health check allows: per batch (stage), start-up time
    (median of 3, EngineTarget.start / SwarmTarget.scale until /health answers) +
-   healthy_threshold x interval; ratios with and without the time spent draining. For min
-   in-service also against the start-up of its batches (two containers started side by side).
+   healthy_threshold x interval; ratios with and without the time spent draining. Start-up is
+   measured at rest and under the same load, just before the deploys (the table's least uses
+   the latter: the deploys start their containers under that load). For min in-service also
+   against the start-up of its batches (two containers started side by side). With the 1 s
+   requests, also against the least plus, per stage, the drain no deployment that drops no
+   request can skip (the longest request in flight, 1 s). "drain" is, per stage, the time from
+   its first drain to its last slot drained, summed.
 
 The load runs in SHARDS processes (tests/loadgen.py's LoadGenerator, RATE/SHARDS each, merged):
 one generator next to the deploy falls behind on a busy machine and, with hundreds of
@@ -64,6 +69,7 @@ RATE, SHARDS, TARGET, IDLE_S, MAX_LOAD_S, MAX_DEPLOYS, MAX_NATIVE = 200, 4, 5000
 # passes after it, and the failures counted, are still 0.25 s apart.
 # --short-requests: no slow requests in the load, so nothing is in flight long enough to drain.
 SHORT = "--short-requests" in sys.argv[1:]
+SLOW_S = 1.0  # LoadGenerator's slow requests (slow_ms=1000)
 SHORT_MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}
 CHECK = HealthCheck(
     interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_interval=0.05
@@ -71,6 +77,7 @@ CHECK = HealthCheck(
 ROUTER_CHECK_MS, LABEL = 500, "io.docker-delivery.service"
 APP_ENV = {"EXIT_ON_SIGTERM_IMMEDIATELY": "1"}
 DRAINED = re.compile(r"drained in ([0-9.]+)s")
+STEP = re.compile(r"(batch|stage) (\d+/\d+|end)")
 RESOLVERS = (  # as usual for HAProxy with Docker's DNS: answers held 1 s
     "resolvers docker\n    nameserver dns 127.0.0.11:53\n    resolve_retries 3\n"
     "    timeout resolve 1s\n    timeout retry 1s\n    hold valid 1s\n    hold other 1s\n"
@@ -111,37 +118,41 @@ def answers_after(ip: str, start: float) -> float:
     raise TimeoutError(f"{ip}:8080 did not answer within 60s")
 
 
-def measure_startup(
-    client: docker.DockerClient, bench: str, image: str
-) -> tuple[float, float, float]:
-    """Median of 3 start-ups: a container (docker run), two containers started side by side
-    as a min-in-service batch of 2 is (until both answer), and a Swarm task (scale 0 -> 1)."""
+def engine_startup(client: docker.DockerClient, bench: str, image: str) -> tuple[float, float]:
+    """Median of 3 start-ups of a container (docker run) and of two containers started side by
+    side as a min-in-service batch of 2 is (until both answer /health)."""
     release = Release.of(bench, "probe", image, env=APP_ENV, stop_grace=1)
-    engine, swarm = EngineTarget(client, log=quiet), SwarmTarget(client, log=quiet)
-    engine_s: list[float] = []
-    pair_s: list[float] = []
-    swarm_s: list[float] = []
+    engine = EngineTarget(client, log=quiet)
+    one: list[float] = []
+    pair: list[float] = []
     for _ in range(3):
         t = time.monotonic()
         instance = engine.start(release, 1)
-        engine_s.append(answers_after(instance.ip, t))
+        one.append(answers_after(instance.ip, t))
         engine.remove(instance)
     for _ in range(3):
         t = time.monotonic()
-        pair = in_parallel(lambda slot: engine.start(release, slot), [1, 2])
-        pair_s.append(max(answers_after(i.ip, t) for i in pair))
-        for instance in pair:
+        both = in_parallel(lambda slot: engine.start(release, slot), [1, 2])
+        pair.append(max(answers_after(i.ip, t) for i in both))
+        for instance in both:
             engine.remove(instance)
+    return statistics.median(one), statistics.median(pair)
+
+
+def swarm_startup(client: docker.DockerClient, bench: str, image: str) -> float:
+    """Median of 3 start-ups of a Swarm task (scale 0 -> 1, until it answers /health)."""
+    release = Release.of(bench, "probe", image, env=APP_ENV, stop_grace=1)
+    swarm, took = SwarmTarget(client, log=quiet), []
     name = swarm.create(release, 0).name
     for _ in range(3):
         t = time.monotonic()
         swarm.scale(name, 1)
-        swarm_s.append(answers_after(swarm.wait_tasks(name, 1, timeout=60)[0].ip, t))
+        took.append(answers_after(swarm.wait_tasks(name, 1, timeout=60)[0].ip, t))
         swarm.scale(name, 0)
         while swarm.tasks(name) and time.monotonic() - t < 90:
             time.sleep(0.1)
     swarm.remove(name)
-    return statistics.median(engine_s), statistics.median(pair_s), statistics.median(swarm_s)
+    return statistics.median(took)
 
 
 def load_worker(conn: Connection, url: str, mix: dict[str, float] | None) -> None:
@@ -156,6 +167,22 @@ def load_worker(conn: Connection, url: str, mix: dict[str, float] | None) -> Non
     while (msg := conn.recv())[0] == "mark":
         load.mark(msg[1])
     conn.send(load.stop())
+
+
+def drain_time(lines: list[tuple[float, str]]) -> float:
+    """Seconds a deploy waited for requests in flight: per batch (stage), from its first drain
+    to its last slot drained (slots drain side by side in a batch, one after another in a
+    stage), summed."""
+    total, began, ended = 0.0, None, None
+    for t, text in [*lines, (0.0, "batch end")]:
+        if STEP.match(text):
+            total += ended - began if began is not None and ended is not None else 0.0
+            began = ended = None
+        elif "-> drain" in text:
+            began = t if began is None else began
+        elif DRAINED.search(text):
+            ended = t
+    return total
 
 
 class Run:
@@ -204,7 +231,7 @@ class Run:
                 break
             wall = time.monotonic() - t
             self.mark(f"idle {n}")
-            drain = sum(float(m[1]) for _, s in self.lines[first:] if (m := DRAINED.search(s)))
+            drain = drain_time(self.lines[first:])
             done.append({"n": n, "release": name, "wall": wall, "drain": drain})
             time.sleep(IDLE_S)
         return done
@@ -249,7 +276,8 @@ class Run:
         return report
 
 
-def run_ours(client, haproxy, bench, env, strategy, images, logfile):  # type: ignore[no-untyped-def]
+def run_ours(client, haproxy, bench, env, strategy, images, logfile, measure):  # type: ignore[no-untyped-def]
+    """Deploys under one load run; ``measure`` (start-ups) runs under the same load first."""
     router = RouterSettings(free_port(), image=haproxy, slots=8, check_interval_ms=ROUTER_CHECK_MS)
     run = Run(router.url, logfile)
 
@@ -260,8 +288,11 @@ def run_ours(client, haproxy, bench, env, strategy, images, logfile):  # type: i
 
     step("v1")
     run.start()
+    loaded = measure()
+    run.mark("measured")
+    time.sleep(IDLE_S)
     done = run.series("deploy", MAX_DEPLOYS, step)
-    return run, run.finish(client, router_name(bench, env)), done
+    return run, run.finish(client, router_name(bench, env)), done, loaded
 
 
 def native_config(service: str) -> str:
@@ -356,30 +387,77 @@ def cleanup(client: docker.DockerClient, bench: str) -> None:
     print(f"cleanup of {bench}: {f'LEFT {left}' if left else 'done'}")
 
 
+def readings(title: str, done: list[dict[str, Any]], stages: int, startups: dict[str, float]):  # type: ignore[no-untyped-def]
+    """The deploys' mean wall time against the least, for each reading of a stage's start-up:
+    as the issue's formula has it, and with the drain no deployment that drops no request can
+    skip (per stage, the longest request in flight: the load's slow requests, SLOW_S)."""
+    hc = CHECK.healthy_threshold * CHECK.interval
+    wall, drain = (statistics.mean([d[k] for d in done] or [0]) for k in ("wall", "drain"))
+    floor = 0.0 if SHORT else SLOW_S
+    for reading, startup in startups.items():
+        least = stages * (startup + hc)
+        text = (
+            f"{title}, start-up {reading} ({startup:.2f}s): least {least:.2f}s, wall {wall:.2f}s "
+            f"= {wall / least:.2f}x, without the drain ({drain:.2f}s) {(wall - drain) / least:.2f}x"
+        )
+        if floor:
+            with_drain = stages * (floor + startup + hc)
+            text += f"; least with {floor:g}s drains {with_drain:.2f}s: {wall / with_drain:.2f}x"
+        print(text)
+
+
 def main() -> None:
     client, bench, started = docker.from_env(), f"bench{uuid.uuid4().hex[:6]}", time.monotonic()
     logfile = Path(f"/tmp/bench_deploy-{bench}.log")
     print(f"bench service {bench}; deploy logs, failures, router logs: {logfile}*")
     try:
         images, haproxy = build_images(client)
-        engine_s, pair_s, swarm_s = measure_startup(client, bench, images["v1"])
-        hc = CHECK.healthy_threshold * CHECK.interval
+        v1 = images["v1"]
+        one, pair = engine_startup(client, bench, v1)
+        swarm_s = swarm_startup(client, bench, v1)
         print(
-            f"start-up (median of 3): container {engine_s:.2f}s, two containers side by side "
-            f"{pair_s:.2f}s, Swarm task {swarm_s:.2f}s"
+            f"start-up at rest (median of 3): container {one:.2f}s, two containers side by side "
+            f"{pair:.2f}s, Swarm task {swarm_s:.2f}s"
         )
         print(f"health check: {CHECK.describe()}; router check every {ROUTER_CHECK_MS} ms")
         mix = f"mix {SHORT_MIX} (no slow requests)" if SHORT else "default mix, 1 s slow requests"
         print(f"load: {RATE}/s, {mix}, in {SHARDS} processes")
-        rows, mis_done = [], []
-        for title, env, strategy, least in (
-            ("min-in-service 4/2", "mis", MinimumInService(4, 2), 2 * (engine_s + hc)),
-            ("rolling 1,50%,100%", "roll", Rolling(4, (1, "50%", "100%")), 3 * (swarm_s + hc)),
+        rows, lines = [], []
+        for title, env, strategy, stages, at_rest, measure in (
+            (
+                "min-in-service 4/2",
+                "mis",
+                MinimumInService(4, 2),
+                2,
+                {"container": one, "two side by side": pair},
+                lambda: engine_startup(client, bench, v1),
+            ),
+            (
+                "rolling 1,50%,100%",
+                "roll",
+                Rolling(4, (1, "50%", "100%")),
+                3,
+                {"Swarm task": swarm_s},
+                lambda: (swarm_startup(client, bench, v1),),
+            ),
         ):
             print(f"{title}:")
-            run, report, done = run_ours(client, haproxy, bench, env, strategy, images, logfile)
+            run, report, done, loaded = run_ours(
+                client, haproxy, bench, env, strategy, images, logfile, measure
+            )
+            under_load = {f"{k} under load": v for k, v in zip(at_rest, loaded, strict=True)}
+            least = stages * (
+                next(iter(under_load.values())) + CHECK.healthy_threshold * CHECK.interval
+            )
             rows.append(summarize(title, run, report, done, "deploy", least))
-            mis_done = done if env == "mis" else mis_done
+            lines.append(
+                (
+                    title,
+                    done,
+                    stages,
+                    {**{f"{k} at rest": v for k, v in at_rest.items()}, **under_load},
+                )
+            )
         print("native docker service update:")
         run, report, done = run_native(client, haproxy, bench, images, logfile)
         rows.append(summarize("native service update", run, report, done, "update", None))
@@ -388,17 +466,11 @@ def main() -> None:
             "requests, failed: sent during deploys, of them failed (unsent: never sent, 400 in "
             "flight); 5xx: the router's count, whole run; idle: failures between deploys (the "
             "machine's doing, not a deploy's); wall, drain: s, mean per deploy; "
-            "least = batches x (start-up + healthy_threshold x interval); ratio = wall / least;"
-            " -drain: (wall - drain) / least"
+            "least = stages x (start-up under the load + healthy_threshold x interval); "
+            "ratio = wall / least; -drain: (wall - drain) / least"
         )
-        if mis_done:  # the same deploys, against the start-up of a batch of two
-            least2 = 2 * (pair_s + hc)
-            wall, drain = (statistics.mean(d[k] for d in mis_done) for k in ("wall", "drain"))
-            print(
-                f"min-in-service 4/2 with its batches' own start-up ({pair_s:.2f}s for two side "
-                f"by side): least {least2:.2f}s, ratio {wall / least2:.2f}, -drain "
-                f"{(wall - drain) / least2:.2f}"
-            )
+        for line in lines:
+            readings(*line)
     finally:
         cleanup(client, bench)
         print(f"run time {time.monotonic() - started:.0f}s")
