@@ -9,11 +9,13 @@ import pytest
 from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
+from docker_delivery.errors import DeliveryError
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.service import RouterSettings
+from docker_delivery.routing.service import RouterSettings, find_router
 from docker_delivery.strategies import DeployAborted, DeploySettingsInvalid, Rolling, RolloutPaused
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.targets import Release, SwarmTarget
+from docker_delivery.targets.engine import network_name
 
 CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
 
@@ -107,3 +109,39 @@ def test_bad_stage_settings_are_refused() -> None:
         Rolling(replicas=4, stages=(1, 2))
     with pytest.raises(DeploySettingsInvalid, match="failure_action"):
         Rolling(replicas=4, failure_action="explode")  # type: ignore[arg-type]
+
+
+def test_a_drain_that_times_out_stops_the_rollout_and_a_second_run_waits_for_it(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """An old task still busy at drain_timeout stops the rollout where it stands (the new tasks
+    serve, the busy old one keeps finishing its requests); the next run drains it again, waits,
+    and frees its router slot, instead of stopping it with requests in flight."""
+    router = RouterSettings(port=free_port(), image=bed.haproxy_image, slots=8)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=2), **kw)
+    impatient = Rolling(replicas=2, stages=(1, "100%"), drain_timeout=0.2)
+    v2 = release(demo_images["v2"], service, "v2")
+    with LoadGenerator(
+        router.url, rate=100, max_duration=90, mix={"slow": 0.6, "post": 0.4}
+    ) as load:
+        with pytest.raises(DeliveryError, match=r"still has \d+ session\(s\)"):
+            deploy(docker_client, v2, impatient, **kw)
+        load.mark("second run")
+        result = deploy(docker_client, v2, Rolling(replicas=2, stages=(1, "100%")), **kw)
+        load.mark("after")
+        time.sleep(1.5)
+    report = load.report
+    assert report.failed == 0, report.failures
+    assert report.by_phase["after"].get("v1", 0) == 0
+    haproxy = find_router(docker_client, service, "test", network_name(service, "test"), log=print)
+    assert haproxy is not None
+    used = [s for s in haproxy.servers("live") if s.admin_state != "maint"]
+    assert len(used) == 2 and all(s.admin_state == "ready" for s in used), used
+    tasks = SwarmTarget(docker_client).tasks(
+        SwarmTarget(docker_client).services(service, "test")[0].name
+    )
+    assert {f"{t.ip}:{t.port}" for t in tasks} == {f"{s.address}:{s.port}" for s in used}
+    assert [s.digest for s in SwarmTarget(docker_client).services(service, "test")] == [
+        result.digest
+    ]

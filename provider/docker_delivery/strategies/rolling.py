@@ -252,9 +252,16 @@ class RollingDeployment:
         wait_router_up(self._router, self._backend, slots, settings.router_up_timeout)
 
     def _take_out(self, tasks: Sequence[Instance], grace: float, settings: Rolling) -> None:
-        """Drain at the router, wait for in-flight requests, stop the containers, free the slots."""
-        routed = self._rotation()
-        slots = [routed[t.address] for t in tasks if t.address in routed]
+        """Drain at the router, wait for in-flight requests, stop the containers, free the slots.
+
+        A task an earlier run left draining (its drain timed out) still has its slot: it is
+        waited for again, not stopped with its requests in flight."""
+        assigned = {
+            f"{s.address}:{s.port}": s.slot
+            for s in self._router.servers(self._backend)
+            if s.admin_state != "maint"
+        }
+        slots = [assigned[t.address] for t in tasks if t.address in assigned]
         for slot in slots:
             self._router.set_state(self._backend, slot, "drain")
         for slot in slots:
