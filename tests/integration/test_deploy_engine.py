@@ -97,6 +97,8 @@ def test_impossible_settings_are_refused_before_anything_changes(
 ) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(DeploySettingsInvalid, match="min_in_service"):
         MinimumInService(replicas=2, min_in_service=2)
+    with pytest.raises(DeploySettingsInvalid, match="drain_timeout must be > 0"):
+        MinimumInService(replicas=4, min_in_service=2, drain_timeout=-1)
     with pytest.raises(DeploySettingsInvalid, match="add up"):
         MinimumInService(replicas=4, min_in_service=1, batch_sizes=(1, 1))
     with pytest.raises(InvalidReference, match="not pinned"):

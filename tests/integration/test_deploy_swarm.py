@@ -109,6 +109,8 @@ def test_bad_stage_settings_are_refused() -> None:
         Rolling(replicas=4, stages=(1, 2))
     with pytest.raises(DeploySettingsInvalid, match="failure_action"):
         Rolling(replicas=4, failure_action="explode")  # type: ignore[arg-type]
+    with pytest.raises(DeploySettingsInvalid, match="drain_timeout must be > 0"):
+        Rolling(replicas=4, drain_timeout=0)
 
 
 def test_a_drain_that_times_out_stops_the_rollout_and_a_second_run_waits_for_it(

@@ -720,3 +720,23 @@ def test_alternatives_are_checked_like_deploy() -> None:
     )
     assert f"{at}.alternatives[2].preview_replicas: must be within 1..replicas (4)" in problems
     assert any(p.startswith("environments.staging.router.preview_port: required") for p in problems)
+
+
+def test_deployments_wait_for_drains_as_long_as_the_environment_says() -> None:
+    from docker_delivery.templates import delivery_pipeline
+
+    data = two_envs()
+    data["environments"]["staging"]["rollout"] = {"drain_timeout": 45}
+    data["environments"]["staging"]["target"] = "engine"
+    data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service"}
+    dag = delivery_pipeline(data)
+    op: Any = dag.get_task("staging.deploy")
+    assert type(op).__name__ == "MinimumInServiceDeployOperator"
+    assert op.settings.drain_timeout == 45
+    rolling: Any = delivery_pipeline(two_envs()).get_task("staging.deploy")
+    assert rolling.settings.drain_timeout == 120  # the default
+    data = two_envs()
+    data["environments"]["staging"]["rollout"] = {"drain_timeout": 7.5}
+    rolling = delivery_pipeline(data).get_task("staging.deploy")
+    assert type(rolling).__name__ == "RollingDeployOperator"
+    assert rolling.settings.drain_timeout == 7.5

@@ -172,7 +172,10 @@ class _DeployOperator(BaseOperator):
 
 
 class MinimumInServiceDeployOperator(_DeployOperator):
-    """Replace ``replicas`` containers on one engine in batches, keeping ``min_in_service``."""
+    """Replace ``replicas`` containers on one engine in batches, keeping ``min_in_service``.
+
+    ``drain_timeout``: seconds an instance may take to finish its requests in flight; past it
+    the batch goes back to the old release and the task fails (nothing is cut)."""
 
     def __init__(
         self,
@@ -180,11 +183,15 @@ class MinimumInServiceDeployOperator(_DeployOperator):
         replicas: int,
         min_in_service: int,
         batch_sizes: Sequence[int] | None = None,
+        drain_timeout: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = MinimumInService(
-            replicas, min_in_service, tuple(batch_sizes) if batch_sizes else None
+            replicas,
+            min_in_service,
+            tuple(batch_sizes) if batch_sizes else None,
+            drain_timeout=drain_timeout,
         )
 
     def strategy(self) -> MinimumInService:
@@ -197,6 +204,8 @@ class RollingDeployOperator(_DeployOperator):
     ``pause``: seconds between stages. ``continue_variable``: between stages, wait until that
     Airflow Variable holds a number >= the next stage (a human or another task sets it).
     ``until_stage``: stop after that stage; a later run of this operator carries on.
+    ``drain_timeout``: seconds an old task may take to finish its requests in flight; past it
+    the rollout stops where it stands and the task fails; a retry waits for that task again.
     """
 
     def __init__(
@@ -210,6 +219,7 @@ class RollingDeployOperator(_DeployOperator):
         continue_variable: str | None = None,
         update_config: Mapping[str, Any] | None = None,
         rollback_config: Mapping[str, Any] | None = None,
+        drain_timeout: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -221,6 +231,7 @@ class RollingDeployOperator(_DeployOperator):
             until_stage,
             UpdatePolicy(**(update_config or {})),
             UpdatePolicy(**(rollback_config or {})),
+            drain_timeout=drain_timeout,
         )
         self.continue_variable = continue_variable
 

@@ -54,6 +54,10 @@ class MinimumInService:
                 f"{self.min_in_service}: with min_in_service >= replicas no instance may ever "
                 "be taken out to be replaced"
             )
+        if self.drain_timeout <= 0:
+            raise DeploySettingsInvalid(
+                f"drain_timeout must be > 0 seconds, got {self.drain_timeout}"
+            )
         if self.batch_sizes is not None:
             sizes = tuple(self.batch_sizes)
             most = self.replicas - self.min_in_service

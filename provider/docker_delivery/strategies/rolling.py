@@ -108,6 +108,10 @@ class Rolling:
         counts = resolve_stages(self.stages, self.replicas)
         if self.pause < 0:
             raise DeploySettingsInvalid(f"pause must be >= 0 seconds, got {self.pause}")
+        if self.drain_timeout <= 0:
+            raise DeploySettingsInvalid(
+                f"drain_timeout must be > 0 seconds, got {self.drain_timeout}"
+            )
         if self.failure_action not in ("pause", "continue", "rollback"):
             raise DeploySettingsInvalid(
                 f"failure_action {self.failure_action!r} must be pause, continue or rollback"

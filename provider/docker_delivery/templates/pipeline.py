@@ -236,6 +236,7 @@ def _min_in_service(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
         "replicas": spec.env(stage).replicas,
         "min_in_service": spec.min_in_service(stage),
         "batch_sizes": stage.deploy.batch_sizes,
+        "drain_timeout": spec.env(stage).rollout.drain_timeout,
     }
 
 
@@ -246,6 +247,7 @@ def _rolling(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
         "stages": spec.rolling_stages(stage),
         "pause": stage.deploy.pause,
         "failure_action": stage.deploy.failure_action,
+        "drain_timeout": spec.env(stage).rollout.drain_timeout,
     }
 
 
