@@ -10,9 +10,9 @@ whose requests finish early is thus started and probed while the others still dr
 
 A failed health check aborts, as does a drain that times out or an engine error on the way: the
 batch goes back to the old containers (restarted, checked and put back in rotation) and the
-deployment fails naming the check. Slots that already run the new
-release (digest and environment: Release.config_id) and are in rotation are left alone, so a run
-killed halfway and started again carries on where it stopped.
+deployment fails naming the check. Slots that already run the new release (digest and
+environment: Release.config_id) and are in rotation are left alone, so a run killed halfway and
+started again carries on where it stopped.
 """
 
 from __future__ import annotations
