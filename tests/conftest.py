@@ -138,6 +138,19 @@ def docker_client(bed: Bed) -> Iterator[object]:
     client.close()
 
 
+@pytest.fixture
+def service(request: pytest.FixtureRequest, docker_client: object) -> Iterator[str]:
+    """A new service name (the test module's SERVICE_PREFIX and 6 hex digits); whatever the test
+    left of that service is removed after it (tests/cleanup.py)."""
+    import uuid
+
+    from cleanup import remove_service
+
+    name = f"{getattr(request.module, 'SERVICE_PREFIX', 'svc')}{uuid.uuid4().hex[:6]}"
+    yield name
+    remove_service(docker_client, name)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under tests/integration and tests/e2e carry their marker even if a file forgets it."""
     for item in items:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import httpx
 import pytest
-from cleanup import remove_service
 from deploy_kit import CHECK, release, router_settings
 from loadgen import LoadGenerator
 
@@ -27,11 +25,7 @@ from docker_delivery.strategies.min_in_service import MinimumInService
 SHARE_MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # no slow requests: shares per start
 
 
-@pytest.fixture
-def service(docker_client):  # type: ignore[no-untyped-def]
-    name = f"ab{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "ab"  # the service fixture's names (tests/conftest.py)
 
 
 def live_v1(bed, docker_client, demo_images, service):  # type: ignore[no-untyped-def]

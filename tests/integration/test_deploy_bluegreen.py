@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import httpx
 import pytest
-from cleanup import remove_service
 from deploy_kit import CHECK, SLOW_FEW_MIX, release, router_settings
 from loadgen import LoadGenerator
 
@@ -29,11 +27,7 @@ from docker_delivery.strategies.min_in_service import MinimumInService
 MIX = SLOW_FEW_MIX
 
 
-@pytest.fixture
-def service(docker_client):  # type: ignore[no-untyped-def]
-    name = f"bg{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "bg"  # the service fixture's names (tests/conftest.py)
 
 
 def releases_at(url: str, n: int = 30) -> set[str]:

@@ -6,7 +6,6 @@ import dataclasses
 import uuid
 
 import pytest
-from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import InvalidReference
@@ -32,11 +31,7 @@ def release(image: str, service: str, name: str, **env: str) -> Release:
     )
 
 
-@pytest.fixture
-def service(docker_client):  # type: ignore[no-untyped-def]
-    name = f"web{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "web"  # the service fixture's names (tests/conftest.py)
 
 
 def test_minimum_in_service_deploy_drops_no_request(

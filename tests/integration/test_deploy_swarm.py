@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-from cleanup import remove_service
 from loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import DeliveryError
@@ -25,11 +23,7 @@ def release(image: str, service: str, name: str, **env: str) -> Release:
     return Release.of(service, "test", image, env=env, stop_grace=10)
 
 
-@pytest.fixture
-def service(docker_client):  # type: ignore[no-untyped-def]
-    name = f"sw{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "sw"  # the service fixture's names (tests/conftest.py)
 
 
 def routed_releases(router_url: str, n: int = 40) -> set[str]:

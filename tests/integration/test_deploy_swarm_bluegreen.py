@@ -7,10 +7,8 @@ Each colour (and each A/B variant) is a Swarm service of its own, ``<service>-<e
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-from cleanup import remove_service
 from deploy_kit import CHECK, SLOW_FEW_MIX, release, router_settings
 from loadgen import LoadGenerator
 
@@ -31,11 +29,7 @@ from docker_delivery.targets import SwarmTarget
 MIX = SLOW_FEW_MIX
 
 
-@pytest.fixture
-def service(docker_client):  # type: ignore[no-untyped-def]
-    name = f"sb{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "sb"  # the service fixture's names (tests/conftest.py)
 
 
 def swarm_services(docker_client, service: str) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -7,11 +7,9 @@ and the router, as a RollbackOperator would after the worker that deployed had c
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 
 import pytest
-from cleanup import remove_service
 from deploy_kit import CHECK, SLOW_FEW_MIX, release
 from loadgen import LoadGenerator, RequestResult, free_port
 
@@ -32,11 +30,7 @@ MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # switch times: no slow re
 REDEPLOY_MIX = SLOW_FEW_MIX  # some requests in flight during the redeploy's drains
 
 
-@pytest.fixture
-def service(docker_client):  # type: ignore[no-untyped-def]
-    name = f"rb{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "rb"  # the service fixture's names (tests/conftest.py)
 
 
 def switch_time(results: Sequence[RequestResult], called_at: float, old: str, new: str) -> float:

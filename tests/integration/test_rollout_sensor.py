@@ -4,11 +4,9 @@ held at a stage, complete once it is continued; its deferred wait in the trigger
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
-from cleanup import remove_service
 from loadgen import free_port
 
 from docker_delivery.errors import DeliveryError, InvalidReference
@@ -27,11 +25,7 @@ pytestmark = pytest.mark.timeout(300)
 CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
 
 
-@pytest.fixture
-def service(docker_client: Any) -> Any:
-    name = f"ro{uuid.uuid4().hex[:6]}"
-    yield name
-    remove_service(docker_client, name)
+SERVICE_PREFIX = "ro"  # the service fixture's names (tests/conftest.py)
 
 
 def sensor(service: str, image: str, **kw: Any) -> RolloutCompleteSensor:
