@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
@@ -244,13 +244,21 @@ class ProcessTest(unittest.TestCase):
         return proc
 
     def wait_for_port(self, proc: subprocess.Popen) -> int:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if select.select([proc.stdout], [], [], 0.5)[0]:
-                line = proc.stdout.readline()
+        # Lines are read by a thread, not after select(): one read may take both "starting"
+        # and "listening" into the reader's buffer, where select() no longer sees the second.
+        found: queue.Queue[int] = queue.Queue()
+
+        def read() -> None:
+            for line in proc.stdout:
                 if " listening on " in line:
-                    return int(line.rsplit(":", 1)[1])
-        self.fail("the app did not start listening")
+                    found.put(int(line.rsplit(":", 1)[1]))
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            return found.get(timeout=10)
+        except queue.Empty:
+            self.fail("the app did not start listening")
 
     def slow_request_during_sigterm(self, ms: int = 500, **env: str):
         proc = self.start(**env)
