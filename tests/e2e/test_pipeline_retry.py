@@ -247,6 +247,37 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     assert len(ledger.path.read_text().splitlines()) == 2
 
 
+def test_a_run_that_fails_before_the_stage_records_no_deployment(
+    bed: Any,
+    airflow_db: None,
+    docker_client: Any,
+    service: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """An image test fails: nothing reaches staging, so the stage's record task writes nothing
+    to the ledger (no digest was deployed) and fails saying why, instead of on the ``None``
+    that the missing release renders to."""
+    from docker_delivery.templates import delivery_pipeline
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    data = spec(bed, service, free_port(), ledger.path)
+    failing = ["python3", "-c", "raise SystemExit('an image test that fails')"]
+    data["pipeline"]["tests"] = [{"name": "quick", "command": failing}]
+    dag = delivery_pipeline(data)
+    register(dag)
+    run = dag.test(run_conf={"revision": uuid.uuid4().hex + uuid.uuid4().hex[:8]})
+    got = states(run.run_id)
+    assert str(run.state) == "failed", got
+    assert got["test_quick"] == ("failed", 1)
+    assert got["staging.deploy"][0] == "upstream_failed"
+    assert got["staging.record"] == ("failed", 1)
+    assert ledger.records() == []
+    log = capfd.readouterr().out
+    assert "nothing was delivered, the run failed before a release reached this stage" in log
+    assert "invalid image reference" not in log
+
+
 KILLED_RUN = """
 import json, sys
 from docker_delivery.templates import delivery_pipeline

@@ -3,7 +3,9 @@
 It is a stage's last task and runs whatever happened before it (trigger rule ``all_done``): it
 reads the states of the stage's tasks in this run, writes one DeploymentRecord (what, where,
 from which digest to which, who approved, outcome), then fails when the stage failed, so the
-run's state stays what the stage's was. A retry or a cleared run records again under the same
+run's state stays what the stage's was. When the run failed before any release reached the
+stage (the build or an image test failed), nothing was deployed: it records nothing and fails,
+saying so. A retry or a cleared run records again under the same
 key; the ledger keeps the last record of a key.
 """
 
@@ -37,6 +39,18 @@ def _time(value: Any) -> dt.datetime | None:
     if isinstance(value, str) and value:
         return dt.datetime.fromisoformat(value)
     return None
+
+
+def _pinned(image: str) -> bool:
+    """Whether ``image`` is a digest-pinned reference (not the ``None`` a missing XCom renders)."""
+    from docker_delivery.errors import InvalidReference
+    from docker_delivery.images.ref import ImageRef
+
+    try:
+        ImageRef.parse(image).require_pinned()
+    except InvalidReference:
+        return False
+    return True
 
 
 def write_record(
@@ -130,6 +144,12 @@ class RecordDeliveryOperator(BaseOperator):
                 before = deployed.get("previous_digests") or [deployed.get("previous_digest")]
                 previous = next((str(d) for d in before if d), None)
                 break
+        if failed and not _pinned(self.image):
+            raise AirflowFailException(
+                f"{self.service}/{self.environment}: nothing was delivered, the run failed "
+                f"before a release reached this stage ({', '.join(first)}: "
+                f"{states[first[0]]}); no deployment to record"
+            )
         approval = (
             approval_of(ti.xcom_pull(task_ids=self.approval_task_id))
             if self.approval_task_id
