@@ -23,8 +23,6 @@ from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
 
 SHARE_MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # no slow requests: shares per start
-
-
 SERVICE_PREFIX = "ab"  # the service fixture's names (tests/conftest.py)
 
 

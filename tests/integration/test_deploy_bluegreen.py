@@ -25,8 +25,6 @@ from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
 
 MIX = SLOW_FEW_MIX
-
-
 SERVICE_PREFIX = "bg"  # the service fixture's names (tests/conftest.py)
 
 

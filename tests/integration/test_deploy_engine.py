@@ -19,6 +19,7 @@ from docker_delivery.targets.base import TargetError
 from docker_delivery.targets.engine import network_name
 
 CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
+SERVICE_PREFIX = "web"  # the service fixture's names (tests/conftest.py)
 
 
 def release(image: str, service: str, name: str, **env: str) -> Release:
@@ -29,9 +30,6 @@ def release(image: str, service: str, name: str, **env: str) -> Release:
         env={"APP_RELEASE": name, "EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env},
         stop_grace=10,
     )
-
-
-SERVICE_PREFIX = "web"  # the service fixture's names (tests/conftest.py)
 
 
 def test_minimum_in_service_deploy_drops_no_request(

@@ -16,14 +16,12 @@ from docker_delivery.targets import Release, SwarmTarget
 from docker_delivery.targets.engine import network_name
 
 CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
+SERVICE_PREFIX = "sw"  # the service fixture's names (tests/conftest.py)
 
 
 def release(image: str, service: str, name: str, **env: str) -> Release:
     env = {"APP_RELEASE": name, "EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}
     return Release.of(service, "test", image, env=env, stop_grace=10)
-
-
-SERVICE_PREFIX = "sw"  # the service fixture's names (tests/conftest.py)
 
 
 def routed_releases(router_url: str, n: int = 40) -> set[str]:

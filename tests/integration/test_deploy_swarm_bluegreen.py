@@ -27,8 +27,6 @@ from docker_delivery.strategies.rollback import roll_back
 from docker_delivery.targets import SwarmTarget
 
 MIX = SLOW_FEW_MIX
-
-
 SERVICE_PREFIX = "sb"  # the service fixture's names (tests/conftest.py)
 
 

@@ -28,8 +28,6 @@ from docker_delivery.strategies.rollback import RollbackImpossible, roll_back
 
 MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}  # switch times: no slow requests
 REDEPLOY_MIX = SLOW_FEW_MIX  # some requests in flight during the redeploy's drains
-
-
 SERVICE_PREFIX = "rb"  # the service fixture's names (tests/conftest.py)
 
 

@@ -23,8 +23,6 @@ from docker_delivery.triggers.rollout import RolloutCompleteTrigger
 pytestmark = pytest.mark.timeout(300)
 
 CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
-
-
 SERVICE_PREFIX = "ro"  # the service fixture's names (tests/conftest.py)
 
 

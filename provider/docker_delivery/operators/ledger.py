@@ -47,10 +47,9 @@ def _pinned(image: str) -> bool:
     from docker_delivery.images.ref import ImageRef
 
     try:
-        ImageRef.parse(image).require_pinned()
+        return ImageRef.parse(image).is_pinned
     except InvalidReference:
         return False
-    return True
 
 
 def write_record(
