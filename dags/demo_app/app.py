@@ -409,12 +409,14 @@ def main() -> int:
     stop, received = threading.Event(), []
 
     def on_signal(signum: int, _frame: object) -> None:
-        # Only os.write here: the handler may interrupt a print of the main thread.
-        if cfg.exit_on_sigterm_immediately or stop.is_set():
+        # Only os.write here: the handler may interrupt a print of the main thread. And no
+        # stop.set() here: the handler runs on the main thread, which may hold the event's lock
+        # (inside stop.wait), so it would wait for itself forever; another thread sets it.
+        if cfg.exit_on_sigterm_immediately or received:
             os.write(1, f"received signal {signum}: exiting at once, no drain\n".encode())
             os._exit(128 + signum)
         received.append(signal.Signals(signum).name)
-        stop.set()
+        threading.Thread(target=stop.set, name="on-signal", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
