@@ -96,11 +96,15 @@ def _path(value: str | None) -> Path | None:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
-    """Airflow's metadata database (SQLite under AIRFLOW_HOME), migrated; seconds when current."""
+    """Airflow's metadata database (SQLite under AIRFLOW_HOME), migrated, with its DAG bundles
+    registered (a DAG run writes its DAG under the bundle's name); seconds when current."""
     airflow = Path(sys.executable).parent / "airflow"
     run = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
     if run.returncode != 0:
         pytest.fail(f"airflow db migrate failed: {run.stderr[-2000:]}")
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    DagBundlesManager().sync_bundles_to_db()
 
 
 @pytest.fixture(scope="session")
