@@ -11,6 +11,12 @@ class DeliveryError(Exception):
     """Base class of every error raised by docker-delivery."""
 
 
+class NotDeployed(DeliveryError):
+    """A step refused before it changed anything (another delivery held the lock): nothing was
+    deployed, so the ledger records the attempt as ``not_deployed``, not as a failed
+    deployment."""
+
+
 class InvalidReference(DeliveryError, ValueError):
     """An image reference that does not parse, or is not what the caller needs (e.g. not pinned)."""
 

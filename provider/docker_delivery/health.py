@@ -496,6 +496,10 @@ def wait_all_healthy_sync(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_a_loop = False  # the usual case; run() outside this handler, so that its errors
+    else:  # do not carry "no running event loop" as their context
+        in_a_loop = True
+    if not in_a_loop:
         return run()
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="health") as pool:
         return pool.submit(run).result()

@@ -84,6 +84,7 @@ __all__ = [
     "InfraResult",
     "LiveUnit",
     "apply",
+    "apply_spec",
     "drift",
     "plan",
     "read_live",
@@ -866,6 +867,38 @@ def apply(
     log(f"{where}: applied {plan.summary}; digest {plan.digest} unchanged")
     result.duration_s = time.monotonic() - started
     return result
+
+
+def apply_spec(
+    client: docker.DockerClient,
+    service_spec: ServiceSpec,
+    environment: str,
+    *,
+    owner: str,
+    resolve_secret: SecretResolver | None = None,
+    lock_wait: float = 0.0,
+    plan_only: bool = False,
+    log: Log = print,
+) -> tuple[InfraPlan, InfraResult | None]:
+    """Plan ``environment``'s spec against what runs, log the plan, and apply it (not with
+    ``plan_only``). Once something runs, both happen under the service's deployment lock,
+    taken first (waiting ``lock_wait`` seconds for another delivery): the plan is made from what
+    runs once no other delivery is changing it."""
+    service = service_spec.service
+    target = service_spec.environment(environment).target
+    images = [u.image for u in read_live(client, service, environment, target) if u.image]
+    if plan_only or not images:  # nothing runs: no instance to guard (networks are idempotent)
+        planned = plan(client, service_spec, environment, resolve_secret=resolve_secret)
+        log(f"infrastructure plan:\n{planned.describe()}")
+        if plan_only:
+            return planned, None
+        return planned, apply(client, planned, owner=owner, log=log)
+    with DeploymentLock(
+        client, service, environment, owner=owner, image=images[0], wait=lock_wait, log=log
+    ):
+        planned = plan(client, service_spec, environment, resolve_secret=resolve_secret)
+        log(f"infrastructure plan:\n{planned.describe()}")
+        return planned, apply(client, planned, owner=owner, log=log)
 
 
 # --------------------------------------------------------------------------------------------

@@ -516,8 +516,11 @@ class MigrationLock(ContainerLock):
     def takeover_message(self, owner: str) -> str:
         return f"migration lock {self.name} already held by this task: taking it over"
 
-    def waiting_message(self, owner: str, since: str) -> str:
-        return f"waiting for migration lock {self.name}: held by {owner} since {since}"
+    def waiting_message(self, owner: str, since: str, waited: float) -> str:
+        return (
+            f"waiting for migration lock {self.name}: held by {owner} since {since}; waited "
+            f"{waited:.0f}s of {self._wait:g}s"
+        )
 
     def locked_error(self, owner: str, since: str) -> DeliveryError:
         return MigrationLocked(

@@ -434,6 +434,11 @@ class EnvironmentSpec(_Model):
                 resolve_stages(self.rollout.stages, self.replicas)
             except DeliveryError as exc:
                 out.append(f"rollout.stages: {exc}")
+        if self.replicas > self.router.slots:
+            out.append(
+                f"router.slots: {self.router.slots} slots cannot hold {self.replicas} replicas "
+                f"(one instance per slot); give router.slots >= {self.replicas} or fewer replicas"
+            )
         return out
 
     def health(self) -> HealthCheck:

@@ -162,7 +162,7 @@ def test_each_run_is_in_the_ledger(two_runs) -> None:  # type: ignore[no-untyped
     ] * 2
     assert mine[0].run_id != mine[1].run_id and mine[0].digest == mine[1].digest
     assert mine[0].deployment_type == "min_in_service"
-    assert mine[1].previous_digest in (None, mine[1].digest)  # the second run changed nothing
+    assert mine[1].previous_digest == mine[1].digest  # the second run released it again
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from loadgen import free_port
+from pipeline_kit import carry_on, clear_like_the_ui, heartbeat_timeout, register, states
 
 from docker_delivery.ledger import Ledger
 
@@ -92,99 +93,6 @@ def service(docker_client: Any) -> Iterator[str]:
     remove_service(docker_client, name)
 
 
-def register(dag: Any) -> None:
-    """Write ``dag`` to the metadata database as the DAG processor would (its bundle first)."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
-def states(run_id: str) -> dict[str, tuple[str, int]]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id).all()
-        return {ti.task_id: (str(ti.state), ti.try_number) for ti in tis}
-
-
-def heartbeat_timeout(run_id: str, task_id: str) -> None:
-    """What the scheduler does to a running task whose worker stopped heartbeating (after
-    ``task_instance_heartbeat_timeout``): the task fails (a deploy has no automatic retry)."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-
-    with create_session() as session:
-        ti = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id, task_id=task_id)
-        ti.one().state = TaskInstanceState.FAILED
-
-
-def clear_like_the_ui(run_id: str, task_id: str) -> list[str]:
-    """What POST /dags/{dag_id}/clearTaskInstances does for the UI's Clear of one task
-    instance of a run, with its downstream tasks (airflow.api_fastapi...task_instances)."""
-    from airflow.models.dagbag import DBDagBag
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import clear_task_instances, find_relevant_relatives
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-
-    with create_session() as session:
-        dag_run = session.query(DagRun).filter_by(dag_id=DAG_ID, run_id=run_id).one()
-        dag = DBDagBag().get_dag_for_run(dag_run, session=session)
-        assert dag is not None
-        task_ids = {task_id}
-        task_ids.update(
-            str(t)
-            for t in find_relevant_relatives(
-                task_ids, set(), dag=dag, run_id=run_id, direction="downstream", session=session
-            )
-        )
-        tis = dag.clear(dry_run=True, task_ids=list(task_ids), run_id=run_id, session=session)
-        clear_task_instances(list(tis), session, DagRunState.QUEUED)
-        return sorted(ti.task_id for ti in tis)
-
-
-def carry_on(dag: Any, run_id: str, timeout: float = 600) -> str:
-    """Run the run's schedulable tasks until it ends: the loop of ``dag.test()``, on an existing
-    run (what the scheduler does with a run a Clear set back to queued)."""
-    from airflow.models.dagrun import DagRun
-    from airflow.sdk.definitions.dag import _run_task
-    from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState, TaskInstanceState
-
-    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
-    deadline = time.monotonic() + timeout
-    with create_session() as session:
-        dr = session.query(DagRun).filter_by(dag_id=DAG_ID, run_id=run_id).one()
-        dr.dag = scheduler_dag
-        dr.state = DagRunState.RUNNING
-        session.commit()
-        while dr.state == DagRunState.RUNNING and time.monotonic() < deadline:
-            session.expire_all()
-            schedulable, _ = dr.update_state(session=session)
-            for ti in schedulable:
-                if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE:
-                    ti.try_number += 1
-                ti.state = TaskInstanceState.SCHEDULED
-            session.commit()
-            scheduled = [
-                ti
-                for ti in dr.get_task_instances(session=session)
-                if ti.state == TaskInstanceState.SCHEDULED
-            ]
-            if not scheduled:
-                time.sleep(0.5)
-            for ti in scheduled:
-                _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
-        return str(dr.state)
-
-
 def test_a_cleared_stage_completes_the_run_without_building_again(
     bed: Any, airflow_db: None, docker_client: Any, service: str, tmp_path: Path
 ) -> None:
@@ -205,7 +113,7 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
         run = dag.test(run_conf={"revision": revision})
     finally:
         Variable.delete(flag(service))  # the human fixes what was broken
-    first = states(run.run_id)
+    first = states(DAG_ID, run.run_id)
     assert str(run.state) == "failed", first
     assert first[FAILING] == ("failed", 1)
     assert first["build"] == ("success", 1)
@@ -217,16 +125,18 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     assert (failed.outcome, failed.detail) == ("failed", f"failed at {FAILING}")
     assert failed.run_id == run.run_id and failed.revision == revision
 
-    cleared = clear_like_the_ui(run.run_id, FAILING)
-    assert cleared == sorted([FAILING, "staging.record"])  # and its downstream: the record
-    assert states(run.run_id)[FAILING][0] == "None"
+    cleared = clear_like_the_ui(DAG_ID, run.run_id, FAILING)
+    # and its downstream: the promotion (the tag moves once the checks pass) and the record
+    assert cleared == sorted([FAILING, "staging.promote", "staging.record"])
+    assert states(DAG_ID, run.run_id)[FAILING][0] == "None"
 
     assert carry_on(dag, run.run_id) == "success"
 
-    after = states(run.run_id)
+    after = states(DAG_ID, run.run_id)
     assert after[FAILING] == ("success", 2)
     redone = {task for task, (_, tries) in after.items() if tries > 1}
     assert redone == {FAILING, "staging.record"}, after  # build, tests, deploy: one try each
+    assert after["staging.promote"] == ("success", 1)  # it did not run before: upstream failed
     assert after["build"] == ("success", 1)
     assert after["redeploy"][0] == "skipped"
 
@@ -267,7 +177,7 @@ def test_a_run_that_fails_before_the_stage_records_no_deployment(
     dag = delivery_pipeline(data)
     register(dag)
     run = dag.test(run_conf={"revision": uuid.uuid4().hex + uuid.uuid4().hex[:8]})
-    got = states(run.run_id)
+    got = states(DAG_ID, run.run_id)
     assert str(run.state) == "failed", got
     assert got["test_quick"] == ("failed", 1)
     assert got["staging.deploy"][0] == "upstream_failed"
@@ -314,7 +224,7 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
     dag = delivery_pipeline(data)
     register(dag)
     first = dag.test(run_conf={"revision": uuid.uuid4().hex + uuid.uuid4().hex[:8]})
-    assert str(first.state) == "success", states(first.run_id)
+    assert str(first.state) == "success", states(DAG_ID, first.run_id)
     label = f"io.docker-delivery.service={service}"
 
     def digests() -> list[str]:
@@ -351,16 +261,16 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
         )
         assert killed is not None and killed.run_id != first.run_id
         run_id = killed.run_id
-    assert states(run_id)["staging.deploy"][0] == "running"  # as a lost worker leaves it
+    assert states(DAG_ID, run_id)["staging.deploy"][0] == "running"  # as a lost worker leaves it
     mixed = digests()
     assert len(set(mixed)) == 2, mixed  # old and new side by side: killed mid-way
-    heartbeat_timeout(run_id, "staging.deploy")
+    heartbeat_timeout(DAG_ID, run_id, "staging.deploy")
 
-    cleared = clear_like_the_ui(run_id, "staging.deploy")
+    cleared = clear_like_the_ui(DAG_ID, run_id, "staging.deploy")
     assert "staging.deploy" in cleared and "build" not in cleared
-    assert carry_on(dag, run_id) == "success", states(run_id)
+    assert carry_on(dag, run_id) == "success", states(DAG_ID, run_id)
 
-    after = states(run_id)
+    after = states(DAG_ID, run_id)
     assert after["staging.deploy"] == ("success", 2) and after["build"][1] == 1
     new = set(digests()) - old
     assert len(new) == 1 and digests() == [*new] * 4  # the new release on every replica

@@ -226,7 +226,7 @@ def test_validate_accepts_the_examples() -> None:
     specs = sorted(str(p) for p in PIPELINES.glob("*.yaml"))
     code, out = run("validate", *specs)
     assert code == 0, out
-    assert "two_envs.yaml: valid: DAG deliver_two_envs, 21 tasks; staging (rolling), " in out
+    assert "two_envs.yaml: valid: DAG deliver_two_envs, 22 tasks; staging (rolling), " in out
 
 
 def test_validate_json(tmp_path: Path) -> None:
@@ -252,12 +252,13 @@ def test_plan_lists_the_tasks_per_environment_in_order() -> None:
     production = [line.split()[1] for line in lines[heads[4] + 1 :]]
     assert production == [
         "approve_production",
-        "production.promote",
+        "production.require_previous",
         "production.deploy",
         "production.verify_preview",
         "production.switch",
         "production.verify_health",
         "production.smoke_version",
+        "production.promote",
         "production.retire",
         "production.record",
     ]

@@ -387,3 +387,33 @@ def test_the_sync_wrapper_runs_from_a_plain_thread_and_inside_a_loop(demo_app: S
             deadline=5,
             log=lambda _: None,
         )
+
+
+def test_an_instance_without_an_address_is_reported_by_its_exit() -> None:
+    """A container that exited before it got an address was probed as ':8080' and reported as
+    a spec error ("address ':8080' has no host"); the gate reports its exit first."""
+    from docker_delivery.strategies.base import DeployAborted, health_gate
+    from docker_delivery.targets.base import Instance
+
+    gone = Instance("c1", "web-test-1-abc", "web", "test", "sha256:" + "a" * 64, 1, "", 8080, False)
+    gate = health_gate(
+        fast(),
+        lambda i: f"{i.name} exited with code 3; its last output: boom",
+        deadline=5,
+        log=lambda _: None,
+    )
+    with pytest.raises(DeployAborted) as caught:
+        gate([gone])
+    assert str(caught.value) == "web-test-1-abc exited with code 3; its last output: boom"
+
+
+def test_a_failed_wait_does_not_carry_the_event_loop_check_as_its_context() -> None:
+    """Errors raised by wait_all_healthy_sync had "RuntimeError: no running event loop" at the
+    top of their traceback (the check for a running loop, as their context)."""
+    with pytest.raises(Unhealthy) as caught:
+        wait_all_healthy_sync([f"127.0.0.1:{free_port()}"], fast(unhealthy_threshold=1), deadline=2)
+    chain, error = [], caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    assert not [e for e in chain if isinstance(e, RuntimeError)], chain

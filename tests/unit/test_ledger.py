@@ -459,3 +459,18 @@ def test_metrics_read_from_the_ledger(tmp_path: Path) -> None:
     metrics = delivery_metrics(ledger.records(service="web"), now=NOW, window_days=5)
     assert (metrics.total, metrics.success, metrics.failed) == (10, 8, 0)
     assert metrics.change_failure_rate == pytest.approx(1 / 9)
+
+
+def test_a_delivery_that_lost_the_lock_is_not_a_failed_deployment() -> None:
+    """``not_deployed`` (another delivery held the lock: nothing changed) counts neither as a
+    deployment nor as a failure, nor does it open an incident."""
+    records = [
+        deployment(at(2, 10), "success", 1),
+        deployment(at(2, 11), "not_deployed"),
+        deployment(at(2, 12), "success", 1),
+    ]
+    metrics = delivery_metrics(records, now=NOW, window_days=5)
+    assert (metrics.total, metrics.success, metrics.failed, metrics.not_deployed) == (3, 2, 0, 1)
+    assert metrics.change_failure_rate == 0.0
+    assert metrics.time_to_restore is None and metrics.unrestored == 0
+    assert "2 succeeded, 0 failed, 0 rolled back, 0 rejected, 1 not deployed" in metrics.describe()

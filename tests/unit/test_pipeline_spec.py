@@ -89,30 +89,34 @@ def test_the_two_environment_plan_builds_once_and_gates_production() -> None:
     staging = [t for t in order if t.startswith("staging.")]
     production = [t for t in order if t.startswith("production.")]
     assert staging == [
-        "staging.promote",
         "staging.apply_infra",
         "staging.deploy",
         "staging.verify_health",
         "staging.smoke_version",
+        "staging.promote",
         "staging.record",
     ]
     assert production == [
-        "production.promote",
+        "production.require_previous",
         "production.deploy",
         "production.verify_preview",
         "production.switch",
         "production.verify_health",
         "production.smoke_version",
+        "production.promote",
         "production.retire",
         "production.record",
     ]
     # the ledger record ends each stage, whatever happened in it, and gates the next one
     assert tasks["staging.record"].trigger_rule == "all_done"
-    assert tasks["staging.record"].upstream == ("staging.smoke_version",)
+    assert tasks["staging.record"].upstream == ("staging.promote",)
     assert tasks["approve_production"].upstream == ("staging.record",)
-    assert tasks["production.promote"].upstream == ("approve_production",)
-    assert tasks["production.promote"].extra["require_tag"] == "staging"
-    assert tasks["staging.promote"].extra["require_tag"] is None
+    # the environment tag moves once the stage's checks have passed; the next stage checks it
+    # before it changes anything
+    assert tasks["staging.promote"].upstream == ("staging.smoke_version",)
+    assert tasks["production.require_previous"].upstream == ("approve_production",)
+    assert tasks["production.require_previous"].extra["tag"] == "staging"
+    assert tasks["production.deploy"].upstream == ("production.require_previous",)
 
 
 def test_continuous_deployment_has_no_gate() -> None:
@@ -209,11 +213,11 @@ def test_delivery_pipeline_makes_the_dag_of_the_plan() -> None:
         "test_unit": "TestImageOperator",
         "redeploy": "PythonOperator",
         "release": "PythonOperator",
-        "staging.promote": "PromoteImageOperator",
         "staging.apply_infra": "ApplyInfraOperator",
         "staging.deploy": "MinimumInServiceDeployOperator",
         "staging.verify_health": "ServiceHealthySensor",
         "staging.smoke_version": "PythonOperator",
+        "staging.promote": "PromoteImageOperator",
         "staging.record": "RecordDeliveryOperator",
     }
     assert ops["staging.record"].trigger_rule == "all_done" and ops["staging.record"].retries == 0
@@ -260,7 +264,7 @@ def test_a_gated_stage_gets_the_approval_operator() -> None:
     assert gate.response_timeout == timedelta(hours=1)
     assert gate.execution_timeout is None
     assert gate.ignore_downstream_trigger_rules is True
-    assert dag.get_task("staging.promote").upstream_task_ids == {"approve_staging"}
+    assert dag.get_task("staging.apply_infra").upstream_task_ids == {"approve_staging"}
 
 
 def test_a_dag_from_an_invalid_spec_is_refused_with_every_problem() -> None:
@@ -580,6 +584,7 @@ def test_the_blue_green_steps_share_the_stages_settings() -> None:
     dag = delivery_pipeline(data)
     kinds = {t.task_id: type(t).__name__ for t in dag.tasks if t.task_id.startswith("production")}
     assert kinds == {
+        "production.require_previous": "RequireTagOperator",
         "production.promote": "PromoteImageOperator",
         "production.deploy": "BlueGreenDeployOperator",
         "production.verify_preview": "ServiceHealthySensor",
@@ -652,8 +657,9 @@ def test_a_run_param_chooses_the_deployment_type() -> None:
     assert tasks["staging.smoke_version"].trigger_rule == "all_success"
     retire = tasks["staging.retire"]
     assert "staging.switch" in retire.upstream and retire.trigger_rule == "all_success"
+    assert tasks["staging.promote"].upstream == ("staging.smoke_version", "staging.smoke_greetings")
     contract = tasks["staging.migrate_contract"]
-    assert "staging.retire" in contract.upstream and "staging.smoke_version" in contract.upstream
+    assert "staging.retire" in contract.upstream and "staging.promote" in contract.upstream
     assert contract.trigger_rule == "none_failed_min_one_success"
 
     dag = delivery_pipeline(demo())
@@ -740,3 +746,71 @@ def test_deployments_wait_for_drains_as_long_as_the_environment_says() -> None:
     rolling = delivery_pipeline(data).get_task("staging.deploy")
     assert type(rolling).__name__ == "RollingDeployOperator"
     assert rolling.settings.drain_timeout == 7.5
+
+
+# -- router slots: settings that cannot work together are refused by validate ----------------
+
+
+def test_replicas_beyond_the_routers_slots_are_refused() -> None:
+    """20 replicas behind the default 16 slots failed mid-deployment ("HAProxy has no server
+    live/s17") and left containers outside the router; validate refuses it now."""
+    data = demo()
+    data["environments"]["staging"]["replicas"] = 20
+    data["pipeline"]["stages"][0]["deploy"]["min_in_service"] = 10
+    assert (
+        "environments.staging.router.slots: 16 slots cannot hold 20 replicas (one instance per "
+        "slot); give router.slots >= 20 or fewer replicas"
+    ) in problems_of(data)
+    data["environments"]["staging"]["router"]["slots"] = 20
+    spec_of(data)  # enough now
+
+
+def test_blue_green_of_40_replicas_needs_40_slots_per_colour() -> None:
+    data = two_envs()
+    data["environments"]["production"]["replicas"] = 40
+    problems = problems_of(data)
+    assert any(p.startswith("environments.production.router.slots: 16 slots") for p in problems)
+
+
+def test_rolling_and_ab_need_room_for_old_and_new_side_by_side() -> None:
+    data = two_envs()  # staging: rolling on Swarm, stages [1, 100%], infra changes at once
+    data["environments"]["staging"]["replicas"] = 10
+    at = "pipeline.stages[staging].deploy.type"
+    assert (
+        f"{at}: rolling of 10 replicas needs 20 router slots (an infrastructure change rolls in "
+        "rollout.stages ['100%']); environments.staging.router.slots is 16: raise it to 20, "
+        "or lower replicas"
+    ) in problems_of(data)
+    data["environments"]["staging"]["rollout"] = {"stages": [1, "100%"]}
+    assert (
+        f"{at}: rolling of 10 replicas needs 19 router slots (new tasks enter before old ones "
+        "leave, stages [1, '100%']); environments.staging.router.slots is 16: raise it to 19, "
+        "or lower replicas"
+    ) in problems_of(data)
+    data["environments"]["staging"]["router"]["slots"] = 19
+    assert not [p for p in problems_of_or_none(data) if "slots" in p]
+
+    data = two_envs()
+    data["environments"]["production"]["replicas"] = 9
+    data["pipeline"]["stages"][1]["deploy"] = {"type": "ab"}
+    assert any(
+        p.startswith("pipeline.stages[production].deploy.type: ab of 9 replicas needs 18 router")
+        for p in problems_of(data)
+    )
+
+
+def problems_of_or_none(data: dict[str, Any]) -> list[str]:
+    try:
+        spec_of(data)
+    except SpecInvalid as exc:
+        return exc.problems
+    return []
+
+
+def test_a_rolling_deployments_peak_of_slots() -> None:
+    from docker_delivery.strategies.rolling import Rolling
+
+    assert Rolling(4, ("100%",)).slots_needed() == 8
+    assert Rolling(4, (1, "50%", "100%")).slots_needed() == 6  # 4 new + the 2 old left
+    assert Rolling(4, (1, "100%")).slots_needed(old=0) == 4  # a first rollout
+    assert Rolling(10, (1, "100%")).slots_needed() == 19

@@ -88,17 +88,7 @@ def promote(
     dest_store = target_store or store
 
     if require_tag is not None:
-        required = current_digest(store, image.with_tag(require_tag))
-        if required is None:
-            raise PromotionRefused(
-                f"{image.without_tag().name}:{require_tag} does not exist, so {digest} has not "
-                f"been through {require_tag}: promote it to {require_tag} first"
-            )
-        if required != digest:
-            raise PromotionRefused(
-                f"{image.without_tag().name}:{require_tag} points at {required}, not {digest}: "
-                f"promote {digest} to {require_tag} first (no skipping an environment)"
-            )
+        require_promoted(store, image, require_tag)
     store.resolve(image)  # the digest must exist: ImageNotFound otherwise, before any change
     revision = store.image_labels(image).get(REVISION_LABEL)
 
@@ -122,6 +112,26 @@ def promote(
     return PromotionResult(
         env_ref.with_digest(digest), environment, digest, previous, audit, revision, False
     )
+
+
+def require_promoted(store: TagStore, image: ImageRef, tag: str) -> str:
+    """PromotionRefused unless ``tag`` of ``image``'s repository points at its digest: the
+    release has been through that environment (its tag names what passed there). Returns the
+    digest; nothing moves."""
+    image = image.require_pinned()
+    digest = str(image.digest)
+    required = current_digest(store, image.with_tag(tag))
+    if required is None:
+        raise PromotionRefused(
+            f"{image.without_tag().name}:{tag} does not exist, so {digest} has not been "
+            f"through {tag}: deliver it to {tag} first"
+        )
+    if required != digest:
+        raise PromotionRefused(
+            f"{image.without_tag().name}:{tag} points at {required}, not {digest}: "
+            f"deliver {digest} to {tag} first (no skipping an environment)"
+        )
+    return digest
 
 
 def _audit_tag(environment: str, when: dt.datetime) -> str:

@@ -6,7 +6,8 @@ Over the records that finished inside a window ending ``now``:
 * lead time for changes: the median time from a change's commit (``committed_at``) to its
   successful deployment's end, over the successful deployments that know their commit time;
 * change failure rate: failed and rolled-back deployments over all attempted deployments
-  (a delivery rejected at the approval gate was never attempted, so it is left out);
+  (a delivery rejected at the approval gate was never attempted, so it is left out, as is one
+  that changed nothing because another delivery held the lock: ``not_deployed``);
 * time to restore: the median time from a failure (failed or rolled back) of a service in an
   environment to the next successful deployment of the same service and environment. Failures
   in a row are one incident, measured from its first failure: counting each of them would count
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from docker_delivery.ledger.errors import LedgerError
-from docker_delivery.ledger.records import DeploymentRecord
+from docker_delivery.ledger.records import OUTCOMES, DeploymentRecord
 
 __all__ = ["DeliveryMetrics", "delivery_metrics"]
 
@@ -47,6 +48,8 @@ class DeliveryMetrics:
     failed: int
     rolled_back: int
     rejected: int
+    not_deployed: int
+    """Attempts that changed nothing (another delivery held the lock): not deployments."""
     deployment_frequency: float
     """Successful deployments per day."""
     lead_time: float | None
@@ -72,7 +75,9 @@ class DeliveryMetrics:
             f"Delivery metrics for {scope}, {self.window_days:g} days "
             f"to {self.window_end:%Y-%m-%d %H:%M} UTC",
             f"  deployments: {self.total} ({self.success} succeeded, {self.failed} failed, "
-            f"{self.rolled_back} rolled back, {self.rejected} rejected)",
+            f"{self.rolled_back} rolled back, {self.rejected} rejected"
+            + (f", {self.not_deployed} not deployed" if self.not_deployed else "")
+            + ")",
             f"  deployment frequency: {self.deployment_frequency:.2f} a day",
             "  lead time for changes: "
             + (
@@ -125,7 +130,7 @@ def delivery_metrics(
         ),
         key=lambda record: record.finished_at,
     )
-    counts = {outcome: 0 for outcome in ("success", "failed", "rolled_back", "rejected")}
+    counts = {outcome: 0 for outcome in OUTCOMES}
     for record in inside:
         counts[record.outcome] += 1
     attempted = counts["success"] + counts["failed"] + counts["rolled_back"]
@@ -146,6 +151,7 @@ def delivery_metrics(
         failed=counts["failed"],
         rolled_back=counts["rolled_back"],
         rejected=counts["rejected"],
+        not_deployed=counts["not_deployed"],
         deployment_frequency=counts["success"] / window_days,
         lead_time=statistics.median(lead_times) if lead_times else None,
         change_failure_rate=(

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 DeploymentType = Literal["min_in_service", "rolling", "blue_green", "ab", "rollback", "redeploy"]
-Outcome = Literal["success", "failed", "rolled_back", "rejected"]
+Outcome = Literal["success", "failed", "rolled_back", "rejected", "not_deployed"]
 Approval = Literal["approved", "rejected"]
 RecordKey = tuple[str, str, str, str]
 """``(dag_id, run_id, service, environment)``: one delivery attempt; a retry has the same key."""
@@ -46,7 +46,15 @@ DEPLOYMENT_TYPES: Final[tuple[DeploymentType, ...]] = (
     "rollback",
     "redeploy",
 )
-OUTCOMES: Final[tuple[Outcome, ...]] = ("success", "failed", "rolled_back", "rejected")
+OUTCOMES: Final[tuple[Outcome, ...]] = (
+    "success",
+    "failed",
+    "rolled_back",
+    "rejected",
+    "not_deployed",
+)
+"""``not_deployed``: the attempt changed nothing where it was to deploy (another delivery held
+the service's lock): not a deployment, so not a failed one either."""
 APPROVALS: Final[tuple[Approval, ...]] = ("approved", "rejected")
 
 DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")

@@ -18,6 +18,11 @@ from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.health import HealthCheck
 from docker_delivery.hooks.engine import engine_client
+from docker_delivery.operators.common import (
+    lock_owner,
+    says_when_nothing_changed,
+    tag_what_serves,
+)
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.strategies.rolling import Rolling
@@ -139,12 +144,6 @@ class _DeployOperator(BaseOperator):
         settings = self._router_settings()
         return settings or HaproxyHook(self.haproxy_conn_id or "haproxy_default").get_router()
 
-    @staticmethod
-    def lock_owner(context: Context) -> str:
-        """Stable across retries of one task: a retry takes over its own deployment lock."""
-        ti = context["ti"]
-        return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
-
     def deliver(self, client: Any, context: Context) -> Any:
         from docker_delivery.strategies.deploy import deploy
 
@@ -154,7 +153,7 @@ class _DeployOperator(BaseOperator):
             self.strategy(),
             router=self.router(),
             check=self.health_check,
-            owner=self.lock_owner(context),
+            owner=lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
             hold=self.hold,
@@ -162,7 +161,7 @@ class _DeployOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with closing(engine_client(self.docker_url)) as client:
+        with closing(engine_client(self.docker_url)) as client, says_when_nothing_changed(context):
             out: dict[str, Any] = self.deliver(client, context).as_dict()
         settings = self._router_settings()
         if settings is not None:
@@ -304,7 +303,7 @@ class BlueGreenDeployOperator(_DeployOperator):
             router=self.router(),
             check=self.health_check,
             target=self.target_kind(),
-            owner=self.lock_owner(context),
+            owner=lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
             log=self.log.info,
@@ -325,7 +324,7 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
             router=self.router(),
             check=self.health_check,
             target=self.target_kind(),
-            owner=self.lock_owner(context),
+            owner=lock_owner(context),
             lock_wait=self.lock_wait,
             log=self.log.info,
         )
@@ -349,7 +348,7 @@ class RetireOperator(BlueGreenDeployOperator):
             router=self.router(),
             check=self.health_check,
             target=self.target_kind(),
-            owner=self.lock_owner(context),
+            owner=lock_owner(context),
             wait=True,
             lock_wait=self.lock_wait,
             log=self.log.info,
@@ -396,7 +395,7 @@ class ABDeployOperator(_DeployOperator):
             router=self.router(),
             check=self.health_check,
             target=self.target_kind(),
-            owner=self.lock_owner(context),
+            owner=lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
             log=self.log.info,
@@ -409,7 +408,9 @@ class RollbackOperator(_DeployOperator):
     otherwise, on the engine or Swarm (what runs tells which). Everything is read from the
     running objects' labels and the router, so it works after a worker crash. With
     ``database_conn_id``, a rollback past a contract migration is refused before anything
-    changes. ``image`` is not used."""
+    changes. ``image`` is not used. With ``repository`` (and the registry's ``docker_conn_id``),
+    the environment tag ``<repository>:<environment>`` moves back to the release that serves
+    again, as a pipeline's promotion does (it names what serves there)."""
 
     def __init__(
         self,
@@ -417,11 +418,15 @@ class RollbackOperator(_DeployOperator):
         image: str = "",
         database_conn_id: str | None = None,
         migration_status_command: Sequence[str] | None = None,
+        repository: str | None = None,
+        docker_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(image=image, **kwargs)
         self.database_conn_id = database_conn_id
         self.migration_status_command = migration_status_command
+        self.repository = repository
+        self.docker_conn_id = docker_conn_id
 
     def deliver(self, client: Any, context: Context) -> Any:
         from docker_delivery.strategies.rollback import roll_back
@@ -429,13 +434,13 @@ class RollbackOperator(_DeployOperator):
         kwargs = dict(
             router=self.router(),
             check=self.health_check,
-            owner=self.lock_owner(context),
+            owner=lock_owner(context),
             target=self.target,  # None: what runs tells
         )
         if self.database_conn_id:
             plan = roll_back(client, self.service, self.environment, dry_run=True, **kwargs)
             self._check_schema(client, plan.to_digest, context)
-        return roll_back(
+        result = roll_back(
             client,
             self.service,
             self.environment,
@@ -444,6 +449,24 @@ class RollbackOperator(_DeployOperator):
             dry_run=self.plan_only,
             log=self.log.info,
             **kwargs,
+        )
+        if self.repository and not self.plan_only:
+            self._move_tag_back(client, result.to_digest, context)
+        return result
+
+    def _move_tag_back(self, client: Any, digest: str, context: Context) -> None:
+        from docker_delivery.images.ref import ImageRef
+
+        tag_what_serves(
+            client,
+            ImageRef.parse(str(self.repository)).with_digest(digest),
+            self.environment,
+            service=self.service,
+            port=self.app_port,
+            docker_conn_id=self.docker_conn_id,
+            context=context,
+            lock_wait=self.lock_wait,
+            log=self.log.info,
         )
 
     def _check_schema(self, client: Any, digest: str, context: Context) -> None:
@@ -458,6 +481,6 @@ class RollbackOperator(_DeployOperator):
         spec_kwargs: dict[str, Any] = {"image": images.get(digest, digest), "phase": "expand"}
         if self.migration_status_command:
             spec_kwargs["status_command"] = tuple(self.migration_status_command)
-        MigrationRunner(client, self.log.info, owner=self.lock_owner(context)).check_rollback(
+        MigrationRunner(client, self.log.info, owner=lock_owner(context)).check_rollback(
             MigrationSpec(**spec_kwargs), db
         )

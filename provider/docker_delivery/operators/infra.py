@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.hooks.engine import engine_client
+from docker_delivery.operators.common import lock_owner, says_when_nothing_changed
 from docker_delivery.spec import SecretRef, ServiceSpec, load_spec
 
 
@@ -79,21 +80,20 @@ class ApplyInfraOperator(BaseOperator):
         return read_secret(ref, aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from docker_delivery.infra import apply, plan
+        from docker_delivery.infra import apply_spec
 
-        spec, ti = load_spec(self.spec), context["ti"]
-        with closing(engine_client(self.docker_url)) as client:
-            planned = plan(client, spec, self.environment, resolve_secret=self.resolve_secret)
-            self.log.info("infrastructure plan:\n%s", planned.describe())
-            out: dict[str, Any] = {"plan": planned.as_dict()}
-            if self.plan_only:
-                return out
-            result = apply(
+        with closing(engine_client(self.docker_url)) as client, says_when_nothing_changed(context):
+            planned, result = apply_spec(
                 client,
-                planned,
-                owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}",
+                load_spec(self.spec),
+                self.environment,
+                owner=lock_owner(context),
+                resolve_secret=self.resolve_secret,
                 lock_wait=self.lock_wait,
+                plan_only=self.plan_only,
                 log=self.log.info,
             )
-        out["result"] = result.as_dict()
+        out: dict[str, Any] = {"plan": planned.as_dict()}
+        if result is not None:
+            out["result"] = result.as_dict()
         return out

@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from docker_delivery.ledger.store import ledger_path
+from docker_delivery.operators.common import NOT_DEPLOYED
 
 FAILED = ("failed", "upstream_failed")
 
@@ -135,12 +136,16 @@ class RecordDeliveryOperator(BaseOperator):
         ).get(ti.run_id, {})
         failed = sorted(t for t, s in states.items() if t != ti.task_id and s in FAILED)
         first = [t for t in failed if states[t] == "failed"] or failed
-        outcome = "failed" if failed else "success"
+        # A stage whose failed steps all changed nothing (another delivery held the lock)
+        # deployed nothing: not a failed deployment.
+        unchanged = [ti.xcom_pull(task_ids=t, key=NOT_DEPLOYED) for t in first]
+        not_deployed = bool(first) and all(unchanged)
+        outcome = "not_deployed" if not_deployed else "failed" if failed else "success"
         previous = None
         for task_id in self.deploy_task_ids:  # the one that ran (one path of a choice)
             deployed = ti.xcom_pull(task_ids=task_id)
             if isinstance(deployed, Mapping):
-                before = deployed.get("previous_digests") or [deployed.get("previous_digest")]
+                before = [deployed.get("previous_digest"), *deployed.get("previous_digests", [])]
                 previous = next((str(d) for d in before if d), None)
                 break
         if failed and not _pinned(self.image):
@@ -164,10 +169,21 @@ class RecordDeliveryOperator(BaseOperator):
             outcome=outcome,
             previous_digest=previous,
             approval=approval,
-            detail=f"failed at {', '.join(first)}" if failed else "",
+            detail=(
+                f"not deployed: {unchanged[0]}"[:500]
+                if not_deployed
+                else f"failed at {', '.join(first)}"
+                if failed
+                else ""
+            ),
         )
         where = ledger_path(self.ledger)
         self.log.info("recorded in %s: %s", where, record.to_dict())
+        if not_deployed:
+            raise AirflowFailException(
+                f"{self.service}/{self.environment}: nothing was deployed ({', '.join(first)}: "
+                f"{unchanged[0]}); recorded as not_deployed in {where}"
+            )
         if failed:
             raise AirflowFailException(
                 f"{self.service}/{self.environment}: the delivery failed at {', '.join(first)}; "

@@ -54,6 +54,7 @@ from docker_delivery.strategies.base import (
     DeployResult,
     DeploySettingsInvalid,
     Log,
+    require_room,
 )
 from docker_delivery.strategies.bluegreen import (
     Running,
@@ -61,11 +62,13 @@ from docker_delivery.strategies.bluegreen import (
     Wiring,
     connect,
     into_group,
+    locked,
     remove_instances,
     take_out,
     with_history,
 )
 from docker_delivery.targets.base import Instance, Release, TargetKind
+from docker_delivery.targets.engine import pull_if_missing
 
 if TYPE_CHECKING:
     import docker
@@ -308,6 +311,7 @@ class ABDeployment:
         sides = self._sides(state, release)
         result = ABResult(service, environment, release.digest, home=sides.home)
         result.previous_digests = sorted({r.digest for r in sides.a})
+        result.previous_digest = state.main_digest(sides.a or state.live()) or None
         if state.public != AB:
             live = state.live()
             if not live:
@@ -320,6 +324,10 @@ class ABDeployment:
                 result.steps.append("already live")
                 return result
         total = settings.replicas or len(sides.a)
+        require_room(
+            w.router, AB, len(sides.a) + total, f"an A/B test of {len(sides.a)} A and {total} B"
+        )
+        require_room(w.router, sides.home, total, f"promoting {total} B instances")
         b_release = with_history(release, group=sides.home, previous=sides.a)
         if state.public == AB and any(
             r.config == release.config_id for r in state.serving(sides.home)
@@ -641,22 +649,24 @@ def ab_deploy(
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
         )
-    w = connect(
-        client,
-        release.service,
-        release.environment,
-        router=router,
-        check=check,
-        target=target,
-        log=log,
-    )
-    runner = ABDeployment(w)
-    w.target.ensure_image(release)
+    pull_if_missing(client, release, log)
+
+    def runner() -> ABDeployment:
+        w = connect(
+            client,
+            release.service,
+            release.environment,
+            router=router,
+            check=check,
+            target=target,
+            log=log,
+        )
+        return ABDeployment(w)
+
     if dry_run:
-        for line in runner.plan(release, settings):
+        for line in runner().plan(release, settings):
             log(line)
         return ABResult(release.service, release.environment, release.digest)
-    with w.lock(
-        release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
-    ):
-        return runner.run(release, settings, on_step=on_step)
+    image = str(release.image)
+    with locked(client, release.service, release.environment, owner, image, lock_wait, log):
+        return runner().run(release, settings, on_step=on_step)

@@ -7,6 +7,7 @@ running objects, the router's state) and then does only what is missing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -45,10 +46,14 @@ class Router(Protocol):
 
 @dataclass
 class DeployResult:
+    """What a deployment did. ``previous_digest``: what served before it (the same digest when
+    it released again what already ran); ``previous_digests``: every digest it replaced."""
+
     service: str
     environment: str
     digest: str
     previous_digests: list[str] = field(default_factory=list)
+    previous_digest: str | None = None
     replaced: int = 0
     already_current: int = 0
     steps: list[str] = field(default_factory=list)
@@ -60,11 +65,18 @@ class DeployResult:
             "environment": self.environment,
             "digest": self.digest,
             "previous_digests": self.previous_digests,
+            "previous_digest": self.previous_digest,
             "replaced": self.replaced,
             "already_current": self.already_current,
             "steps": self.steps,
             "duration_s": round(self.duration_s, 3),
         }
+
+
+def most_common(digests: Sequence[str]) -> str | None:
+    """The digest most of ``digests`` run (what serves), None when there are none."""
+    counts = Counter(d for d in digests if d)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def in_parallel(work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -78,6 +90,23 @@ def in_parallel(work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         futures = [pool.submit(work, item) for item in items]
         concurrent.futures.wait(futures)
     return [f.result() for f in futures]
+
+
+def require_room(router: Any, backend: str, needed: int, what: str) -> None:
+    """DeploySettingsInvalid, before anything changes, unless ``router``'s ``backend`` has
+    ``needed`` server slots: a deployment that ran out of slots half-way would leave instances
+    running outside the router."""
+    require_slots(len(router.servers(backend)), needed, f"{what} (backend {backend!r})")
+
+
+def require_slots(have: int, needed: int, what: str) -> None:
+    """DeploySettingsInvalid unless a router of ``have`` slots per backend holds ``needed``."""
+    if needed > have:
+        raise DeploySettingsInvalid(
+            f"{what} needs {needed} router slots; the router has {have}: give it at least "
+            f"{needed} (router.slots in the environment spec, RouterSettings.slots), or fewer "
+            "replicas"
+        )
 
 
 def wait_router_up(router: Any, backend: str, slots: Sequence[int], timeout: float) -> None:
@@ -133,6 +162,12 @@ def health_gate(
     def gate(instances: Sequence[Instance]) -> None:
         if not instances:
             return
+        for instance in instances:  # an instance with no address has exited (or never ran)
+            if not instance.ip:
+                gone = exit_reason(instance)
+                raise DeployAborted(
+                    gone or f"{instance.name} has no address on its network: it is not running"
+                )
         by_address = {i.address: i for i in instances}
 
         async def is_alive(address: str) -> str | None:

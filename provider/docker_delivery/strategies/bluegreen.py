@@ -57,8 +57,8 @@ import datetime as dt
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,7 @@ from docker_delivery.routing.service import (
     PUBLIC,
     RouterSettings,
     ensure_router,
+    find_router,
 )
 from docker_delivery.strategies.base import (
     DeployAborted,
@@ -82,6 +83,8 @@ from docker_delivery.strategies.base import (
     Log,
     health_deadline,
     health_gate,
+    require_room,
+    require_slots,
     wait_router_up,
 )
 from docker_delivery.strategies.lock import DeploymentLock
@@ -104,7 +107,7 @@ from docker_delivery.targets.base import (
     SlotTarget,
     TargetKind,
 )
-from docker_delivery.targets.engine import EngineTarget, network_name
+from docker_delivery.targets.engine import EngineTarget, network_name, pull_if_missing
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -317,6 +320,19 @@ def read_state(
     )
 
 
+def serving_digest(
+    client: docker.DockerClient, service: str, environment: str, *, port: int
+) -> str | None:
+    """The digest that takes the service's public traffic now: what most of its live instances
+    run, by its router; without a router of its own, what most of its running instances run.
+    None when nothing runs."""
+    router = find_router(client, service, environment, network_name(service, environment))
+    if router is None:
+        return ServiceState.main_digest(list_running(client, service, environment, port)) or None
+    state = read_state(client, router, service, environment, port=port)
+    return state.main_digest(state.live()) or None
+
+
 def idle_colour(live: str) -> str:
     """The colour a blue/green deployment goes to when ``live`` is the live group."""
     return "green" if live == "blue" else "blue"
@@ -362,20 +378,21 @@ class Wiring:
                 "routing.service.RouterSettings (backends live, blue, green, ab)"
             )
 
-    @contextmanager
-    def lock(
-        self, service: str, environment: str, *, owner: str, image: str, wait: float
-    ) -> Iterator[DeploymentLock]:
-        with DeploymentLock(
-            self.client,
-            service,
-            environment,
-            owner=owner,
-            image=image,
-            wait=wait,
-            log=self.log,
-        ) as lock:
-            yield lock
+
+def locked(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    owner: str,
+    image: str,
+    wait: float,
+    log: Log,
+) -> DeploymentLock:
+    """The service's deployment lock (waiting ``wait`` seconds for another delivery): every
+    step takes it before it looks at what runs, so it judges what no other delivery changes."""
+    return DeploymentLock(
+        client, service, environment, owner=owner, image=image, wait=wait, log=log
+    )
 
 
 def require_target(
@@ -903,6 +920,7 @@ class BlueGreenDeployment:
             release.service, release.environment, release.digest, live=state.public, idle=idle
         )
         result.previous_digests = sorted({r.digest for r in live})
+        result.previous_digest = state.main_digest(live) or None
         if live and state.main_config(live) == release.config_id:
             self._log(f"{release.short_digest} is live already in {state.public}: nothing to do")
             result.steps.append("already live")
@@ -911,6 +929,7 @@ class BlueGreenDeployment:
             return result
         size = settings.full_size(len(live))
         count = settings.preview_replicas or size
+        require_room(w.router, idle, size, f"blue/green of {size} instances in {idle}")
         line = f"deploy {release.short_digest} to {idle} ({count}/{size}), {state.public} is live"
         self._log(line)
         result.steps.append(line)
@@ -1017,6 +1036,7 @@ class BlueGreenDeployment:
         idle = idle_colour(state.public)
         result = BlueGreenResult(service, environment, release.digest, live=idle, idle=state.public)
         result.previous_digests = sorted({r.digest for r in live})
+        result.previous_digest = state.main_digest(live) or None
         size = settings.full_size(len(live))
         waiting = [r for r in state.serving(idle) if r.config == release.config_id]
         if not waiting:
@@ -1025,6 +1045,7 @@ class BlueGreenDeployment:
                 "colour): deploy it there first (deploy_idle)"
             )
         release = with_history(release, group=idle, previous=live)
+        require_room(w.router, idle, size, f"blue/green of {size} instances in {idle}")
         if len(waiting) < size:
             self._log(f"{idle}: scaling {release.short_digest} from {len(waiting)} to {size}")
             result.replaced = len(self._scale_to(state, idle, release, size, settings))
@@ -1277,15 +1298,17 @@ def deploy_idle(
 ) -> BlueGreenResult:
     """Step 1 (BlueGreenDeployOperator): ``release`` in the idle colour, health-gated."""
     _check_port(release, check)
-    w, bg = _start(client, release.service, release.environment, router, check, target, log)
-    w.target.ensure_image(release)
+    if isinstance(router, RouterSettings) and settings.replicas is not None:
+        require_slots(router.slots, settings.replicas, f"blue/green of {settings.replicas}")
+    pull_if_missing(client, release, log)
+    service, environment = release.service, release.environment
     if dry_run:
+        _, bg = _start(client, service, environment, router, check, target, log)
         for line in bg.plan_idle(release, settings):
             log(line)
-        return BlueGreenResult(release.service, release.environment, release.digest)
-    with w.lock(
-        release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
-    ):
+        return BlueGreenResult(service, environment, release.digest)
+    with locked(client, service, environment, owner, str(release.image), lock_wait, log):
+        _, bg = _start(client, service, environment, router, check, target, log)
         return bg.deploy_idle(release, settings)
 
 
@@ -1303,11 +1326,10 @@ def switch_traffic(
 ) -> BlueGreenResult:
     """Step 2 (SwitchTrafficOperator): ``public`` to the idle colour running ``release``."""
     _check_port(release, check)
-    w, bg = _start(client, release.service, release.environment, router, check, target, log)
-    w.target.ensure_image(release)
-    with w.lock(
-        release.service, release.environment, owner=owner, image=str(release.image), wait=lock_wait
-    ):
+    pull_if_missing(client, release, log)
+    service, environment = release.service, release.environment
+    with locked(client, service, environment, owner, str(release.image), lock_wait, log):
+        _, bg = _start(client, service, environment, router, check, target, log)
         return bg.switch(release, settings)
 
 
@@ -1330,19 +1352,20 @@ def retire(
     With ``wait=False`` it raises :class:`RetireNotDue` (``.due``) instead of sleeping: an
     operator can defer until then. The lock is taken only for the removal, not for the wait.
     """
-    w, bg = _start(client, service, environment, router, check, target, log)
     if wait:
+        _, bg = _start(client, service, environment, router, check, target, log)
         status = bg.status(service, environment, settings)
         if status.retire_due is not None:
             remaining = status.retire_due.timestamp() - time.time()
             if remaining > 0:
                 log(f"waiting {remaining:.1f}s (scale_down_delay) before retiring")
                 time.sleep(remaining)
-    image = _any_image(w, service, environment)
+    image = _any_image(client, service, environment, check.port)
     if image is None:
         log(f"nothing runs for {service}/{environment}: nothing to retire")
         return BlueGreenResult(service, environment, "", steps=["nothing to retire"])
-    with w.lock(service, environment, owner=owner, image=image, wait=lock_wait):
+    with locked(client, service, environment, owner, image, lock_wait, log):
+        _, bg = _start(client, service, environment, router, check, target, log)
         return bg.retire(service, environment, settings, wait=wait)
 
 
@@ -1362,8 +1385,10 @@ def blue_green_status(
     return bg.status(service, environment, settings)
 
 
-def _any_image(w: Wiring, service: str, environment: str) -> str | None:
+def _any_image(
+    client: docker.DockerClient, service: str, environment: str, port: int
+) -> str | None:
     """An image that is on the engine (one a container of the service runs): for lock and
     marker containers, which are created from an image but never started."""
-    running = list_running(w.client, service, environment, w.check.port)
+    running = list_running(client, service, environment, port)
     return running[0].image if running and running[0].image else None

@@ -26,12 +26,13 @@ from docker_delivery.strategies.base import (
     Log,
     health_deadline,
     health_gate,
+    require_slots,
 )
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService, MinimumInServiceDeployment
 from docker_delivery.strategies.rolling import Rolling, RollingDeployment
 from docker_delivery.targets.base import LABEL_SLOT_GROUP, Release
-from docker_delivery.targets.engine import EngineTarget, require_networks
+from docker_delivery.targets.engine import EngineTarget, pull_if_missing, require_networks
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -54,61 +55,21 @@ def deploy(
     log: Log = print,
 ) -> DeployResult:
     """Deploy ``release`` with ``strategy``; ``router`` is the service's own (started if needed)
-    or an existing HAProxy. ``dry_run`` prints the plan and changes nothing."""
+    or an existing HAProxy. ``dry_run`` prints the plan and changes nothing.
+
+    The deployment lock is taken first (waiting ``lock_wait`` seconds for another delivery):
+    what runs is judged only once no other delivery can change it."""
     if check.port != release.port:
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
         )
     from docker_delivery.strategies.bluegreen import require_target
 
-    require_target(
-        client,
-        release.service,
-        release.environment,
-        "engine" if isinstance(strategy, MinimumInService) else "swarm",
-        port=release.port,
-    )
-    engine = EngineTarget(client, port=release.port, log=log)
-    target: EngineTarget | SwarmTarget = (
-        engine if isinstance(strategy, MinimumInService) else SwarmTarget(client, log=log)
-    )
-    if isinstance(target, EngineTarget):
-        target.check(release)  # what the engine cannot run is refused before anything changes
-    else:
-        require_networks(client, release)
-    engine.ensure_image(release)  # the lock container and the tasks need it locally
-    network = target.network(release.service, release.environment)
-    if isinstance(router, RouterSettings):
-        handle = ensure_router(
-            client,
-            release.service,
-            release.environment,
-            network,
-            router,
-            app_port=release.port,
-            health_path=check.path,
-            log=log,
-        )
-        haproxy = handle.router
-    else:
-        haproxy = router
-    if "live" not in haproxy.backends():
-        raise DeploySettingsInvalid("the router has no backend named 'live' to deploy into")
-    serving = routed_backend(haproxy)
-    in_colour = serving in COLOURS and isinstance(strategy, MinimumInService)
-    if serving == AB:
-        raise DeploySettingsInvalid(
-            f"{release.service}/{release.environment} is served by the router's 'ab' backend "
-            "(an A/B test is under way): promote or abort it first; a minimum in-service or "
-            "rolling deployment here would stop serving containers without draining them"
-        )
-    if serving != "live" and not in_colour:
-        raise DeploySettingsInvalid(
-            f"{release.service}/{release.environment} is served by the blue/green colour "
-            f"{serving!r}: deploy it with blue/green, or minimum in-service (which replaces the "
-            "colour's instances in place); a rolling deployment on Swarm cannot take over them"
-        )
-    gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
+    if isinstance(router, RouterSettings):  # its own router: too few slots is refused now
+        kind = "minimum in-service" if isinstance(strategy, MinimumInService) else "rolling"
+        what = f"{kind} of {strategy.replicas} replicas"
+        require_slots(router.slots, strategy.slots_needed(), what)
+    pull_if_missing(client, release, log)  # the lock container and the instances need it
     with DeploymentLock(
         client,
         release.service,
@@ -118,9 +79,60 @@ def deploy(
         wait=lock_wait,
         log=log,
     ):
+        require_target(
+            client,
+            release.service,
+            release.environment,
+            "engine" if isinstance(strategy, MinimumInService) else "swarm",
+            port=release.port,
+        )
+        engine = EngineTarget(client, port=release.port, log=log)
+        target: EngineTarget | SwarmTarget = (
+            engine if isinstance(strategy, MinimumInService) else SwarmTarget(client, log=log)
+        )
+        if isinstance(target, EngineTarget):
+            target.check(release)  # what the engine cannot run is refused before any change
+        else:
+            require_networks(client, release)
+        network = target.network(release.service, release.environment)
+        if isinstance(router, RouterSettings):
+            handle = ensure_router(
+                client,
+                release.service,
+                release.environment,
+                network,
+                router,
+                app_port=release.port,
+                health_path=check.path,
+                log=log,
+            )
+            haproxy = handle.router
+        else:
+            haproxy = router
+        if "live" not in haproxy.backends():
+            raise DeploySettingsInvalid("the router has no backend named 'live' to deploy into")
+        serving = routed_backend(haproxy)
+        in_colour = serving in COLOURS and isinstance(strategy, MinimumInService)
+        if serving == AB:
+            raise DeploySettingsInvalid(
+                f"{release.service}/{release.environment} is served by the router's 'ab' backend "
+                "(an A/B test is under way): promote or abort it first; a minimum in-service or "
+                "rolling deployment here would stop serving containers without draining them"
+            )
+        if serving != "live" and not in_colour:
+            raise DeploySettingsInvalid(
+                f"{release.service}/{release.environment} is served by the blue/green colour "
+                f"{serving!r}: deploy it with blue/green, or minimum in-service (which replaces "
+                "the colour's instances in place); a rolling deployment on Swarm cannot take "
+                "over them"
+            )
+        gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
         if isinstance(strategy, MinimumInService):
             assert isinstance(target, EngineTarget)
-            if in_colour:
+            if in_colour and dry_run:
+                log(f"{serving} serves: its instances are replaced in place")
+                release = replace(release, labels={**release.labels, LABEL_SLOT_GROUP: serving})
+            elif in_colour:
                 release = _into_colour(client, engine, haproxy, check, gate, release, serving, log)
             mis = MinimumInServiceDeployment(target, haproxy, gate, backend=serving, log=log)
             if dry_run:

@@ -5,17 +5,23 @@ The lock is a container that is created and never started, named after what it g
 name, so taking the lock is atomic, and it is visible (``docker ps -a``) with its owner and start
 time in its labels. The owner is stable across retries of one task (DAG, run, task), so a retry
 after a killed worker takes over its own lock instead of waiting for itself.
+
+A lock is re-entrant within one process: a step that holds it may call another that takes it
+again for the same owner (an infrastructure change re-releasing through a deployment), and the
+lock is freed only when the outermost holder lets it go. While a lock is taken by someone else,
+the waiter logs who holds it and how long it has waited, at once and then every 30 seconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import DeliveryError, NotDeployed
 from docker_delivery.targets.base import LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
 
 if TYPE_CHECKING:
@@ -27,9 +33,14 @@ LABEL_SINCE = LABEL_PREFIX + "lock-since"
 
 _Lock = TypeVar("_Lock", bound="ContainerLock")
 
+# Locks this process holds: (engine, lock name, owner) -> how many holders are nested.
+_HELD: dict[tuple[str, str, str], int] = {}
+_HELD_GUARD = threading.Lock()
+WAIT_LOG_EVERY = 30.0
 
-class DeploymentLocked(DeliveryError):
-    """Another delivery of the same service and environment is in progress."""
+
+class DeploymentLocked(NotDeployed):
+    """Another delivery of the same service and environment is in progress; nothing changed."""
 
 
 class ContainerLock:
@@ -64,8 +75,11 @@ class ContainerLock:
     def takeover_message(self, owner: str) -> str:
         return f"lock {self.name} already held by this task ({owner}): taking it over"
 
-    def waiting_message(self, owner: str, since: str) -> str | None:
-        return None
+    def waiting_message(self, owner: str, since: str, waited: float) -> str:
+        return (
+            f"waiting for lock {self.name}: held by {owner} since {since}; waited "
+            f"{waited:.0f}s of {self._wait:g}s"
+        )
 
     def locked_error(self, owner: str, since: str) -> DeliveryError:
         return DeliveryError(f"{self.name} is held by {owner} since {since}")
@@ -85,11 +99,25 @@ class ContainerLock:
     ) -> None:
         self.release()
 
+    def _key(self) -> tuple[str, str, str]:
+        engine = getattr(getattr(self._client, "api", None), "base_url", None) or id(self._client)
+        return (str(engine), self.name, self._owner)
+
     def acquire(self) -> None:
+        with _HELD_GUARD:
+            if self._key() in _HELD:  # held by an outer step of this process: nest
+                _HELD[self._key()] += 1
+                return
+        self._take()
+        with _HELD_GUARD:
+            _HELD[self._key()] = _HELD.get(self._key(), 0) + 1
+
+    def _take(self) -> None:
         import docker.errors
 
-        deadline = time.monotonic() + self._wait
-        waiting = False
+        started = time.monotonic()
+        deadline = started + self._wait
+        logged_at: float | None = None
         while True:
             try:
                 self._client.containers.create(
@@ -106,7 +134,8 @@ class ContainerLock:
                         ),
                     },
                 )
-                self._log(self.taken_message())
+                waited = time.monotonic() - started
+                self._log(self.taken_message() + (f" after {waited:.1f}s" if logged_at else ""))
                 return
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
@@ -118,13 +147,13 @@ class ContainerLock:
             if owner == self._owner:
                 self._log(self.takeover_message(owner))
                 return
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise self.locked_error(owner, since)
-            message = self.waiting_message(owner, since)
-            if message and not waiting:
-                self._log(message)
-                waiting = True
-            time.sleep(self._poll)
+            if logged_at is None or now - logged_at >= WAIT_LOG_EVERY:
+                self._log(self.waiting_message(owner, since, now - started))
+                logged_at = now
+            time.sleep(min(self._poll, max(0.0, deadline - now)))
 
     def _holder(self) -> tuple[str, str] | None:
         import docker.errors
@@ -138,6 +167,12 @@ class ContainerLock:
     def release(self) -> None:
         import docker.errors
 
+        with _HELD_GUARD:
+            depth = _HELD.get(self._key(), 0) - 1
+            if depth > 0:
+                _HELD[self._key()] = depth
+                return
+            _HELD.pop(self._key(), None)
         holder = self._holder()
         if holder is None or holder[0] != self._owner:
             return
@@ -167,8 +202,10 @@ class DeploymentLock(ContainerLock):
         )
 
     def locked_error(self, owner: str, since: str) -> DeliveryError:
+        waited = f"waited {self._wait:g}s (lock_wait) and it" if self._wait else "it"
         return DeploymentLocked(
             f"{self.name}: another delivery ({owner}, since {since}) is in progress for "
-            "this service and environment; wait for it to finish, or if that run is dead, "
-            f"remove the lock with `docker rm {self.name}`"
+            f"this service and environment; {waited} is still held, so nothing was changed. "
+            "Wait for it to finish (or give lock_wait), or if that run is dead, remove the "
+            f"lock with `docker rm {self.name}`"
         )

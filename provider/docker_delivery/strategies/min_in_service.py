@@ -31,6 +31,8 @@ from docker_delivery.strategies.base import (
     Log,
     Router,
     in_parallel,
+    most_common,
+    require_room,
     wait_router_up,
 )
 from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
@@ -72,6 +74,10 @@ class MinimumInService:
                 raise DeploySettingsInvalid(
                     f"batch_sizes {list(sizes)} must add up to replicas ({self.replicas})"
                 )
+
+    def slots_needed(self) -> int:
+        """Router slots it uses: instance ``k`` serves in slot ``k``, never more than replicas."""
+        return self.replicas
 
     def batches(self, todo: Sequence[int]) -> list[tuple[int, ...]]:
         """Split the slots still to replace into batches."""
@@ -152,15 +158,28 @@ class MinimumInServiceDeployment:
         }
 
     def plan(self, release: Release, settings: MinimumInService) -> list[Batch]:
-        instances = self._target.instances(
-            release.service, release.environment, include_stopped=True
-        )
-        return plan(settings, release, instances, self._in_rotation())
+        return plan(settings, release, self._instances(release), self._in_rotation())
+
+    def _instances(self, release: Release) -> list[Instance]:
+        return self._target.instances(release.service, release.environment, include_stopped=True)
 
     def run(self, release: Release, settings: MinimumInService) -> DeployResult:
         started_at = time.monotonic()
+        require_room(
+            self._router,
+            self._backend,
+            settings.slots_needed(),
+            f"minimum in-service of {settings.replicas} replicas",
+        )
         result = DeployResult(release.service, release.environment, release.digest)
-        batches = self.plan(release, settings)
+        instances = self._instances(release)
+        batches = plan(settings, release, instances, self._in_rotation())
+        # What served before: the older releases still running (a retry of a deployment killed
+        # half-way has both), else what runs (a redeploy of the digest that runs).
+        running = [i for i in instances if i.running]
+        result.previous_digest = most_common(
+            [i.digest for i in running if i.config != release.config_id]
+        ) or most_common([i.digest for i in running])
         result.already_current = settings.replicas - sum(len(b.slots) for b in batches)
         result.previous_digests = sorted(
             {o.digest for b in batches for olds in b.old.values() for o in olds if o.running}

@@ -56,6 +56,7 @@ from docker_delivery.strategies.bluegreen import (
     into_group,
     last_switch,
     list_running,
+    locked,
     probe_all,
     record_switch,
     remove_instances,
@@ -459,23 +460,29 @@ def roll_back(
     :class:`RollbackImpossible` when the running objects do not tell what ran before.
     """
     t0 = time.monotonic()
-    if target is None:  # what runs tells
-        kinds = {running_kind(r) for r in list_running(client, service, environment, check.port)}
-        target = "swarm" if kinds == {"swarm"} else "engine"
-    w = connect(client, service, environment, router=router, check=check, target=target, log=log)
-    runner = Rollback(w)
+    live = [r for r in list_running(client, service, environment, check.port) if r.image]
+    if not live:
+        raise RollbackImpossible(f"nothing runs for {service}/{environment}")
+
+    def runner() -> Rollback:
+        kind = target
+        if kind is None:  # what runs tells
+            kinds = {
+                running_kind(r) for r in list_running(client, service, environment, check.port)
+            }
+            kind = "swarm" if kinds == {"swarm"} else "engine"
+        w = connect(client, service, environment, router=router, check=check, target=kind, log=log)
+        return Rollback(w)
+
     if dry_run:
-        plan = runner.plan(service, environment)
+        plan = runner().plan(service, environment)
         log(plan.describe())
         return RollbackResult(
             service, environment, plan.kind, plan.from_digest, plan.to_digest, plan.target
         )
-    live = [r for r in list_running(client, service, environment, check.port) if r.image]
-    if not live:
-        raise RollbackImpossible(f"nothing runs for {service}/{environment}")
-    with w.lock(service, environment, owner=owner, image=live[0].image, wait=lock_wait):
+    with locked(client, service, environment, owner, live[0].image, lock_wait, log):
         try:
-            return runner.run(
+            return runner().run(
                 service,
                 environment,
                 settings=settings,

@@ -45,6 +45,8 @@ from docker_delivery.strategies.base import (
     Log,
     Router,
     in_parallel,
+    most_common,
+    require_room,
     wait_router_up,
 )
 from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
@@ -125,6 +127,16 @@ class Rolling:
     def counts(self) -> list[int]:
         return resolve_stages(self.stages, self.replicas)
 
+    def slots_needed(self, old: int | None = None) -> int:
+        """Router slots the rollout takes at its peak: each stage routes its new tasks before
+        the old ones it replaces leave. ``old``: old tasks at the start (default: replicas)."""
+        old = self.replicas if old is None else old
+        peak = before = 0
+        for count in self.counts:
+            peak = max(peak, count + min(old, self.replicas - before))
+            before = count
+        return peak
+
 
 class RollingDeployment:
     def __init__(
@@ -177,7 +189,17 @@ class RollingDeployment:
         started_at = time.monotonic()
         result = DeployResult(release.service, release.environment, release.digest)
         new, olds = self._split(release)
+        old_tasks = sum(len(self._target.tasks(s.name)) for s in olds)
+        require_room(
+            self._router,
+            self._backend,
+            settings.slots_needed(old_tasks),
+            f"a rolling deployment of {settings.replicas} replicas in stages "
+            f"{list(settings.stages)} (new tasks enter before old ones leave)",
+        )
         result.previous_digests = sorted({s.digest for s in olds})
+        serving = [s for s in olds if s.replicas] or ([new] if new is not None else [])
+        result.previous_digest = most_common([s.digest for s in serving for _ in range(s.replicas)])
         before = Counter(s.digest for s in olds for _ in range(max(1, s.replicas)) if s.digest)
         if before:  # on the new service: the digest a rollback goes back to (strategies.rollback)
             previous = {LABEL_PREVIOUS_DIGEST: before.most_common(1)[0][0]}

@@ -158,6 +158,39 @@ def pull_if_missing(
             raise TargetError(f"cannot pull {release.image}: {exc.explanation}") from exc
 
 
+LOG_TAIL_LINES = 5
+LOG_TAIL_CHARS = 600
+
+
+def log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines a container printed (stdout and stderr), at most
+    :data:`LOG_TAIL_CHARS` characters, for an error message; "" when there are none."""
+    import docker.errors
+
+    try:
+        raw = container.logs(stdout=True, stderr=True, tail=lines)
+    except docker.errors.APIError:
+        return ""
+    text = bytes(raw).decode("utf-8", "replace").strip()
+    kept = [line.rstrip()[:200] for line in text.splitlines() if line.strip()][-lines:]
+    out = " | ".join(kept)
+    return out if len(out) <= LOG_TAIL_CHARS else "..." + out[-LOG_TAIL_CHARS:]
+
+
+def exit_message(name: str, container: Any) -> str:
+    """``<name> exited with code 3; its last lines: ...``: why a container stopped."""
+    state = container.attrs.get("State", {})
+    restarts = container.attrs.get("RestartCount", 0)
+    if state.get("Running"):  # Docker keeps no exit code once it has restarted it
+        what = f"{name} exited and was restarted {restarts} time(s)"
+    else:
+        what = f"{name} exited with code {state.get('ExitCode')}"
+        if state.get("Error"):
+            what += f" ({state['Error']})"
+    tail = log_tail(container)
+    return f"{what}; its last output: {tail}" if tail else f"{what}; it printed nothing"
+
+
 def instance_from_container(container: Any, network: str, port: int) -> Instance:
     labels = container.labels
     attrs = container.attrs
@@ -283,6 +316,10 @@ class EngineTarget:
             self._client.networks.get(extra).connect(container)
         start_container(container, log=self._log)
         container.reload()
+        if not container.attrs.get("State", {}).get("Running"):
+            why = exit_message(name, container)
+            container.remove(force=True)  # its restart policy would start it again
+            raise TargetError(f"{why} (it exited as it started, and was removed)")
         self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
         return instance_from_container(container, net, release.port)
 
@@ -360,19 +397,16 @@ class EngineTarget:
                 self.remove_many([instance], grace=grace)
 
     def exit_reason(self, instance: Instance) -> str | None:
-        """None while the container runs; why it is not running otherwise (for health checks)."""
+        """None while the container runs (and has not restarted); why it is not running
+        otherwise, with its exit code and last output (for health checks)."""
         import docker.errors
 
         try:
             container = self._client.containers.get(instance.id)
         except docker.errors.NotFound:
             return f"{instance.name} was removed"
-        state = container.attrs.get("State", {})
-        restarts = container.attrs.get("RestartCount", 0)
-        if state.get("Running") and not restarts:
+        if container.attrs.get("State", {}).get("Running") and not container.attrs.get(
+            "RestartCount", 0
+        ):
             return None
-        if state.get("Running"):
-            return (
-                f"{instance.name} restarted {restarts} time(s) (exit code {state.get('ExitCode')})"
-            )
-        return f"{instance.name} exited with code {state.get('ExitCode')}"
+        return exit_message(instance.name, container)

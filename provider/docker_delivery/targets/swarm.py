@@ -37,6 +37,7 @@ from docker_delivery.targets.base import (
 )
 from docker_delivery.targets.engine import (
     ensure_network,
+    exit_message,
     instance_from_container,
     network_name,
     pull_if_missing,
@@ -458,9 +459,9 @@ class SwarmTarget:
         import docker.errors
 
         try:
-            state = self._client.containers.get(instance.id).attrs.get("State", {})
+            container = self._client.containers.get(instance.id)
         except docker.errors.NotFound:
             return f"task {instance.name} is gone"
-        if state.get("Running"):
+        if container.attrs.get("State", {}).get("Running"):
             return None
-        return f"task {instance.name} exited with code {state.get('ExitCode')}"
+        return exit_message(f"task {instance.name}", container)

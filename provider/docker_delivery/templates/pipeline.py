@@ -434,9 +434,20 @@ def _build_promote(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
         image=IMAGE,
         repository=spec.repository,
         environment=t.stage.environment,
-        require_tag=t.extra.get("require_tag"),
         docker_conn_id=spec.pipeline.docker_conn_id,
+        docker_url=spec.pipeline.docker_url,
+        service=spec.service,
+        app_port=spec.env(t.stage).port,
+        lock_wait=t.stage.lock_wait,
         **common,
+    )
+
+
+def _build_require(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.operators.promote import RequireTagOperator
+
+    return RequireTagOperator(
+        image=IMAGE, tag=t.extra["tag"], docker_conn_id=spec.pipeline.docker_conn_id, **common
     )
 
 
@@ -547,6 +558,7 @@ BUILDERS: dict[str, Builder] = {
     "release": _build_python(release),
     "approval": _build_approval,
     "promote": _build_promote,
+    "require": _build_require,
     "infra": _build_infra,
     "migrate": _build_migrate,
     "deploy": _build_deploy,

@@ -655,6 +655,7 @@ class PipelineSpec(ServiceSpec):
                 resolve_stages(deploy.stages, env.replicas)
             except DeliveryError as exc:
                 out.append(f"{at}.stages: {exc}")
+        out += self._slot_problems(at, stage)
         if isinstance(deploy, BlueGreenDeploy):
             if env.router.preview_port is None:
                 out.append(
@@ -664,6 +665,49 @@ class PipelineSpec(ServiceSpec):
             if deploy.preview_replicas is not None and deploy.preview_replicas > env.replicas:
                 out.append(f"{at}.preview_replicas: must be within 1..replicas ({env.replicas})")
         return out
+
+    def slots_needed(self, stage: StageSpec) -> tuple[int, str]:
+        """Router slots ``stage``'s deployment (and its infrastructure change) takes at its
+        peak, and why."""
+        from docker_delivery.strategies.rolling import Rolling
+
+        env, deploy = self.env(stage), stage.deploy
+        needs = [(env.replicas, "one instance per slot")]
+        if isinstance(deploy, RollingDeploy):
+            stages = self.rolling_stages(stage)
+            needs.append(
+                (
+                    Rolling(env.replicas, tuple(stages)).slots_needed(),
+                    f"new tasks enter before old ones leave, stages {stages}",
+                )
+            )
+        if isinstance(deploy, ABDeploy):
+            needs.append((2 * env.replicas, "A and B side by side in the ab backend"))
+        if self.applies_infra(stage) and env.target == "swarm":
+            stages = list(env.rollout.stages)
+            needs.append(
+                (
+                    Rolling(env.replicas, tuple(stages)).slots_needed(),
+                    f"an infrastructure change rolls in rollout.stages {stages}",
+                )
+            )
+        return max(needs, key=lambda need: need[0])
+
+    def _slot_problems(self, at: str, stage: StageSpec) -> list[str]:
+        env = self.env(stage)
+        if env.replicas < 1:
+            return []
+        try:
+            needed, why = self.slots_needed(stage)
+        except DeliveryError:
+            return []  # bad stages: reported on their own
+        if needed <= env.router.slots or needed == env.replicas:
+            return []  # enough, or reported for the environment already
+        return [
+            f"{at}.type: {stage.deploy.type} of {env.replicas} replicas needs {needed} router "
+            f"slots ({why}); environments.{stage.environment}.router.slots is "
+            f"{env.router.slots}: raise it to {needed}, or lower replicas"
+        ]
 
 
 def _unique(at: str, names: Sequence[str], what: str = "name") -> list[str]:

@@ -6,12 +6,18 @@ The shape::
     what_to_deliver --> build --> test_<name> (parallel) --+
            |                                               +--> release
            +--------> redeploy ----------------------------+
-    release --> [approve_<env>] --> <env>.promote --> <env>.apply_infra --> <env>.migrate_expand
+    release --> [approve_<env>] --> [<env>.require_previous] --> <env>.apply_infra
+        --> <env>.migrate_expand
         --> <env>.deploy [--> <env>.verify_preview --> <env>.switch]   (blue/green)
-        --> <env>.verify_health --> <env>.smoke_<name> (parallel)
+        --> <env>.verify_health --> <env>.smoke_<name> (parallel) --> <env>.promote
         [--> <env>.retire]  (blue/green)  --> <env>.migrate_contract
         --> <env>.record (the ledger; runs whatever happened, fails if the stage did)
-        --> [approve_<next>] --> <next>.promote ...
+        --> [approve_<next>] --> [<next>.require_previous] ...
+
+The environment tag ``<repository>:<env>`` names what passed there: ``<env>.promote`` moves it
+only after the stage's deployment and checks have passed (and only if that release still serves
+there); ``<next>.require_previous`` checks, before the next stage changes anything, that the
+release is the one the previous environment's tag names.
 
 ``what_to_deliver`` branches: a run given an already built image (the ``image`` param, or the
 promotion event that triggered it) skips build and tests (``redeploy``); any other run builds
@@ -232,14 +238,15 @@ def _stage_tasks(
         return task
 
     require = previous.environment if previous is not None and stage.require_previous else None
-    add(
-        "promote",
-        "promote",
-        "promote",
-        f"PromoteImageOperator: tag {name} -> the digest"
-        + (f" (only if {require} has it)" if require else ""),
-        extra={"require_tag": require},
-    )
+    if require is not None:
+        add(
+            "require_previous",
+            "require",
+            "promote",
+            f"RequireTagOperator: the digest is what {require}'s tag names (it passed there); "
+            "nothing moves",
+            extra={"tag": require},
+        )
     choices = stage.choices()
     if len(choices) == 1:
         apply_infra(stage)
@@ -296,6 +303,13 @@ def _stage_tasks(
     out += smokes
     if smokes:
         last, join = tuple(t.task_id for t in smokes), None
+    add(
+        "promote",
+        "promote",
+        "promote",
+        f"PromoteImageOperator: tag {name} -> the digest, once it serves there and passed its "
+        "checks (under the deployment lock)",
+    )
     verified = last
     colour = next((d for d in choices if isinstance(d, BlueGreenDeploy)), None)
     if colour is not None:

@@ -1,0 +1,102 @@
+"""Test helper: running a pipeline DAG in Airflow as its services would, within the test
+process: register it as the DAG processor does, read its task states, fail a task as a lost
+worker's heartbeat timeout does, clear it as the UI's "Clear" does, and carry the run on as the
+scheduler does."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def register(dag: Any) -> None:
+    """Write ``dag`` to the metadata database as the DAG processor would (its bundle first)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def states(dag_id: str, run_id: str) -> dict[str, tuple[str, int]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id).all()
+        return {ti.task_id: (str(ti.state), ti.try_number) for ti in tis}
+
+
+def heartbeat_timeout(dag_id: str, run_id: str, task_id: str) -> None:
+    """What the scheduler does to a running task whose worker stopped heartbeating (after
+    ``task_instance_heartbeat_timeout``): the task fails (a deploy has no automatic retry)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id)
+        ti.one().state = TaskInstanceState.FAILED
+
+
+def clear_like_the_ui(dag_id: str, run_id: str, task_id: str) -> list[str]:
+    """What POST /dags/{dag_id}/clearTaskInstances does for the UI's Clear of one task
+    instance of a run, with its downstream tasks (airflow.api_fastapi...task_instances)."""
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import clear_task_instances, find_relevant_relatives
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        dag_run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one()
+        dag = DBDagBag().get_dag_for_run(dag_run, session=session)
+        assert dag is not None
+        task_ids = {task_id}
+        task_ids.update(
+            str(t)
+            for t in find_relevant_relatives(
+                task_ids, set(), dag=dag, run_id=run_id, direction="downstream", session=session
+            )
+        )
+        tis = dag.clear(dry_run=True, task_ids=list(task_ids), run_id=run_id, session=session)
+        clear_task_instances(list(tis), session, DagRunState.QUEUED)
+        return sorted(ti.task_id for ti in tis)
+
+
+def carry_on(dag: Any, run_id: str, timeout: float = 600) -> str:
+    """Run the run's schedulable tasks until it ends: the loop of ``dag.test()``, on an existing
+    run (what the scheduler does with a run a Clear set back to queued)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    deadline = time.monotonic() + timeout
+    with create_session() as session:
+        dr = session.query(DagRun).filter_by(dag_id=dag.dag_id, run_id=run_id).one()
+        dr.dag = scheduler_dag
+        dr.state = DagRunState.RUNNING
+        session.commit()
+        while dr.state == DagRunState.RUNNING and time.monotonic() < deadline:
+            session.expire_all()
+            schedulable, _ = dr.update_state(session=session)
+            for ti in schedulable:
+                if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE:
+                    ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            scheduled = [
+                ti
+                for ti in dr.get_task_instances(session=session)
+                if ti.state == TaskInstanceState.SCHEDULED
+            ]
+            if not scheduled:
+                time.sleep(0.5)
+            for ti in scheduled:
+                _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
+        return str(dr.state)
