@@ -21,6 +21,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # test helpers: loadgen
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Tests run in parallel (pytest-xdist): each worker has a metadata database of its own, since
+# SQLite takes one writer at a time and DAG runs write all the time.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault(
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        f"sqlite:///{ROOT / '.airflow' / ('tests-' + os.environ['PYTEST_XDIST_WORKER'])}.db",
+    )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from docker_delivery.errors import SpecInvalid, clip_line
+
 __all__ = ["main"]
 
 TYPES = ("min_in_service", "rolling", "blue_green", "ab")
@@ -45,21 +47,21 @@ def _load(path: str) -> Any:
 
 def _problems(path: str) -> tuple[Any, list[str]]:
     """(the spec, []) or (None, the problems): never an exception."""
-    from docker_delivery.spec import SpecInvalid
-
     try:
         return _load(path), []
     except SpecInvalid as exc:
         return None, list(exc.problems)
     except Exception as exc:  # a bug of ours must still read as one line, not a traceback
-        return None, [f"cannot check it: {type(exc).__name__}: {exc}"]
+        return None, [clip_line(f"cannot check it: {type(exc).__name__}: {exc}")]
 
 
 def _print_problems(path: str, problems: Sequence[str], out: TextIO) -> None:
     count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
     print(f"{path}: invalid, {count}:", file=out)
-    for problem in problems:
+    for problem in problems[: SpecInvalid.SHOWN]:
         print(f"  - {problem}", file=out)
+    if len(problems) > SpecInvalid.SHOWN:
+        print(f"  - ... and {len(problems) - SpecInvalid.SHOWN} more", file=out)
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:

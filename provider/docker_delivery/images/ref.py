@@ -60,6 +60,7 @@ DEFAULT_TAG: Final = "latest"
 """The tag Docker assumes when a reference has neither tag nor digest."""
 
 NAME_TOTAL_LENGTH_MAX: Final = 255
+MAX_LENGTH: Final = 1024  # a name (255), a tag (128) and a digest (sha512: 135) fit with room
 """Maximum length of the normalised name ``registry/repository``."""
 
 TAG_LENGTH_MAX: Final = 128
@@ -150,6 +151,15 @@ class ImageRef:
             if not text.strip():
                 raise InvalidReference(text, "reference is only whitespace")
             raise InvalidReference(text, "reference has leading or trailing whitespace")
+        scheme, sep, _ = text.partition("://")
+        if sep and scheme.isalnum():
+            raise InvalidReference(
+                text,
+                f"an image reference has no scheme: write it without '{scheme}://' "
+                "(registry/repository, e.g. registry.example.com/shop/web)",
+            )
+        if len(text) > MAX_LENGTH:
+            raise InvalidReference(text, f"longer than {MAX_LENGTH} characters")
         if _IMAGE_ID.fullmatch(text):
             raise InvalidReference(
                 text,

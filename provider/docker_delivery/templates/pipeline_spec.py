@@ -39,24 +39,18 @@ import difflib
 import itertools
 import os
 import re
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import DeliveryError, SpecInvalid
 from docker_delivery.images.ref import ImageRef
-from docker_delivery.spec import (
-    EnvironmentSpec,
-    ServiceSpec,
-    SpecInvalid,
-    load_spec,
-    plain_message,
-    unwrap_annotation,
-)
+from docker_delivery.spec import EnvironmentSpec, ServiceSpec, load_spec, looks_secret
+from docker_delivery.spec.loader import load_yaml, read_source
+from docker_delivery.spec.messages import describe_errors, item_name, join_path
+from docker_delivery.spec.service import UrlPath
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -312,20 +306,13 @@ class HttpCheck(_Model):
     (a Jinja template allowed) or, with ``expect_digest``, the digest being delivered;
     ``attempts`` tries, ``interval`` seconds apart."""
 
-    path: str = "/"
+    path: UrlPath = "/"
     status: int = Field(default=200, ge=100, le=599)
     contains: str | None = None
     expect_digest: bool = False
     timeout: PositiveSeconds = 5.0
     attempts: int = Field(default=3, ge=1, le=100)
     interval: Seconds = 1.0
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c.isspace() for c in value):
-            raise ValueError("must be an absolute path without spaces, e.g. /version")
-        return value
 
 
 class SmokeTest(_Model):
@@ -450,6 +437,9 @@ class PipelineSettings(_Model):
     # where each stage's DeploymentRecord goes (a JSON Lines file on a path every worker
     # shares); None: $AIRFLOW_HOME/docker-delivery/ledger.jsonl of the worker
     ledger: str | None = None
+    # names that say secret (DB_PASSWORD, ...) but are not, in build args and the migrations'
+    # and tests' environments
+    not_secrets: list[str] = Field(default_factory=list)
 
 
 class PipelineSpec(ServiceSpec):
@@ -546,6 +536,7 @@ class PipelineSpec(ServiceSpec):
                     "pipeline.tasks.deploy.retries: must be 0: a deploy is never retried by "
                     "itself (a failed deploy has rolled back; release it again with Clear)"
                 )
+        out += self._literal_secrets()
         out += _unique("pipeline.stages", [s.environment for s in p.stages], "environment")
         for i, stage in enumerate(p.stages):
             out += self._stage_problems(i, stage)
@@ -582,6 +573,49 @@ class PipelineSpec(ServiceSpec):
                 "approval gates; set mode: continuous_delivery to gate this stage"
                 for s in gates
             ]
+        return out
+
+    def _literal_secrets(self) -> list[str]:
+        """A secret written into the spec reaches the image's history (build args) or a
+        container's configuration (the migrations' and tests' environments), where anyone
+        who may inspect it reads it: refused unless its name is in ``pipeline.not_secrets``. In
+        an environment a template (``{{ conn.db.password }}``) is rendered when the task runs
+        and masked in its log; a build arg is refused even then."""
+        p = self.pipeline
+        places: list[tuple[str, Mapping[str, str], bool]] = [
+            ("pipeline.build.build_args", p.build.build_args, False),
+            *[(f"pipeline.tests[{t.name}].environment", t.environment, True) for t in p.tests],
+            *[
+                (
+                    f"pipeline.stages[{s.environment}].verify.smoke[{m.name}].environment",
+                    m.environment,
+                    True,
+                )
+                for s in p.stages
+                for m in s.verify.smoke
+            ],
+        ]
+        if p.migrations is not None:
+            places.append(("pipeline.migrations.env", p.migrations.env, True))
+        out = []
+        for at, values, templates in places:
+            for name, value in values.items():
+                if not value or not looks_secret(name) or name in p.not_secrets:
+                    continue
+                if templates and "{{" in value:
+                    continue
+                where = (
+                    "a build arg stays in the image's history (docker history): never pass a "
+                    "secret as one"
+                    if not templates
+                    else "it would stay in the container's configuration: render it from an "
+                    "Airflow connection or variable when the task runs ('{{ conn.<id>.password "
+                    "}}')"
+                )
+                out.append(
+                    f"{join_path(at, name)}: the name says secret and it holds a literal value; "
+                    f"{where}, or list the name in pipeline.not_secrets if it is not a secret"
+                )
         return out
 
     def _trigger_problems(self) -> list[str]:
@@ -731,42 +765,6 @@ def _valid_schedule(schedule: str) -> bool:
 # -- loading ---------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _parse_yaml(text: str, origin: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        problem = f"YAML: {where}{what}"
-    except yaml.YAMLError as exc:
-        problem = f"YAML: {type(exc).__name__}"
-    raise SpecInvalid(origin, [problem])
-
-
 def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
     """``${NAME}`` / ``${NAME:-default}`` in every string of ``value``, from ``env``."""
     if isinstance(value, str):
@@ -784,28 +782,13 @@ def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[st
 
         return _ENV_REF.sub(one, value) if "$" in value else value
     if isinstance(value, Mapping):
-        return {k: _substitute(v, _join(path, k), env, problems) for k, v in value.items()}
+        return {k: _substitute(v, join_path(path, k), env, problems) for k, v in value.items()}
     if isinstance(value, list):
         return [
-            _substitute(v, f"{path}[{_item_name(v) or i}]", env, problems)
+            _substitute(v, f"{path}[{item_name(v) or i}]", env, problems)
             for i, v in enumerate(value)
         ]
     return value
-
-
-def _join(path: str, key: Any) -> str:
-    key = str(key)
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", key):
-        return f"{path}[{key!r}]"
-    return f"{path}.{key}" if path else key
-
-
-def _item_name(item: Any) -> str | None:
-    if isinstance(item, Mapping):
-        for key in ("environment", "name"):
-            if isinstance(item.get(key), str):
-                return str(item[key])
-    return None
 
 
 def _resolve_context(data: dict[str, Any], base: Path) -> None:
@@ -848,18 +831,9 @@ def load_pipeline(
         data: Any = source
         origin = "pipeline spec"
     else:
-        if isinstance(source, Path) or (
-            "\n" not in source and source.strip().endswith((".yaml", ".yml"))
-        ):
-            path = Path(source)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SpecInvalid(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-            origin, base = str(path), path.resolve().parent
-        else:
-            text, origin = source, "spec text"
-        data = _parse_yaml(text, origin)
+        text, origin, where = read_source(source)
+        base = where or base
+        data = load_yaml(text, origin)
     if not isinstance(data, Mapping):
         raise SpecInvalid(
             origin, ["the spec must be a mapping: service, image, environments, pipeline"]
@@ -874,7 +848,7 @@ def load_pipeline(
         if key not in known:
             hint = difflib.get_close_matches(str(key), known, n=1)
             problems.append(
-                f"{_join('', key)}: unknown key"
+                f"{join_path('', key)}: unknown key"
                 + (f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(known)}")
             )
     service_part = {k: v for k, v in data.items() if k in ServiceSpec.model_fields}
@@ -896,101 +870,3 @@ def load_pipeline(
     if problems:
         raise SpecInvalid(origin, problems)
     return spec
-
-
-# -- error messages --------------------------------------------------------------------------
-
-
-def _models(tp: Any) -> list[type[BaseModel]]:
-    tp = unwrap_annotation(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [tp]
-    if get_origin(tp) in (Union, types.UnionType):
-        return [m for a in get_args(tp) for m in _models(a)]
-    return []
-
-
-def _known_keys(root: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    """The keys the model holding ``loc``'s last item knows ([] when none is found)."""
-    tp: Any = root
-    for item in loc[:-1]:
-        tp = unwrap_annotation(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            fields = {info.alias or name: info for name, info in tp.model_fields.items()}
-            if item not in fields:
-                return []
-            tp = fields[item].annotation
-        elif get_origin(tp) in (dict, list):
-            tp = get_args(tp)[-1]
-        elif get_origin(tp) in (Union, types.UnionType):
-            # a tagged union: pydantic puts the tag into loc
-            tp = next((m for m in _models(tp) if _tag(m) == item), None)
-            if tp is None:
-                return []
-        else:
-            return []
-    models = _models(tp)
-    if len(models) == 1:
-        return [info.alias or name for name, info in models[0].model_fields.items()]
-    return []
-
-
-def _tag(model: type[BaseModel]) -> str | None:
-    field = model.model_fields.get("type")
-    if field is None:
-        return None
-    args = get_args(field.annotation)
-    return str(args[0]) if args else None
-
-
-def _message(root: type[BaseModel], err: Mapping[str, Any]) -> str:
-    kind, ctx = err["type"], err.get("ctx") or {}
-    if kind == "missing":
-        return "required"
-    if kind == "extra_forbidden":
-        known = _known_keys(root, err["loc"])
-        hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-        if hint:
-            return f"unknown key (did you mean {hint[0]!r}?)"
-        return "unknown key" + (f"; known: {', '.join(known)}" if known else "")
-    if kind == "union_tag_invalid":
-        hint = difflib.get_close_matches(str(ctx.get("tag")), list(DEPLOY_TARGETS), n=1)
-        also = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return f"must be one of {', '.join(DEPLOY_TARGETS)}{also}"
-    if kind == "union_tag_not_found":
-        return f"required: one of {', '.join(DEPLOY_TARGETS)}"
-    return plain_message(err)
-
-
-def _path(loc: Sequence[Any], data: Any, prefix: str) -> str:
-    """``('stages', 1, 'deploy', 'blue_green', 'x')`` -> ``pipeline.stages[production].deploy.x``
-    (a list item is named by its ``environment`` or ``name``; a union tag is left out)."""
-    out, node = prefix, data
-    for item in loc:
-        if isinstance(item, int):
-            entry = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
-            out += f"[{_item_name(entry) or item}]"
-            node = entry
-            continue
-        key = str(item)
-        if item == "[key]":
-            continue
-        if isinstance(node, Mapping) and node.get("type") == key and key not in node:
-            continue  # the tag of a discriminated union, not a key of the document
-        out = _join(out, key)
-        node = node.get(item) if isinstance(node, Mapping) else None
-    return out
-
-
-def describe_errors(
-    exc: ValidationError, data: Any, root: type[BaseModel], prefix: str = ""
-) -> list[str]:
-    """One ``path: message`` line per problem; input values are never quoted."""
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = _path(err["loc"], data, prefix)
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            where += ".type"
-        message = _message(root, err)
-        lines.append(f"{where}: {message}" if where else message)
-    return list(dict.fromkeys(lines))

@@ -41,14 +41,11 @@ This module is domain code: it never imports Airflow.
 
 from __future__ import annotations
 
-import difflib
 import re
-import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -60,28 +57,13 @@ from pydantic import (
     model_validator,
 )
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import DeliveryError, SpecInvalid, clip
 from docker_delivery.health import HealthCheck, HealthCheckInvalid
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.service import RouterSettings
+from docker_delivery.spec.loader import load_yaml, read_source
+from docker_delivery.spec.messages import describe_errors
 from docker_delivery.targets.base import LABEL_PREFIX, Limits, Release, SecretMount
-
-__all__ = [
-    "SECRET_SOURCES",
-    "EnvironmentDefaults",
-    "EnvironmentSpec",
-    "HealthCheckSpec",
-    "Resources",
-    "RolloutSpec",
-    "RouterSpec",
-    "SecretRef",
-    "SecretResolver",
-    "ServiceSpec",
-    "SpecInvalid",
-    "load_spec",
-    "looks_secret",
-    "parse_memory",
-]
 
 SECRET_SOURCES = ("airflow_connection", "airflow_variable", "docker_secret", "aws_secret_arn")
 SecretSource = Literal["airflow_connection", "airflow_variable", "docker_secret", "aws_secret_arn"]
@@ -114,23 +96,12 @@ _LITERAL_SECRET = (
 )
 
 
-class SpecInvalid(DeliveryError, ValueError):
-    """A spec that cannot be used. ``problems`` holds one line per problem, each starting with
-    the field's path (``environments.prod.replicas: must be >= 0``); values are never quoted."""
-
-    def __init__(self, origin: str, problems: Sequence[str]) -> None:
-        self.origin = origin
-        self.problems = list(problems)
-        count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid spec ({origin}), {count}:\n{lines}")
-
-
 def looks_secret(name: str) -> bool:
     """True when a variable's name says it holds a secret: its last word is one of
     :data:`SECRET_WORDS` (``DB_PASSWORD``, ``apiToken``, ``AWS_SECRET_ACCESS_KEY``; not
-    ``PASSWORD_FILE``, ``TOKEN_URL`` or ``KEY_PREFIX``)."""
-    words = [w for w in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
+    ``PASSWORD_FILE``, ``TOKEN_URL`` or ``KEY_PREFIX``). Words are also split at ``.``, ``-``
+    and ``/``, as in a label key (``com.example.api-token``)."""
+    words = [w for w in re.split(r"[_.\-/]+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
     return bool(words) and words[-1].upper() in SECRET_WORDS
 
 
@@ -198,6 +169,16 @@ NetworkName = Annotated[
     str, AfterValidator(_pattern(_NETWORK, "a valid network name (letters, digits, '_.-')"))
 ]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
+
+
+def _url_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError("must be an absolute path without spaces, e.g. /health")
+    return value
+
+
+UrlPath = Annotated[str, AfterValidator(_url_path)]
+"""The path of an HTTP request (a health check, a smoke test)."""
 Port = Annotated[int, Field(ge=1, le=65535)]
 Memory = Annotated[int, BeforeValidator(parse_memory)]
 SecretResolver = Callable[["SecretRef"], str]
@@ -276,7 +257,7 @@ class HealthCheckSpec(_Model):
     """The fields of :class:`docker_delivery.health.HealthCheck`; ``port`` defaults to the
     environment's ``port``."""
 
-    path: str = "/health"
+    path: UrlPath = "/health"
     port: Port | None = None
     expected_status: int = Field(default=200, ge=100, le=599)
     interval: float = Field(default=1.0, gt=0)
@@ -286,13 +267,6 @@ class HealthCheckSpec(_Model):
     start_period: float = Field(default=0.0, ge=0)
     scheme: Literal["http", "https"] = "http"
     start_interval: float | None = Field(default=None, gt=0)
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c.isspace() for c in value):
-            raise ValueError("must be an absolute path without spaces, e.g. /health")
-        return value
 
     def to_check(self, port: int) -> HealthCheck:
         data = self.model_dump()
@@ -409,6 +383,13 @@ class EnvironmentSpec(_Model):
                     f"env.{name}: the name says secret and it holds a literal value: move it to "
                     f"secrets as a reference ({{name: {name}, from: ..., ref: ...}}), or list it "
                     "in not_secrets if it is not a secret"
+                )
+        for name, value in self.labels.items():
+            if value and looks_secret(name) and name not in self.not_secrets:
+                out.append(
+                    f"labels[{clip(name, 60)}]: the name says secret and a label is visible to "
+                    "anyone who may inspect a container: keep secrets in secrets, or list it in "
+                    "not_secrets if it is not a secret"
                 )
         if len(set(self.networks)) != len(self.networks):
             out.append("networks: a network is listed twice")
@@ -601,210 +582,24 @@ class ServiceSpec(_Model):
 # -- loading ---------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _value in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # an unhashable key: construct_mapping reports it
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
-def _read(source: str | Path) -> tuple[str, str]:
-    """(text, origin): a Path or a one-line string naming a .yaml/.yml file is read."""
-    if isinstance(source, Path) or (
-        "\n" not in source and source.strip().endswith((".yaml", ".yml"))
-    ):
-        path = Path(source)
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
-            raise SpecInvalid(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    return source, "spec text"
-
-
-def _parse_yaml(text: str, origin: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        problem = f"YAML: {where}{what}"
-    except yaml.YAMLError as exc:
-        problem = f"YAML: {type(exc).__name__}"
-    raise SpecInvalid(origin, [problem])  # no exception context: it would quote the document
-
-
 def load_spec(source: str | Path | Mapping[str, Any] | ServiceSpec) -> ServiceSpec:
     """A :class:`ServiceSpec` from a YAML file (a Path, or a string ending in .yaml/.yml), YAML
     text, or a mapping; a ServiceSpec is returned as is. Raises :class:`SpecInvalid` listing
-    every problem with its field path."""
+    every problem with its field path (or its line and column in the YAML)."""
     if isinstance(source, ServiceSpec):
         return source
     if isinstance(source, Mapping):
         data: Any = source
         origin = "spec"
     else:
-        text, origin = _read(source)
-        data = _parse_yaml(text, origin)
+        text, origin, _ = read_source(source)
+        data = load_yaml(text, origin)
     if not isinstance(data, Mapping):
         raise SpecInvalid(origin, ["the spec must be a mapping: service, defaults, environments"])
     problems: list[str] = []
     try:
         return ServiceSpec.model_validate(data)
     except ValidationError as exc:
-        problems = describe_errors(exc, data)
+        problems = describe_errors(exc, _merged_view(data), ServiceSpec)
     raise SpecInvalid(origin, problems)  # outside the except: the pydantic error (and the input
     # values it holds) is not chained to it
-
-
-# -- error messages --------------------------------------------------------------------------
-
-
-def unwrap_annotation(tp: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> X (a union of several types stays a union)."""
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _known_keys(loc: Sequence[Any]) -> list[str]:
-    """The keys the model holding ``loc``'s last item knows ([] when none is found)."""
-    tp: Any = ServiceSpec
-    for item in loc[:-1]:
-        tp = unwrap_annotation(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            fields = {info.alias or name: info for name, info in tp.model_fields.items()}
-            if item not in fields:
-                return []
-            tp = fields[item].annotation
-        elif get_origin(tp) in (dict, list):
-            tp = get_args(tp)[-1]
-        else:
-            return []
-    tp = unwrap_annotation(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [info.alias or name for name, info in tp.model_fields.items()]
-    return []
-
-
-def _message(err: Mapping[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "missing":
-        return "required"
-    if kind == "extra_forbidden":
-        known = _known_keys(err["loc"])
-        hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-        if hint:
-            return f"unknown key (did you mean {hint[0]!r}?)"
-        return "unknown key" + (f"; known: {', '.join(known)}" if known else "")
-    return plain_message(err)
-
-
-_PLAIN = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than_equal": "must be <= {le}",
-    "less_than": "must be < {lt}",
-    "literal_error": "must be one of {expected}",
-    "string_type": "must be a string (quote it in YAML: '8080', 'true')",
-    "int_type": "must be an integer",
-    "float_type": "must be a number",
-    "bool_type": "must be true or false",
-    "dict_type": "must be a mapping (key: value)",
-    "model_type": "must be a mapping (key: value)",
-    "model_attributes_type": "must be a mapping (key: value)",
-    "list_type": "must be a list",
-    "too_short": "must not be empty",
-    "string_too_short": "must not be empty",
-}
-
-
-def plain_message(err: Mapping[str, Any]) -> str:
-    """A pydantic error in the words a spec's author reads (the field path is added apart);
-    the pipeline spec's messages share it."""
-    kind, ctx = err["type"], err.get("ctx") or {}
-    if kind in _PLAIN:
-        return _PLAIN[kind].format(**{k: ctx.get(k) for k in ("ge", "gt", "le", "lt", "expected")})
-    msg = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    return msg
-
-
-def _path(loc: Sequence[Any], view: Any) -> str:
-    """``('environments', 'prod', 'secrets', 0, 'from')`` -> ``environments.prod.secrets[DB].from``
-    (a list item is named by its ``name`` where it has one)."""
-    out, node = "", view
-    for item in loc:
-        if item == "[key]":
-            continue
-        if isinstance(item, int):
-            entry = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
-            name = _name_of(entry)
-            out += f"[{name}]" if name else f"[{item}]"
-            node = entry
-        else:
-            key = str(item)
-            if not _PLAIN_KEY.match(key):
-                out += f"[{key!r}]"
-            else:
-                out += f".{key}" if out else key
-            node = node.get(item) if isinstance(node, Mapping) else None
-    return out
-
-
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_PATH_LINE = re.compile(r"^([A-Za-z_][\w.\[\]-]*): (.+)$", re.DOTALL)
-
-
-def describe_errors(exc: ValidationError, data: Any) -> list[str]:
-    """One ``path: message`` line per problem; problems of the defaults are not repeated for
-    every environment that inherits them. Input values are never quoted."""
-    view = _merged_view(data)
-    lines: list[str] = []
-    in_defaults: set[tuple[tuple[Any, ...], str]] = set()
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = tuple(err["loc"])
-        where = _path(loc, view)
-        for line in _message(err).split("\n"):
-            match = _PATH_LINE.match(line)
-            if match and err["type"] == "value_error":  # a check across fields names its field
-                sub, line = match.group(1), match.group(2)
-                where_line = f"{where}.{sub}" if where else sub
-                where_line = where_line.replace(".[", "[")
-            else:
-                sub, where_line = "", where
-            key = (loc[2:] if loc[:1] == ("environments",) else loc[1:], sub + line)
-            if loc[:1] == ("defaults",):
-                in_defaults.add(key)
-            elif loc[:1] == ("environments",) and key in in_defaults:
-                continue
-            lines.append(f"{where_line}: {line}" if where_line else line)
-    return list(dict.fromkeys(lines))
