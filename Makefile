@@ -13,8 +13,10 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 demo: venv bed airflow-db
 	$(BIN)/python scripts/demo.py
 
+# Independent tests run side by side (pytest-xdist): four workers on the shared bed, each test
+# file on one worker, each worker with its own Airflow metadata database (tests/conftest.py).
 test: venv bed airflow-db lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check provider tests dags scripts

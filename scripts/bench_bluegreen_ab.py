@@ -57,8 +57,8 @@ from docker_delivery.targets.base import Release
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from cleanup import remove_service  # noqa: E402
-from loadgen import LoadGenerator, LoadReport, RequestResult, free_port  # noqa: E402
+from kit.cleanup import remove_service  # noqa: E402
+from kit.loadgen import LoadGenerator, LoadReport, RequestResult, free_port  # noqa: E402
 
 RATE, SHARDS, TARGET, RUNS = 150, 2, 5000, 3
 MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}

@@ -62,7 +62,7 @@ from docker_delivery.targets import EngineTarget, Release, SwarmTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from loadgen import LoadGenerator, LoadReport, free_port  # noqa: E402
+from kit.loadgen import LoadGenerator, LoadReport, free_port  # noqa: E402
 
 RATE, SHARDS, TARGET, IDLE_S, MAX_LOAD_S, MAX_DEPLOYS, MAX_NATIVE = 200, 4, 5000, 2.0, 420, 10, 4
 # start_interval: probed every 50 ms until the first pass (as Docker's --start-interval); the

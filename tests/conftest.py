@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # test helpers: loadgen
+sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: the kit package
 # Airflow reads its settings when first imported: point it at the project's home and DAGs first.
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
@@ -155,7 +155,7 @@ def service(request: pytest.FixtureRequest, docker_client: object) -> Iterator[s
     left of that service is removed after it (tests/cleanup.py)."""
     import uuid
 
-    from cleanup import remove_service
+    from kit.cleanup import remove_service
 
     name = f"{getattr(request.module, 'SERVICE_PREFIX', 'svc')}{uuid.uuid4().hex[:6]}"
     yield name

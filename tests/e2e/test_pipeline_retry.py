@@ -12,6 +12,7 @@ itself runs, on the existing run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
@@ -22,8 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
-from loadgen import free_port
-from pipeline_kit import carry_on, clear_like_the_ui, heartbeat_timeout, register, states
+from kit.loadgen import free_port
+from kit.pipeline import carry_on, clear_like_the_ui, heartbeat_timeout, register, states
 
 from docker_delivery.ledger import Ledger
 
@@ -237,21 +238,27 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
     assert len(old) == 1
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(data))
+    output = (tmp_path / "killed-run.log").open("w")
     worker = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, str(spec_file), uuid.uuid4().hex + uuid.uuid4().hex[:8]],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 300
         while not set(digests()) - old:  # a container of the new release started: mid-batch
-            assert worker.poll() is None, "the run ended before its deploy was under way"
+            assert worker.poll() is None, (
+                "the run ended before its deploy was under way: "
+                + (tmp_path / "killed-run.log").read_text()[-3000:]
+            )
             assert time.monotonic() < deadline, "the deploy never started"
             time.sleep(0.1)
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
+        output.close()
     with create_session() as session:
         killed = (
             session.query(DagRun)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loadgen import free_port
-from pipeline_kit import register, states
+from kit.loadgen import free_port
+from kit.pipeline import register, states
 
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.images.registry import RegistryClient
@@ -44,7 +44,7 @@ def unhealthy_image(bed: Any, docker_client: Any, demo_images: dict[str, str]) -
 
 
 def pipeline(bed: Any, service: str, env: str, ledger: Path) -> dict[str, Any]:
-    health = {"path": "/health", "interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0}
+    health = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
     return {
         "service": service,
         "image": f"{bed.registry}/dd-test/demo-app",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cleanup import remove_containers
+from kit.cleanup import remove_containers
 
 pytestmark = pytest.mark.timeout(1200)
 

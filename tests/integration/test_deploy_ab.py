@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from deploy_kit import CHECK, release, router_settings
-from loadgen import LoadGenerator
+from kit.deploy import CHECK, release, router_settings
+from kit.loadgen import LoadGenerator
 
 from docker_delivery.strategies.ab import (
     ABTest,

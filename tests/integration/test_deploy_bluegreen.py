@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from deploy_kit import CHECK, SLOW_FEW_MIX, release, router_settings
-from loadgen import LoadGenerator
+from kit.deploy import CHECK, SLOW_FEW_MIX, release, router_settings
+from kit.loadgen import LoadGenerator
 
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.bluegreen import (

@@ -6,10 +6,10 @@ import dataclasses
 import uuid
 
 import pytest
-from loadgen import LoadGenerator, free_port
+from kit.deploy import CHECK, release
+from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import InvalidReference
-from docker_delivery.health import HealthCheck
 from docker_delivery.routing.service import RouterSettings, find_router
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.deploy import deploy
@@ -18,18 +18,7 @@ from docker_delivery.targets import EngineTarget, Release
 from docker_delivery.targets.base import TargetError
 from docker_delivery.targets.engine import network_name
 
-CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
 SERVICE_PREFIX = "web"  # the service fixture's names (tests/conftest.py)
-
-
-def release(image: str, service: str, name: str, **env: str) -> Release:
-    return Release.of(
-        service,
-        "test",
-        image,
-        env={"APP_RELEASE": name, "EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env},
-        stop_grace=10,
-    )
 
 
 def test_minimum_in_service_deploy_drops_no_request(
@@ -40,10 +29,10 @@ def test_minimum_in_service_deploy_drops_no_request(
     )
     settings = MinimumInService(replicas=4, min_in_service=2)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    deploy(docker_client, release(demo_images["v1"], service, "v1"), settings, **kw)
+    deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
     with LoadGenerator(router.url, rate=200, max_duration=120) as load:
         load.mark("deploy")
-        result = deploy(docker_client, release(demo_images["v2"], service, "v2"), settings, **kw)
+        result = deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
         load.mark("after")
         import time
 
@@ -67,7 +56,7 @@ def test_a_bad_release_aborts_and_the_old_one_keeps_serving(
     )
     settings = MinimumInService(replicas=3, min_in_service=2)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    first = deploy(docker_client, release(demo_images["v1"], service, "v1"), settings, **kw)
+    first = deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
     for bad_env in ({"FAIL_HEALTH": "1"}, {"EXIT_ON_START": "1"}):
         with (
             LoadGenerator(router.url, rate=150, max_duration=60) as load,
@@ -75,7 +64,7 @@ def test_a_bad_release_aborts_and_the_old_one_keeps_serving(
         ):
             deploy(
                 docker_client,
-                release(demo_images["v3"], service, "v3", **bad_env),
+                release(demo_images["v3"], service, **bad_env),
                 settings,
                 **kw,
             )
@@ -142,9 +131,7 @@ def test_a_drain_that_times_out_puts_the_batch_back(
         port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    first = deploy(
-        docker_client, release(demo_images["v1"], service, "v1"), MinimumInService(3, 1), **kw
-    )
+    first = deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 1), **kw)
     impatient = MinimumInService(replicas=3, min_in_service=1, drain_timeout=0.2)
     with (
         LoadGenerator(
@@ -152,7 +139,7 @@ def test_a_drain_that_times_out_puts_the_batch_back(
         ) as load,
         pytest.raises(DeployAborted, match=r"batch 1 .* still has \d+ session\(s\).* went back to"),
     ):
-        deploy(docker_client, release(demo_images["v2"], service, "v2"), impatient, **kw)
+        deploy(docker_client, release(demo_images["v2"], service), impatient, **kw)
     assert load.report.failed == 0, load.report.failures
     assert set(load.report.by_release) == {"v1"}
     running = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
@@ -170,10 +157,10 @@ def test_a_release_the_engine_cannot_run_is_refused_before_anything_changes(
     router = RouterSettings(port=free_port(), image=bed.haproxy_image, slots=8)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     settings = MinimumInService(replicas=2, min_in_service=1)
-    deploy(docker_client, release(demo_images["v1"], service, "v1"), settings, **kw)
+    deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
     before = EngineTarget(docker_client).instances(service, "test", include_stopped=True)
     elsewhere = dataclasses.replace(
-        release(demo_images["v2"], service, "v2"), networks=(f"dd-{service}-nowhere",)
+        release(demo_images["v2"], service), networks=(f"dd-{service}-nowhere",)
     )
     with pytest.raises(TargetError, match=r"networks \['dd-.*-nowhere'\] do not exist"):
         deploy(docker_client, elsewhere, settings, **kw)

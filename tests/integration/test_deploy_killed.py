@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from loadgen import LoadGenerator, free_port
+from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import RouterContainer

@@ -5,23 +5,17 @@ from __future__ import annotations
 import time
 
 import pytest
-from loadgen import LoadGenerator, free_port
+from kit.deploy import CHECK, release
+from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import DeliveryError
-from docker_delivery.health import HealthCheck
 from docker_delivery.routing.service import RouterSettings, find_router
 from docker_delivery.strategies import DeployAborted, DeploySettingsInvalid, Rolling, RolloutPaused
 from docker_delivery.strategies.deploy import deploy
-from docker_delivery.targets import Release, SwarmTarget
+from docker_delivery.targets import SwarmTarget
 from docker_delivery.targets.engine import network_name
 
-CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
 SERVICE_PREFIX = "sw"  # the service fixture's names (tests/conftest.py)
-
-
-def release(image: str, service: str, name: str, **env: str) -> Release:
-    env = {"APP_RELEASE": name, "EXIT_ON_SIGTERM_IMMEDIATELY": "1", **env}
-    return Release.of(service, "test", image, env=env, stop_grace=10)
 
 
 def routed_releases(router_url: str, n: int = 40) -> set[str]:
@@ -36,10 +30,10 @@ def test_staged_rolling_deploy_drops_no_request(bed, docker_client, demo_images,
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=4), **kw)
+    deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=4), **kw)
     settings = Rolling(replicas=4, stages=(1, "50%", "100%"))
     with LoadGenerator(router.url, rate=200, max_duration=180) as load:
-        result = deploy(docker_client, release(demo_images["v2"], service, "v2"), settings, **kw)
+        result = deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
         load.mark("after")
         time.sleep(1.5)
     report = load.report
@@ -60,14 +54,14 @@ def test_until_stage_holds_and_a_second_run_continues(
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=4), **kw)
+    deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=4), **kw)
     held = Rolling(replicas=4, stages=(1, "50%", "100%"), until_stage=2)
-    deploy(docker_client, release(demo_images["v2"], service, "v2"), held, **kw)
+    deploy(docker_client, release(demo_images["v2"], service), held, **kw)
     assert routed_releases(router.url) == {"v1", "v2"}
     lines: list[str] = []
     kw["log"] = lines.append
     rest = Rolling(replicas=4, stages=(1, "50%", "100%"))
-    deploy(docker_client, release(demo_images["v2"], service, "v2"), rest, **kw)
+    deploy(docker_client, release(demo_images["v2"], service), rest, **kw)
     assert routed_releases(router.url) == {"v2"}
     assert not any(line.startswith("stage 1/") or line.startswith("stage 2/") for line in lines)
 
@@ -77,8 +71,8 @@ def test_a_failing_stage_rolls_back_or_pauses(bed, docker_client, demo_images, s
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=3), **kw)
-    bad = release(demo_images["v3"], service, "v3", FAIL_HEALTH="1")
+    deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=3), **kw)
+    bad = release(demo_images["v3"], service, FAIL_HEALTH="1")
     with LoadGenerator(router.url, rate=150, max_duration=120) as load:
         with pytest.raises(DeployAborted, match="Rolled back"):
             deploy(docker_client, bad, Rolling(replicas=3, stages=(1, "100%")), **kw)
@@ -113,9 +107,9 @@ def test_a_drain_that_times_out_stops_the_rollout_and_a_second_run_waits_for_it(
     and frees its router slot, instead of stopping it with requests in flight."""
     router = RouterSettings(port=free_port(), image=bed.haproxy_image, slots=8)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
-    deploy(docker_client, release(demo_images["v1"], service, "v1"), Rolling(replicas=2), **kw)
+    deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=2), **kw)
     impatient = Rolling(replicas=2, stages=(1, "100%"), drain_timeout=0.2)
-    v2 = release(demo_images["v2"], service, "v2")
+    v2 = release(demo_images["v2"], service)
     with LoadGenerator(
         router.url, rate=100, max_duration=90, mix={"slow": 0.6, "post": 0.4}
     ) as load:

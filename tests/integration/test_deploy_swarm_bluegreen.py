@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from deploy_kit import CHECK, SLOW_FEW_MIX, release, router_settings
-from loadgen import LoadGenerator
+from kit.deploy import CHECK, SLOW_FEW_MIX, release, router_settings
+from kit.loadgen import LoadGenerator
 
 from docker_delivery.strategies.ab import ABTest, ab_deploy
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from deploy_kit import CHECK, release, router_settings
+from kit.deploy import CHECK, release, router_settings
 
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.images.registry import RegistryClient

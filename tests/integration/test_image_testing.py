@@ -16,13 +16,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import docker
 import pytest
+from kit.logs import Lines
 
 from docker_delivery.errors import InvalidReference
 from docker_delivery.images.ref import ImageRef
@@ -166,23 +166,6 @@ with DAG(
     )
     build() >> [unit, failing]
 """
-
-
-@dataclass
-class Lines:
-    """A log callback that keeps what it is given (thread-safe)."""
-
-    lines: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, line: str) -> None:
-        with self._lock:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        with self._lock:
-            return "\n".join(self.lines)
 
 
 def leftovers(client: docker.DockerClient, run_id: str) -> list[str]:

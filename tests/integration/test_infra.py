@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cleanup import remove_containers
-from loadgen import LoadGenerator, free_port
+from kit.cleanup import remove_containers
+from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.infra import apply, drift, plan, read_live, strategy_for
 from docker_delivery.sensors import DriftSensor

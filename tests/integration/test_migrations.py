@@ -19,12 +19,13 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
 import pendulum
 import pytest
+from kit.logs import Lines
 
 from docker_delivery.errors import InvalidReference
 from docker_delivery.images.ref import ImageRef
@@ -53,23 +54,6 @@ BROKEN_SQL = (
     "ALTER TABLE greetings ADD COLUMN doomed int;\n"
     "ALTER TABLE no_such_table ADD COLUMN y int;\n"
 )
-
-
-@dataclass
-class Lines:
-    """A log callback that keeps what it is given (thread-safe)."""
-
-    lines: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, line: str) -> None:
-        with self._lock:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        with self._lock:
-            return "\n".join(self.lines)
 
 
 @dataclass

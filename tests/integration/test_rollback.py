@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from deploy_kit import CHECK, SLOW_FEW_MIX, release
-from loadgen import LoadGenerator, RequestResult, free_port
+from kit.deploy import CHECK, SLOW_FEW_MIX, release
+from kit.loadgen import LoadGenerator, RequestResult, free_port
 
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import ABTest, StepEvent, ab_deploy

@@ -7,10 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from loadgen import free_port
+from kit.deploy import CHECK
+from kit.loadgen import free_port
 
 from docker_delivery.errors import DeliveryError, InvalidReference
-from docker_delivery.health import HealthCheck
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.sensors import RolloutCompleteSensor
@@ -22,7 +22,6 @@ from docker_delivery.triggers.rollout import RolloutCompleteTrigger
 
 pytestmark = pytest.mark.timeout(300)
 
-CHECK = HealthCheck(interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0)
 SERVICE_PREFIX = "ro"  # the service fixture's names (tests/conftest.py)
 
 

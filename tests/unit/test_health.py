@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from kit.loadgen import DemoAppProcess, free_port
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.health import (
@@ -23,10 +22,6 @@ from docker_delivery.health import (
     wait_all_healthy_sync,
     wait_healthy,
 )
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for loadgen
-from loadgen import DemoAppProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)
 

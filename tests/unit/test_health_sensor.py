@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
+from kit.loadgen import DemoAppProcess, free_port
 
 from docker_delivery.health import HealthCheck
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for loadgen
-from loadgen import DemoAppProcess, free_port
 
 pytestmark = pytest.mark.timeout(120)
 

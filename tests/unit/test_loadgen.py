@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for loadgen
-from loadgen import KINDS, DemoAppProcess, LoadGenerator
+from kit.loadgen import KINDS, DemoAppProcess, LoadGenerator
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -87,14 +82,14 @@ def test_killing_an_app_mid_run_produces_counted_failures(
 ) -> None:
     with LoadGenerator([blue.url, green.url], rate=150, seed=3) as load:
         time.sleep(1.0)
-        load.mark("green killed")
         green.signal(signal.SIGTERM)
+        assert green.process is not None and green.process.wait(5) == 128 + signal.SIGTERM
+        load.mark("green killed")  # once it has exited: no answer from it can follow
         time.sleep(1.5)
     report = load.report
     assert report is not None
     print(report.summary())
 
-    assert green.process is not None and green.process.wait(5) == 128 + signal.SIGTERM
     killed = report.by_phase["green killed"]
     # Every request sent to green after the kill fails: about half of the phase.
     assert 0.35 <= killed["failed"] / killed["total"] <= 0.65

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen import free_port
-
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.targets import Release
+from kit.loadgen import free_port
 
 # start_period: on a busy test machine an instance may take a few seconds to listen.
 CHECK = HealthCheck(

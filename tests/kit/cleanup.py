@@ -3,7 +3,6 @@ containers, router, lock and network)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -16,8 +15,13 @@ def remove_containers(client: Any, **filters: Any) -> None:
     import docker.errors
 
     for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:  # Swarm is removing it already
+            if "already in progress" not in str(exc):
+                raise
 
 
 def remove_service(client: Any, name: str, environment: str = "test") -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-DEMO_APP = Path(__file__).resolve().parent.parent / "dags" / "demo_app" / "app.py"
+DEMO_APP = Path(__file__).resolve().parents[2] / "dags" / "demo_app" / "app.py"
 
 KINDS = ("get", "get_new_conn", "slow", "post")
 DEFAULT_MIX: Mapping[str, float] = {"get": 0.5, "get_new_conn": 0.2, "slow": 0.15, "post": 0.15}
@@ -226,12 +226,19 @@ class _Http:
     """
 
     MAX_IDLE = 100
+    # An idle keep-alive connection is dropped after this many seconds, well before HAProxy
+    # closes it (``timeout http-keep-alive 10s``): a request sent on a connection the server is
+    # closing at that moment fails without an answer, a race of the client's, not a lost
+    # request of a deployment. Clients keep their idle timeout below the server's for this.
+    MAX_IDLE_S = 4.0
 
     def __init__(self, timeout: float, *, cookies: bool) -> None:
         self.timeout = timeout
         self.keep_cookies = cookies
         self.jar: dict[str, str] = {}
-        self.idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+        self.idle: dict[
+            tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]]
+        ]
         self.idle = {}
 
     async def request(
@@ -259,7 +266,7 @@ class _Http:
             status, headers, reusable = await self._response(reader)
         finally:
             if reusable and not fresh and len(self.idle.setdefault(key, [])) < self.MAX_IDLE:
-                self.idle[key].append(conn)
+                self.idle[key].append((reader, writer, time.monotonic()))
             else:
                 writer.close()
         return status, headers
@@ -268,8 +275,11 @@ class _Http:
         self, key: tuple[str, int]
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         stack = self.idle.get(key, [])
+        now = time.monotonic()
+        while stack and now - stack[0][2] > self.MAX_IDLE_S:  # the oldest first
+            stack.pop(0)[1].close()
         while stack:
-            reader, writer = stack.pop()  # the most recently used: the least likely closed
+            reader, writer, _ = stack.pop()  # the most recently used: the least likely closed
             if not reader.at_eof() and not writer.is_closing():
                 return reader, writer
             writer.close()
@@ -310,7 +320,7 @@ class _Http:
 
     def close(self) -> None:
         for stack in self.idle.values():
-            for _, writer in stack:
+            for _, writer, _ in stack:
                 writer.close()
         self.idle.clear()
 
