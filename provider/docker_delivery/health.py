@@ -30,10 +30,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from docker_delivery.errors import HealthCheckInvalid as HealthCheckInvalid
+from docker_delivery.errors import Unhealthy as Unhealthy
+
 if TYPE_CHECKING:
     import httpx
 
-from docker_delivery.errors import DeliveryError
 
 T = TypeVar("T")
 
@@ -56,28 +58,6 @@ Log = Callable[[str], object]
 LivenessProbe = Callable[[], Awaitable[str | None]]
 """Tells whether the probed instance still runs: ``None`` while it does, otherwise a short reason
 (``"exited with code 3"``) that :class:`Unhealthy`'s message quotes."""
-
-
-class HealthCheckInvalid(DeliveryError, ValueError):
-    """Health-check settings (or addresses to probe) that cannot work; the message says which."""
-
-
-class Unhealthy(DeliveryError):
-    """An instance failed its health check, exited, or was not healthy by the deadline.
-
-    ``reason`` is ``"unhealthy"`` (too many failures in a row), ``"exited"`` or ``"deadline"``;
-    ``report`` is what the prober saw (``healthy`` is False); ``check`` is the check that failed.
-    """
-
-    def __init__(self, message: str, *, reason: str, check: HealthCheck, report: HealthReport):
-        self.reason = reason
-        self.check = check
-        self.report = report
-        super().__init__(message)
-
-    @property
-    def address(self) -> str:
-        return self.report.address
 
 
 def _seconds(value: float) -> str:

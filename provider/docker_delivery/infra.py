@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import InfraConflict as InfraConflict
 from docker_delivery.spec import EnvironmentSpec, SecretResolver, ServiceSpec
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService
@@ -94,11 +94,6 @@ MASK = "***"
 Log = Callable[[str], None]
 Kind = Literal["replicas", "env", "secret", "network", "limits", "config"]
 Action = Literal["add", "change", "remove", "scale", "roll", "create", "fix"]
-
-
-class InfraConflict(DeliveryError):
-    """What runs cannot take an infrastructure change now: several digests run (a deployment is
-    under way), a blue/green or A/B deployment owns the instances, or the plan is stale."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -74,25 +74,18 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import InvalidMigrationSpec as InvalidMigrationSpec
+from docker_delivery.errors import MigrationError as MigrationError
+from docker_delivery.errors import MigrationFailed as MigrationFailed
+from docker_delivery.errors import MigrationLocked as MigrationLocked
+from docker_delivery.errors import MigrationTimeout as MigrationTimeout
+from docker_delivery.errors import RollbackPastContract as RollbackPastContract
+from docker_delivery.errors import StatusUnreadable as StatusUnreadable
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.strategies.lock import ContainerLock
 from docker_delivery.targets.base import LABEL_DIGEST, LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
 from docker_delivery.targets.engine import start_container
-
-
-def _docker_errors() -> Any:
-    """docker.errors, imported on first use: parsing a DAG must not load the docker SDK."""
-    import docker.errors
-
-    return docker.errors
-
-
-def _request_errors() -> Any:
-    """requests' base error (the docker SDK's transport), imported on first use."""
-    import requests.exceptions
-
-    return requests.exceptions.RequestException
-
+from docker_delivery.targets.engine_errors import docker_errors, request_errors
 
 if TYPE_CHECKING:
     import docker
@@ -146,68 +139,6 @@ _DEFAULT_PORTS: Final = {"postgres": 5432, "postgresql": 5432, "mysql": 3306, "m
 
 
 # -- errors --------------------------------------------------------------------------------------
-
-
-class MigrationError(DeliveryError):
-    """Base class of what a migration step raises."""
-
-
-class InvalidMigrationSpec(MigrationError, ValueError):
-    """A migration that cannot run as written; nothing was started."""
-
-
-class MigrationLocked(MigrationError):
-    """Another migration of the same database held the lock for longer than ``lock_wait``."""
-
-
-class MigrationTimeout(MigrationError):
-    """The migration command ran longer than its timeout; its container was killed."""
-
-
-class StatusUnreadable(MigrationError):
-    """The image's status command failed, or printed no status JSON."""
-
-
-class MigrationFailed(MigrationError):
-    """The migration command exited non-zero; the message carries the tool's own last words."""
-
-    def __init__(
-        self, message: str, *, exit_code: int, version_before: int, version_after: int | None
-    ) -> None:
-        self.exit_code = exit_code
-        self.version_before = version_before
-        self.version_after = version_after
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_failed,
-            (str(self), self.exit_code, self.version_before, self.version_after),
-        )
-
-
-def _rebuild_failed(
-    message: str, exit_code: int, before: int, after: int | None
-) -> MigrationFailed:
-    return MigrationFailed(message, exit_code=exit_code, version_before=before, version_after=after)
-
-
-class RollbackPastContract(MigrationError):
-    """Rolling code back to an image older than a contract migration already applied."""
-
-    def __init__(self, message: str, *, image: str, contracts: tuple[str, ...]) -> None:
-        self.image = image
-        self.contracts = contracts
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_past_contract, (str(self), self.image, self.contracts))
-
-
-def _rebuild_past_contract(
-    message: str, image: str, contracts: tuple[str, ...]
-) -> RollbackPastContract:
-    return RollbackPastContract(message, image=image, contracts=contracts)
 
 
 # -- the database --------------------------------------------------------------------------------
@@ -679,11 +610,11 @@ class MigrationRunner:
         for container in self.client.containers.list(
             all=True, filters={"label": label}, ignore_removed=True
         ):
-            with contextlib.suppress(_docker_errors().NotFound):
+            with contextlib.suppress(docker_errors().NotFound):
                 try:
                     container.remove(force=True)
                     removed += 1
-                except _docker_errors().APIError as error:
+                except docker_errors().APIError as error:
                     if error.status_code != 409:  # 409: removal already in progress
                         raise
         return removed
@@ -707,12 +638,12 @@ class MigrationRunner:
         try:
             self.client.images.get(image)
             return
-        except _docker_errors().ImageNotFound:
+        except docker_errors().ImageNotFound:
             pass
         log(f"pulling {image}")
         try:
             self.client.images.pull(image)
-        except _docker_errors().APIError as error:
+        except docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not pull {image}: {error.explanation or error}; check that the image "
                 "was pushed and that the engine can reach (and is logged in to) its registry"
@@ -779,7 +710,7 @@ class MigrationRunner:
             streamer.start()
             code = self._wait(container, started + spec.timeout)
             if code is None:
-                with contextlib.suppress(_docker_errors().APIError):
+                with contextlib.suppress(docker_errors().APIError):
                     container.kill()
                 streamer.join(timeout=10)
                 raise MigrationTimeout(
@@ -792,7 +723,7 @@ class MigrationRunner:
             streamer.join(timeout=30)
             return code, (self._all_output(container) if role == "status" else list(tail))
         finally:
-            with contextlib.suppress(_docker_errors().APIError):
+            with contextlib.suppress(docker_errors().APIError):
                 container.remove(force=True)
 
     def _put_secret(self, container: Container, image: str, user: str | None, url: str) -> None:
@@ -824,7 +755,7 @@ class MigrationRunner:
             try:
                 result = container.wait(timeout=max(1, min(remaining, 300)))
                 return int(result["StatusCode"])
-            except _request_errors():
+            except request_errors():
                 container.reload()
                 if container.status not in ("running", "created", "restarting"):
                     return int(container.attrs["State"]["ExitCode"])

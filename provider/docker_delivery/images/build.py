@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from docker_delivery.errors import BuildFailed as BuildFailed
 from docker_delivery.errors import DeliveryError, ImageNotFound
 from docker_delivery.images.ref import ImageRef
 
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 LABEL_SOURCE = "org.opencontainers.image.source"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_CREATED = "org.opencontainers.image.created"
-
-
-class BuildFailed(DeliveryError):
-    """The build or the push failed; the message carries the builder's own error."""
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from docker_delivery.errors import DeliveryError, ImageNotFound
+from docker_delivery.errors import ImageNotFound
+from docker_delivery.errors import PromotionRefused as PromotionRefused
 from docker_delivery.images.ref import ImageRef
 
 AUDIT_STAMP = "%Y%m%dT%H%M%SZ"
 REVISION_LABEL = "org.opencontainers.image.revision"
-
-
-class PromotionRefused(DeliveryError):
-    """The promotion would skip an environment or break a rule; nothing was changed."""
 
 
 class TagStore(Protocol):

@@ -33,26 +33,18 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import InvalidJUnitReport as InvalidJUnitReport
+from docker_delivery.errors import InvalidTestSpec as InvalidTestSpec
+from docker_delivery.errors import SidecarNotReady as SidecarNotReady
+from docker_delivery.errors import TestsFailed as TestsFailed
+from docker_delivery.errors import TestTimeout as TestTimeout
 from docker_delivery.images.ref import ImageRef
+from docker_delivery.targets.engine_errors import docker_errors, request_errors
 
 if TYPE_CHECKING:
     import docker
     import docker.errors
     from docker.models.containers import Container
-
-
-def _request_errors() -> Any:
-    """requests' base error (the docker SDK's transport), imported on first use."""
-    import requests.exceptions
-
-    return requests.exceptions.RequestException
-
-
-def _docker_errors() -> Any:
-    """docker.errors, imported on first use: parsing a DAG must not load the docker SDK."""
-    import docker.errors
-
-    return docker.errors
 
 
 __all__ = [
@@ -92,53 +84,6 @@ ProbeFrom = Literal["auto", "host", "network"]
 
 
 # -- errors --------------------------------------------------------------------------------------
-
-
-class InvalidTestSpec(DeliveryError, ValueError):
-    """An :class:`ImageTest` or :class:`Sidecar` that cannot be run as written."""
-
-
-class InvalidJUnitReport(DeliveryError, ValueError):
-    """A JUnit XML report that does not parse, or has neither ``testsuite`` nor ``testsuites``."""
-
-
-class SidecarNotReady(DeliveryError):
-    """A sidecar exited, or did not accept connections on its port in time."""
-
-
-class TestTimeout(DeliveryError):
-    """The test command ran longer than its timeout; the test container was killed."""
-
-    __test__: ClassVar[bool] = False
-
-    def __init__(self, timeout: float, image: str | None = None) -> None:
-        self.timeout = timeout
-        self.image = image
-        where = f" in {image}" if image else ""
-        super().__init__(
-            f"tests{where} did not finish within the timeout of {timeout:g}s; the test container "
-            "was killed. Raise the timeout if the suite is legitimately slower, or look for a "
-            "test that hangs (the output above shows where it stopped)."
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.timeout, self.image))
-
-
-class TestsFailed(DeliveryError):
-    """The tests ran and did not pass: a non-zero exit code, or failures or errors reported."""
-
-    __test__: ClassVar[bool] = False
-
-    def __init__(self, summary: TestSummary, image: str | None = None) -> None:
-        self.summary = summary
-        self.image = image
-        where = f" in {image}" if image else ""
-        report = "" if summary.report_found else " (no JUnit report was found)"
-        super().__init__(f"tests failed{where}: {summary.describe()}{report}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.summary, self.image))
 
 
 # -- specifications ------------------------------------------------------------------------------
@@ -467,7 +412,7 @@ class ImageTestRunner:
                 self._start_sidecar(sidecar, rid, network, probe_image=image)
             summary = self._run_tests(test, rid, network, image)
             succeeded = True
-        except _docker_errors().NotFound as error:
+        except docker_errors().NotFound as error:
             raise DeliveryError(
                 f"a container or network of test run {rid} was removed while the run was going "
                 f"(by cleanup, on_kill, or by hand): {error.explanation or error}"
@@ -496,11 +441,11 @@ class ImageTestRunner:
         for container in self.client.containers.list(
             all=True, filters={"label": label}, ignore_removed=True
         ):
-            with contextlib.suppress(_docker_errors().NotFound):
+            with contextlib.suppress(docker_errors().NotFound):
                 try:
                     container.remove(force=True, v=True)
                     removed += 1
-                except _docker_errors().APIError as error:
+                except docker_errors().APIError as error:
                     if error.status_code != 409:  # 409: removal already in progress
                         raise
         for network in self.client.networks.list(filters={"label": label}):
@@ -510,9 +455,9 @@ class ImageTestRunner:
                     network.remove()
                     removed += 1
                     break
-                except _docker_errors().NotFound:
+                except docker_errors().NotFound:
                     break
-                except _docker_errors().APIError as error:
+                except docker_errors().APIError as error:
                     # Endpoints of containers being removed can linger for a moment.
                     if "active endpoints" not in str(error) or time.monotonic() > deadline:
                         raise
@@ -528,12 +473,12 @@ class ImageTestRunner:
         try:
             self.client.images.get(image)
             return
-        except _docker_errors().ImageNotFound:
+        except docker_errors().ImageNotFound:
             pass
         self.log(f"pulling {image}")
         try:
             self.client.images.pull(image)
-        except _docker_errors().APIError as error:
+        except docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not pull {image}: {error.explanation or error}; check that the image "
                 "was pushed and that the engine can reach (and is logged in to) its registry"
@@ -576,7 +521,7 @@ class ImageTestRunner:
         started = time.monotonic()
         try:
             container.start()
-        except _docker_errors().APIError as error:
+        except docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not start the test container from {image}: {error.explanation or error}"
             ) from error
@@ -588,7 +533,7 @@ class ImageTestRunner:
         duration = time.monotonic() - started
         if exit_code is None:
             self.log(f"tests did not finish within {test.timeout:g}s: killing the test container")
-            with contextlib.suppress(_docker_errors().APIError):
+            with contextlib.suppress(docker_errors().APIError):
                 container.kill()
             streamer.join(timeout=10)
             raise TestTimeout(test.timeout, image=image)
@@ -613,7 +558,7 @@ class ImageTestRunner:
             try:
                 result = container.wait(timeout=max(1, min(remaining, 300)))
                 return int(result["StatusCode"])
-            except _request_errors():
+            except request_errors():
                 # The engine answers a wait only when the container exits: a read timeout here
                 # is the usual case; anything else shows when the container is looked at.
                 container.reload()
@@ -641,7 +586,7 @@ class ImageTestRunner:
         try:
             chunks, _ = container.get_archive(path)
             archive = _read_limited(chunks, JUNIT_REPORT_SIZE_MAX, path)
-        except _docker_errors().NotFound:
+        except docker_errors().NotFound:
             self.log(f"no JUnit report at {path} in the test container; counting the exit code")
             return JUnitCounts(), False
         reports = _reports_in_tar(archive)
@@ -733,7 +678,7 @@ class ImageTestRunner:
             while True:
                 try:
                     code = int(probe.wait(timeout=1)["StatusCode"])
-                except _request_errors():
+                except request_errors():
                     code = None
                 if code == 0:
                     return
@@ -748,7 +693,7 @@ class ImageTestRunner:
                 if time.monotonic() > deadline:
                     self._not_ready(sidecar, container)
         finally:
-            with contextlib.suppress(_docker_errors().APIError):
+            with contextlib.suppress(docker_errors().APIError):
                 probe.remove(force=True)
 
     def _check_alive(self, sidecar: Sidecar, container: Container) -> None:

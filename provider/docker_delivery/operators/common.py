@@ -8,7 +8,7 @@ failed deployment, so the delivery metrics count only what was deployed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -72,3 +72,15 @@ def tag_what_serves(
             log=log,
             **promotion,
         )
+
+
+def approval_of(result: Any) -> tuple[str | None, str | None]:
+    """(``approved`` | ``rejected`` | None, who) from an approval task's answer (its XCom, or
+    the event that resumes it): approved when ``Approve`` is among the chosen options; who is
+    the responding user's name, else id."""
+    if not isinstance(result, Mapping) or not result.get("chosen_options"):
+        return None, None
+    user = result.get("responded_by_user") or {}
+    who = str(user.get("name") or user.get("id") or "") or None
+    verdict = "approved" if "Approve" in result["chosen_options"] else "rejected"
+    return verdict, who

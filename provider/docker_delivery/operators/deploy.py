@@ -121,7 +121,7 @@ class _DeployOperator(BaseOperator):
         from docker_delivery.targets.base import Release
 
         if self.spec is not None:
-            from docker_delivery.operators.infra import read_secret
+            from docker_delivery.hooks.secrets import read_secret
             from docker_delivery.spec import load_spec
 
             return load_spec(self.spec).release_for(
@@ -470,8 +470,8 @@ class RollbackOperator(_DeployOperator):
         )
 
     def _check_schema(self, client: Any, digest: str, context: Context) -> None:
+        from docker_delivery.hooks.database import database_from_connection
         from docker_delivery.migrations import MigrationRunner, MigrationSpec
-        from docker_delivery.operators.migrate import database_from_connection
         from docker_delivery.strategies.bluegreen import list_running
 
         running = list_running(client, self.service, self.environment, self.app_port)

@@ -4,7 +4,6 @@ at run time (Airflow connections, variables, AWS Secrets Manager) and masked in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from typing import Any
@@ -12,38 +11,9 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.hooks.engine import engine_client
+from docker_delivery.hooks.secrets import read_secret
 from docker_delivery.operators.common import lock_owner, says_when_nothing_changed
 from docker_delivery.spec import SecretRef, ServiceSpec, load_spec
-
-
-def read_secret(ref: SecretRef, *, aws_conn_id: str = "aws_default") -> str:
-    """The value ``ref`` points at, masked in Airflow's logs from now on."""
-    from airflow.sdk import Connection, Variable
-    from airflow.sdk.log import mask_secret
-
-    value: Any
-    if ref.source == "airflow_connection":
-        conn = Connection.get(ref.ref)
-        key = ref.key or "password"
-        if key.startswith("extra."):
-            value = conn.extra_dejson.get(key.removeprefix("extra."))
-        else:
-            value = conn.get_uri() if key == "uri" else getattr(conn, key)
-    elif ref.source == "airflow_variable":
-        value = Variable.get(ref.ref, deserialize_json=ref.key is not None)
-        value = value.get(ref.key) if ref.key is not None else value
-    elif ref.source == "aws_secret_arn":
-        from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook as Hook
-
-        value = Hook(aws_conn_id=aws_conn_id).get_secret(ref.ref)  # type: ignore[no-untyped-call]
-        value = json.loads(value).get(ref.key) if ref.key is not None else value
-    else:
-        raise ValueError(f"{ref.describe()} is mounted by Docker, not read")
-    if value is None or value == "":
-        raise ValueError(f"secret {ref.name}: {ref.describe()} is empty")
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    mask_secret(text, ref.name)
-    return text
 
 
 class ApplyInfraOperator(BaseOperator):

@@ -11,94 +11,17 @@ key; the ledger keeps the last record of a key.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from docker_delivery.hooks.ledger import pinned, write_record
 from docker_delivery.ledger.store import ledger_path
-from docker_delivery.operators.common import NOT_DEPLOYED
+from docker_delivery.operators.common import NOT_DEPLOYED, approval_of
 
 FAILED = ("failed", "upstream_failed")
-
-
-def approval_of(result: Any) -> tuple[str | None, str | None]:
-    """(``approved`` | ``rejected`` | None, who) from an approval task's XCom."""
-    if not isinstance(result, Mapping) or not result.get("chosen_options"):
-        return None, None
-    user = result.get("responded_by_user") or {}
-    who = str(user.get("name") or user.get("id") or "") or None
-    verdict = "approved" if "Approve" in result["chosen_options"] else "rejected"
-    return verdict, who
-
-
-def _time(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str) and value:
-        return dt.datetime.fromisoformat(value)
-    return None
-
-
-def _pinned(image: str) -> bool:
-    """Whether ``image`` is a digest-pinned reference (not the ``None`` a missing XCom renders)."""
-    from docker_delivery.errors import InvalidReference
-    from docker_delivery.images.ref import ImageRef
-
-    try:
-        return ImageRef.parse(image).is_pinned
-    except InvalidReference:
-        return False
-
-
-def write_record(
-    path: str | None,
-    *,
-    context: Context,
-    service: str,
-    environment: str,
-    deployment_type: str,
-    image: str,
-    outcome: str,
-    previous_digest: str | None = None,
-    approval: tuple[str | None, str | None] = (None, None),
-    detail: str = "",
-) -> Any:
-    """One DeploymentRecord of this run in the ledger at ``path``; returns it."""
-    from docker_delivery.images.ref import ImageRef
-    from docker_delivery.ledger import DeploymentRecord, Ledger
-    from docker_delivery.ledger.records import DIGEST
-
-    ti, run = context["ti"], context["dag_run"]
-    ref = ImageRef.parse(image).require_pinned()
-    now = dt.datetime.now(dt.timezone.utc)
-    revision = ti.xcom_pull(task_ids="what_to_deliver", key="revision")
-    committed = ti.xcom_pull(task_ids="what_to_deliver", key="committed_at")
-    record = DeploymentRecord(
-        service=service,
-        environment=environment,
-        digest=str(ref.digest),
-        previous_digest=previous_digest
-        if previous_digest and DIGEST.fullmatch(previous_digest)
-        else None,
-        image=str(ref),
-        deployment_type=deployment_type,  # type: ignore[arg-type]  # validated by the record
-        outcome=outcome,  # type: ignore[arg-type]
-        started_at=_time(run.start_date) or now,
-        finished_at=now,
-        revision=str(revision) if revision else None,
-        committed_at=_time(committed),
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        approval=approval[0],  # type: ignore[arg-type]
-        approved_by=approval[1],
-        detail=detail,
-    )
-    ledger = Ledger(ledger_path(path))
-    ledger.record(record)
-    return record
 
 
 class RecordDeliveryOperator(BaseOperator):
@@ -148,7 +71,7 @@ class RecordDeliveryOperator(BaseOperator):
                 before = [deployed.get("previous_digest"), *deployed.get("previous_digests", [])]
                 previous = next((str(d) for d in before if d), None)
                 break
-        if failed and not _pinned(self.image):
+        if failed and not pinned(self.image):
             raise AirflowFailException(
                 f"{self.service}/{self.environment}: nothing was delivered, the run failed "
                 f"before a release reached this stage ({', '.join(first)}: "

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseHook, BaseOperator, Context
+from airflow.sdk import BaseOperator, Context
 
+from docker_delivery.hooks.database import database_from_connection
 from docker_delivery.hooks.engine import engine_client
 from docker_delivery.migrations import (
     DEFAULT_COMMAND,
@@ -16,11 +17,6 @@ from docker_delivery.migrations import (
     MigrationSpec,
     Phase,
 )
-
-try:  # masks in this process and in the supervisor that writes the task log
-    from airflow.sdk.log import mask_secret
-except ImportError:  # pragma: no cover - older Airflow 3
-    from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
 
 
 class MigrateDatabaseOperator(BaseOperator):
@@ -85,21 +81,3 @@ class MigrateDatabaseOperator(BaseOperator):
         if self._runner is not None:
             self._runner.cleanup()
             self._runner.release_lock()
-
-
-def database_from_connection(conn_id: str) -> Database:
-    """The database of an Airflow connection, its URL and password registered with the masker."""
-    conn = BaseHook.get_connection(conn_id)
-    database = Database.from_connection(
-        conn_id,
-        conn_type=conn.conn_type,
-        host=conn.host,
-        port=conn.port,
-        login=conn.login,
-        password=conn.password,
-        schema=conn.schema,
-        extra=conn.extra_dejson,
-    )
-    for secret in database.secrets():  # the URL itself too, raw and encoded
-        mask_secret(secret)
-    return database

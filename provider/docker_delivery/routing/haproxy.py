@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import RouterError as RouterError
 from docker_delivery.targets.engine import start_container
 
 if TYPE_CHECKING:
@@ -99,10 +99,6 @@ _ERROR_REPLY = re.compile(
 )
 _DATA_REPLY = re.compile(r"^(#|\d|0x|Name:)")
 _ADDR_ACCEPTED = re.compile(r"^(IP changed from|no need to change the addr)")
-
-
-class RouterError(DeliveryError):
-    """HAProxy refused a command, did not answer, or reports a state other than the one applied."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class DriftSensor(BaseSensorOperator):
         self.aws_conn_id = aws_conn_id
 
     def _secret(self, ref: SecretRef) -> str:
-        from docker_delivery.operators.infra import read_secret
+        from docker_delivery.hooks.secrets import read_secret
 
         return read_secret(ref, aws_conn_id=self.aws_conn_id)
 

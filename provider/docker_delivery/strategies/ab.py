@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from docker_delivery.errors import ABTestAborted as ABTestAborted
 from docker_delivery.errors import DeliveryError
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import BackendStats, HaproxyRouter, ServerState
@@ -86,15 +87,6 @@ class StepEvent:
 
 
 StepCallback = Callable[[StepEvent], None]
-
-
-class ABTestAborted(DeployAborted):
-    """The analysis stopped the test; traffic went back to A, B was removed. ``figures`` holds
-    what it saw (step, weight, B's and A's requests, 5xx, ratios, response times, seconds)."""
-
-    def __init__(self, message: str, *, figures: Mapping[str, Any]) -> None:
-        self.figures = dict(figures)
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

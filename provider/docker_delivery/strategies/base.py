@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import DeployAborted as DeployAborted
+from docker_delivery.errors import DeploySettingsInvalid as DeploySettingsInvalid
 from docker_delivery.targets.base import Instance
 
 if TYPE_CHECKING:
@@ -21,14 +22,6 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 # Waits until every instance passes the health check; raises a DeliveryError naming the check.
 HealthGate = Callable[[Sequence[Instance]], None]
-
-
-class DeployAborted(DeliveryError):
-    """A deployment stopped on a failed check and put back what it had touched."""
-
-
-class DeploySettingsInvalid(DeliveryError, ValueError):
-    """Impossible deployment settings, refused before anything changes."""
 
 
 class Router(Protocol):

@@ -63,6 +63,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import RetireNotDue as RetireNotDue
+from docker_delivery.errors import SwitchAborted as SwitchAborted
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import HaproxyRouter, ServerState
 from docker_delivery.routing.service import (
@@ -119,24 +121,6 @@ LABEL_SWITCHED_AT = LABEL_PREFIX + "switched-at"
 LABEL_LIVE_GROUP = LABEL_PREFIX + "live-group"
 LABEL_PREVIOUS_GROUP = LABEL_PREFIX + "previous-group"
 ROLE_SWITCH_MARKER = "switch-marker"
-
-
-class SwitchAborted(DeployAborted):
-    """The post-switch check failed and traffic went back to the old colour. ``figures`` holds
-    what the check saw (requests, 5xx, ratio, probes, seconds)."""
-
-    def __init__(self, message: str, *, figures: Mapping[str, Any]) -> None:
-        self.figures = dict(figures)
-        super().__init__(message)
-
-
-class RetireNotDue(DeliveryError):
-    """``retire`` was asked before ``scale_down_delay`` had passed since the switch; ``due`` is
-    when it may run (UTC). Run it again then, or wait for it (``wait=True``)."""
-
-    def __init__(self, message: str, *, due: dt.datetime) -> None:
-        self.due = due
-        super().__init__(message)
 
 
 # --------------------------------------------------------------------------------------------

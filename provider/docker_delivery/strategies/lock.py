@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from docker_delivery.errors import DeliveryError, NotDeployed
+from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import DeploymentLocked as DeploymentLocked
 from docker_delivery.targets.base import LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ _Lock = TypeVar("_Lock", bound="ContainerLock")
 _HELD: dict[tuple[str, str, str], int] = {}
 _HELD_GUARD = threading.Lock()
 WAIT_LOG_EVERY = 30.0
-
-
-class DeploymentLocked(NotDeployed):
-    """Another delivery of the same service and environment is in progress; nothing changed."""
 
 
 class ContainerLock:

@@ -13,17 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import Superseded as Superseded
 from docker_delivery.images.promotion import PromotionResult, TagStore, promote
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.strategies.bluegreen import locked, serving_digest
 
 if TYPE_CHECKING:
     import docker
-
-
-class Superseded(DeliveryError):
-    """The release no longer serves where its tag would move: another delivery replaced it."""
 
 
 def promote_serving(

@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import RollbackImpossible as RollbackImpossible
 from docker_delivery.health import HealthCheck
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.haproxy import HaproxyRouter
@@ -83,10 +83,6 @@ if TYPE_CHECKING:
     import docker
 
 Kind = Literal["switch-back", "redeploy"]
-
-
-class RollbackImpossible(DeliveryError):
-    """Nothing tells what ran before (no label, no warm group), or nothing runs at all."""
 
 
 @dataclass(frozen=True)

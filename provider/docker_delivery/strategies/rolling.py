@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import RolloutPaused as RolloutPaused
 from docker_delivery.strategies.base import (
     DeployAborted,
     DeployResult,
@@ -51,10 +52,6 @@ from docker_delivery.strategies.base import (
 )
 from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
 from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
-
-
-class RolloutPaused(DeliveryError):
-    """A stage failed with failure_action=pause: the rollout holds where it is."""
 
 
 def resolve_stages(stages: Sequence[int | str], replicas: int) -> list[int]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from docker_delivery.errors import DeliveryError
+from docker_delivery.errors import TargetError as TargetError
 from docker_delivery.images.ref import ImageRef
 
 LABEL_PREFIX = "io.docker-delivery."
@@ -40,10 +41,6 @@ _NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class TargetError(DeliveryError):
-    """A target could not do what was asked (the engine or Swarm said no)."""
 
 
 def check_name(kind: str, value: str) -> str:

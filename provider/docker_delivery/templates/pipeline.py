@@ -169,21 +169,22 @@ class DeliveryApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
-            user = event.get("responded_by_user") or {}
-            who = user.get("name") or user.get("id") or "(unknown)"
-            chosen = ", ".join(event.get("chosen_options") or [])
+            from docker_delivery.operators.common import approval_of
+
+            verdict, who = approval_of(event)
+            who = who or "(unknown)"
             when = event.get("responded_at")
-            verdict = "approved" if chosen == self.APPROVE else "rejected"
+            user_id = (event.get("responded_by_user") or {}).get("id")
             self.log.info(
                 "%s by %s (id %s) at %s%s",
                 verdict,
                 who,
-                user.get("id"),
+                user_id,
                 when,
                 "" if verdict == "approved" else ": the delivery stops here",
             )
             if verdict == "rejected" and self.record:
-                from docker_delivery.operators.ledger import write_record
+                from docker_delivery.hooks.ledger import write_record
 
                 rejected = write_record(
                     self.record.get("ledger"),
@@ -196,7 +197,7 @@ class DeliveryApprovalOperator(ApprovalOperator):
                     ),
                     image=str(context["ti"].xcom_pull(task_ids=RELEASE_TASK)),
                     outcome="rejected",
-                    approval=("rejected", str(who)),
+                    approval=("rejected", who),
                     detail=f"rejected by {who} at {when}",
                 )
                 self.log.info("recorded in the ledger: %s", rejected.to_dict())

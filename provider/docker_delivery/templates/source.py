@@ -11,6 +11,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from docker_delivery.errors import RevisionInvalid as RevisionInvalid
+
 __all__ = [
     "RevisionInvalid",
     "as_tag",
@@ -21,10 +23,6 @@ __all__ = [
 
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-class RevisionInvalid(ValueError):
-    """A revision that cannot name a build (the message says why and what to give)."""
 
 
 def _git(context: Path, *args: str) -> str | None:
