@@ -48,10 +48,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from docker_delivery.errors import InfraConflict as InfraConflict
 from docker_delivery.spec import EnvironmentSpec, SecretResolver, ServiceSpec
+from docker_delivery.strategies.drain import take_out
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.strategies.rolling import Rolling
 from docker_delivery.targets.base import (
+    SECRETS_DIR,
+    Limits,
+    Release,
+    docker_secret_fingerprint,
+    secret_fingerprint,
+)
+from docker_delivery.targets.engine import create_network, network_exists, network_name
+from docker_delivery.targets.labels import (
     LABEL_CONFIG,
     LABEL_DIGEST,
     LABEL_ENV_KEYS,
@@ -62,13 +71,8 @@ from docker_delivery.targets.base import (
     LABEL_SECRET_KEYS,
     LABEL_SERVICE,
     LABEL_SLOT_GROUP,
-    SECRETS_DIR,
-    Limits,
-    Release,
-    docker_secret_fingerprint,
-    secret_fingerprint,
+    ROLE_APP,
 )
-from docker_delivery.targets.engine import create_network, network_exists, network_name
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -166,7 +170,7 @@ def _engine_units(client: Any, service: str, environment: str) -> list[LiveUnit]
             f"{LABEL_MANAGED}=true",
             f"{LABEL_SERVICE}={service}",
             f"{LABEL_ENVIRONMENT}={environment}",
-            f"{LABEL_ROLE}=app",
+            f"{LABEL_ROLE}={ROLE_APP}",
         ]
     }
     units = []
@@ -696,24 +700,18 @@ def _router(client: Any, plan: InfraPlan, log: Log) -> Any:
 
 
 def _take_out(
-    router: Any, instances: Sequence[Any], stop: Callable[[Any], None], timeout: float
+    router: Any, instances: Sequence[Any], stop: Callable[[Any], object], timeout: float
 ) -> None:
-    """Drain ``instances`` at the router's ``live`` backend, wait for in-flight requests, stop
-    them, free their slots."""
+    """``instances`` out of the router's ``live`` backend (:func:`.strategies.drain.take_out`),
+    stopped once their requests in flight have finished."""
     slots = {f"{s.address}:{s.port}": s.slot for s in router.servers("live") if s.assigned}
-    mine = [slots[i.address] for i in instances if i.address in slots]
-    for slot in mine:
-        router.set_state("live", slot, "drain")
-    for slot in mine:
-        router.wait_drained("live", slot, timeout)
-    for inst in instances:
-        stop(inst)
-    for slot in mine:
-        router.release("live", slot)
-
-
-def _ignore(_value: object) -> None:
-    return None
+    take_out(
+        router,
+        "live",
+        [slots[i.address] for i in instances if i.address in slots],
+        timeout=timeout,
+        stop=lambda: [stop(inst) for inst in instances],
+    )
 
 
 def _scale_down(client: Any, plan: InfraPlan, keep: int, log: Log) -> None:
@@ -727,7 +725,7 @@ def _scale_down(client: Any, plan: InfraPlan, keep: int, log: Log) -> None:
     if plan.target == "engine":
         engine = EngineTarget(client, port=plan.spec.port, log=log)
         instances = engine.instances(plan.service, plan.environment)[keep:]
-        _take_out(router, instances, lambda i: _ignore(engine.stop(i, grace=grace)), timeout)
+        _take_out(router, instances, lambda i: engine.stop(i, grace=grace), timeout)
         for inst in instances:
             engine.remove(inst)
         return

@@ -83,9 +83,16 @@ from docker_delivery.errors import RollbackPastContract as RollbackPastContract
 from docker_delivery.errors import StatusUnreadable as StatusUnreadable
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.strategies.lock import ContainerLock
-from docker_delivery.targets.base import LABEL_DIGEST, LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
 from docker_delivery.targets.engine import start_container
 from docker_delivery.targets.engine_errors import docker_errors, request_errors
+from docker_delivery.targets.labels import (
+    LABEL_DATABASE,
+    LABEL_DIGEST,
+    LABEL_MANAGED,
+    LABEL_MIGRATION_RUN,
+    LABEL_PHASE,
+    LABEL_ROLE,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -126,11 +133,6 @@ URL_FILE_VARIABLE: Final = "DATABASE_URL_FILE"
 IMAGE_VARIABLE: Final = "MIGRATION_IMAGE"
 """Set in the migration container to the pinned image, so the tool can record who migrated."""
 
-LABEL_MIGRATION_RUN: Final = LABEL_PREFIX + "migration-run"
-LABEL_DATABASE: Final = LABEL_PREFIX + "database"  # a hash of host:port/name, never the URL
-LABEL_PHASE: Final = LABEL_PREFIX + "migration-phase"
-LABEL_LOCK_OWNER: Final = LABEL_PREFIX + "lock-owner"
-LABEL_LOCK_SINCE: Final = LABEL_PREFIX + "lock-since"
 
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV: Final = frozenset({"DATABASE_URL", URL_FILE_VARIABLE, IMAGE_VARIABLE})

@@ -164,7 +164,7 @@ def test_scaling_a_swarm_service_up_replaces_no_running_task(
 def test_swarm_service_names_fit_swarms_limit(docker_client) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from docker_delivery.targets.base import LABEL_SLOT_GROUP
+    from docker_delivery.targets.labels import LABEL_SLOT_GROUP
 
     target = SwarmTarget(docker_client, log=print)
     short = release("127.0.0.1:5000/app@sha256:" + "a" * 64, "web")

@@ -24,7 +24,8 @@ from docker_delivery.routing import (
     RouterError,
     render_config,
 )
-from docker_delivery.routing.haproxy import LABEL_CONFIG_HASH, LABEL_ROLE, RouterHandle
+from docker_delivery.routing.haproxy import RouterHandle
+from docker_delivery.targets.labels import LABEL_CONFIG_HASH, LABEL_ROLE
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,6 @@ from kit.logs import Lines
 from docker_delivery.errors import InvalidReference
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.images.testing import (
-    LABEL_MANAGED,
-    LABEL_TEST_RUN,
     ImageTest,
     ImageTestRunner,
     Sidecar,
@@ -38,6 +36,7 @@ from docker_delivery.images.testing import (
     TestTimeout,
     safe_run_id,
 )
+from docker_delivery.targets.labels import LABEL_MANAGED, LABEL_TEST_RUN
 
 pytestmark = pytest.mark.integration
 

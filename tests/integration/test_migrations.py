@@ -30,8 +30,6 @@ from kit.logs import Lines
 from docker_delivery.errors import InvalidReference
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.migrations import (
-    LABEL_DATABASE,
-    LABEL_MIGRATION_RUN,
     SECRET_PATH,
     Database,
     MigrationFailed,
@@ -43,6 +41,7 @@ from docker_delivery.migrations import (
     MigrationTimeout,
     RollbackPastContract,
 )
+from docker_delivery.targets.labels import LABEL_DATABASE, LABEL_MIGRATION_RUN
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -40,6 +40,7 @@ from docker_delivery.errors import TestsFailed as TestsFailed
 from docker_delivery.errors import TestTimeout as TestTimeout
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.targets.engine_errors import docker_errors, request_errors
+from docker_delivery.targets.labels import LABEL_MANAGED, LABEL_ROLE, LABEL_SIDECAR, LABEL_TEST_RUN
 
 if TYPE_CHECKING:
     import docker
@@ -65,9 +66,6 @@ __all__ = [
     "safe_run_id",
 ]
 
-LABEL_MANAGED: Final = "io.docker-delivery.managed"
-LABEL_TEST_RUN: Final = "io.docker-delivery.test-run"
-LABEL_ROLE: Final = "io.docker-delivery.role"
 
 RUN_ID_LENGTH_MAX: Final = 63
 """Run ids longer than this (after sanitising) are shortened and suffixed with a hash."""
@@ -498,7 +496,7 @@ class ImageTestRunner:
             name=f"dd-test-{rid}-{sidecar.name}",
             detach=True,
             environment=dict(sidecar.env),
-            labels={**self._labels(rid, "sidecar"), "io.docker-delivery.sidecar": sidecar.name},
+            labels={**self._labels(rid, "sidecar"), LABEL_SIDECAR: sidecar.name},
             network=network,
             networking_config={network: endpoint},
         )

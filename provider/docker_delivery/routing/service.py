@@ -31,6 +31,7 @@ from docker_delivery.routing.haproxy import (
     RouterHandle,
     render_config,
 )
+from docker_delivery.targets.labels import LABEL_ENVIRONMENT, LABEL_SERVICE
 
 if TYPE_CHECKING:
     import docker
@@ -139,8 +140,8 @@ def ensure_router(
         config=render_service_config(settings, app_port, health_path),
         publish=publish,
         labels={
-            "io.docker-delivery.service": service,
-            "io.docker-delivery.environment": environment,
+            LABEL_SERVICE: service,
+            LABEL_ENVIRONMENT: environment,
         },
         log=log,
     )

@@ -63,7 +63,8 @@ from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.spec.loader import load_yaml, read_source
 from docker_delivery.spec.messages import describe_errors
-from docker_delivery.targets.base import LABEL_PREFIX, Limits, Release, SecretMount
+from docker_delivery.targets.base import Limits, Release, SecretMount
+from docker_delivery.targets.labels import LABEL_PREFIX
 
 SECRET_SOURCES = ("airflow_connection", "airflow_variable", "docker_secret", "aws_secret_arn")
 SecretSource = Literal["airflow_connection", "airflow_variable", "docker_secret", "aws_secret_arn"]

@@ -77,6 +77,7 @@ from docker_delivery.routing.service import (
     ensure_router,
     find_router,
 )
+from docker_delivery.strategies import drain
 from docker_delivery.strategies.base import (
     DeployAborted,
     DeployResult,
@@ -90,37 +91,34 @@ from docker_delivery.strategies.base import (
     wait_router_up,
 )
 from docker_delivery.strategies.lock import DeploymentLock
-from docker_delivery.targets.base import (
+from docker_delivery.targets.base import Instance, Release, SlotTarget, TargetKind
+from docker_delivery.targets.engine import EngineTarget, network_name, pull_if_missing
+from docker_delivery.targets.labels import (
     LABEL_CONFIG,
     LABEL_DIGEST,
     LABEL_ENV_KEYS,
     LABEL_ENVIRONMENT,
     LABEL_IMAGE,
+    LABEL_LIVE_GROUP,
     LABEL_MANAGED,
-    LABEL_PREFIX,
     LABEL_PREVIOUS_DIGEST,
+    LABEL_PREVIOUS_GROUP,
     LABEL_PREVIOUS_IMAGE,
     LABEL_ROLE,
     LABEL_SERVICE,
     LABEL_SLOT,
     LABEL_SLOT_GROUP,
-    Instance,
-    Release,
-    SlotTarget,
-    TargetKind,
+    LABEL_SWITCHED_AT,
+    LABEL_SWITCHED_AT_UTC,
+    ROLE_APP,
+    ROLE_SWITCH_MARKER,
 )
-from docker_delivery.targets.engine import EngineTarget, network_name, pull_if_missing
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
     import docker
 
 GROUPS = (LIVE, *COLOURS)  # the cookie-free groups; the one ``public`` routes to is live
-
-LABEL_SWITCHED_AT = LABEL_PREFIX + "switched-at"
-LABEL_LIVE_GROUP = LABEL_PREFIX + "live-group"
-LABEL_PREVIOUS_GROUP = LABEL_PREFIX + "previous-group"
-ROLE_SWITCH_MARKER = "switch-marker"
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +244,7 @@ def list_running(
             f"{LABEL_MANAGED}=true",
             f"{LABEL_SERVICE}={service}",
             f"{LABEL_ENVIRONMENT}={environment}",
-            f"{LABEL_ROLE}=app",
+            f"{LABEL_ROLE}={ROLE_APP}",
         ]
     }
     found = []
@@ -524,9 +522,9 @@ def record_switch(
             LABEL_PREVIOUS_GROUP: previous,
             LABEL_DIGEST: digest,
             LABEL_PREVIOUS_DIGEST: previous_digest,
-            LABEL_PREFIX + "switched-at-utc": dt.datetime.fromtimestamp(
-                at, dt.timezone.utc
-            ).isoformat(timespec="milliseconds"),
+            LABEL_SWITCHED_AT_UTC: dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
         },
     )
     for old in switch_records(client, service, environment):
@@ -550,13 +548,10 @@ def take_out(
     drain_timeout: float,
 ) -> None:
     """Servers out of ``backend``: maint (no new request, sticky ones included; in-flight ones
-    finish), wait until they hold no session, free their slots."""
-    for server in servers:
-        w.router.set_state(backend, server.slot, "maint")
-    for server in servers:
-        w.router.wait_drained(backend, server.slot, drain_timeout)
-    for server in servers:
-        w.router.release(backend, server.slot)
+    finish), wait until they hold no session, free their slots (:func:`.drain.take_out`)."""
+    drain.take_out(
+        w.router, backend, [s.slot for s in servers], timeout=drain_timeout, mode="maint"
+    )
 
 
 def remove_instances(w: Wiring, members: Sequence[Running], *, grace: float) -> None:

@@ -31,8 +31,9 @@ from docker_delivery.strategies.base import (
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService, MinimumInServiceDeployment
 from docker_delivery.strategies.rolling import Rolling, RollingDeployment
-from docker_delivery.targets.base import LABEL_SLOT_GROUP, Release
+from docker_delivery.targets.base import Release
 from docker_delivery.targets.engine import EngineTarget, pull_if_missing, require_networks
+from docker_delivery.targets.labels import LABEL_SLOT_GROUP
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:

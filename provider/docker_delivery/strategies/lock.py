@@ -23,13 +23,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.errors import DeploymentLocked as DeploymentLocked
-from docker_delivery.targets.base import LABEL_MANAGED, LABEL_PREFIX, LABEL_ROLE
+from docker_delivery.targets.labels import LABEL_LOCK_OWNER as LABEL_OWNER
+from docker_delivery.targets.labels import LABEL_LOCK_SINCE as LABEL_SINCE
+from docker_delivery.targets.labels import LABEL_MANAGED, LABEL_ROLE, ROLE_LOCK
 
 if TYPE_CHECKING:
     import docker
-
-LABEL_OWNER = LABEL_PREFIX + "lock-owner"
-LABEL_SINCE = LABEL_PREFIX + "lock-since"
 
 
 _Lock = TypeVar("_Lock", bound="ContainerLock")
@@ -124,7 +123,7 @@ class ContainerLock:
                     labels={
                         **self._labels,
                         LABEL_MANAGED: "true",
-                        LABEL_ROLE: "lock",
+                        LABEL_ROLE: ROLE_LOCK,
                         LABEL_OWNER: self._owner,
                         LABEL_SINCE: dt.datetime.now(dt.timezone.utc).isoformat(
                             timespec="milliseconds"

@@ -17,6 +17,7 @@ started again carries on where it stopped.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -35,8 +36,10 @@ from docker_delivery.strategies.base import (
     require_room,
     wait_router_up,
 )
-from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
+from docker_delivery.strategies.drain import take_out
+from docker_delivery.targets.base import Instance, Release
 from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.labels import LABEL_PREVIOUS_DIGEST
 
 
 @dataclass(frozen=True)
@@ -286,9 +289,12 @@ class MinimumInServiceDeployment:
         )
         for inst in everything:
             if inst.slot > settings.replicas and inst.running:
-                self._router.set_state(self._backend, inst.slot, "drain")
-                self._router.wait_drained(self._backend, inst.slot, settings.drain_timeout)
-                self._target.stop(inst, grace=release.stop_grace)
-                self._router.set_state(self._backend, inst.slot, "maint")
+                take_out(
+                    self._router,
+                    self._backend,
+                    [inst.slot],
+                    timeout=settings.drain_timeout,
+                    stop=functools.partial(self._target.stop, inst, grace=release.stop_grace),
+                )
             if not inst.running or inst.slot > settings.replicas:
                 self._target.remove(inst)

@@ -68,15 +68,14 @@ from docker_delivery.strategies.min_in_service import (
     MinimumInServiceDeployment,
 )
 from docker_delivery.strategies.rolling import Rolling, RollingDeployment
-from docker_delivery.targets.base import (
+from docker_delivery.targets.base import Release, TargetKind
+from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.labels import (
     LABEL_PREVIOUS_DIGEST,
     LABEL_PREVIOUS_IMAGE,
     LABEL_SECRET_KEYS,
     LABEL_SLOT_GROUP,
-    Release,
-    TargetKind,
 )
-from docker_delivery.targets.engine import EngineTarget
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:

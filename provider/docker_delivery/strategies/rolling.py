@@ -50,7 +50,9 @@ from docker_delivery.strategies.base import (
     require_room,
     wait_router_up,
 )
-from docker_delivery.targets.base import LABEL_PREVIOUS_DIGEST, Instance, Release
+from docker_delivery.strategies.drain import take_out
+from docker_delivery.targets.base import Instance, Release
+from docker_delivery.targets.labels import LABEL_PREVIOUS_DIGEST
 from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
 
 
@@ -284,14 +286,13 @@ class RollingDeployment:
             for s in self._router.servers(self._backend)
             if s.admin_state != "maint"
         }
-        slots = [assigned[t.address] for t in tasks if t.address in assigned]
-        for slot in slots:
-            self._router.set_state(self._backend, slot, "drain")
-        for slot in slots:
-            self._router.wait_drained(self._backend, slot, settings.drain_timeout)
-        in_parallel(lambda task: self._target.stop_task(task, grace=grace), tasks)
-        for slot in slots:
-            self._router.release(self._backend, slot)
+        take_out(
+            self._router,
+            self._backend,
+            [assigned[t.address] for t in tasks if t.address in assigned],
+            timeout=settings.drain_timeout,
+            stop=lambda: in_parallel(lambda task: self._target.stop_task(task, grace=grace), tasks),
+        )
 
     def _retire_surplus(
         self, olds: list[SwarmService], keep: int, release: Release, settings: Rolling

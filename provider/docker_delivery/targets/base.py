@@ -16,26 +16,19 @@ from typing import Literal, Protocol
 from docker_delivery.errors import DeliveryError
 from docker_delivery.errors import TargetError as TargetError
 from docker_delivery.images.ref import ImageRef
+from docker_delivery.targets.labels import (
+    LABEL_CONFIG,
+    LABEL_DIGEST,
+    LABEL_ENV_KEYS,
+    LABEL_ENVIRONMENT,
+    LABEL_IMAGE,
+    LABEL_MANAGED,
+    LABEL_ROLE,
+    LABEL_SECRET_KEYS,
+    LABEL_SERVICE,
+    ROLE_APP,
+)
 
-LABEL_PREFIX = "io.docker-delivery."
-LABEL_MANAGED = LABEL_PREFIX + "managed"
-LABEL_SERVICE = LABEL_PREFIX + "service"
-LABEL_ENVIRONMENT = LABEL_PREFIX + "environment"
-LABEL_DIGEST = LABEL_PREFIX + "digest"
-LABEL_IMAGE = LABEL_PREFIX + "image"
-LABEL_SLOT = LABEL_PREFIX + "slot"
-LABEL_CONFIG = LABEL_PREFIX + "config"
-LABEL_ROLE = LABEL_PREFIX + "role"
-# Written by blue/green, A/B, rollback (and min in-service for the previous digest): the group
-# (router backend) an instance serves in, what ran before it, and the names of its run-time
-# environment variables (values stay in the container's config, never in a label).
-LABEL_SLOT_GROUP = LABEL_PREFIX + "slot-group"
-LABEL_PREVIOUS_DIGEST = LABEL_PREFIX + "previous-digest"
-LABEL_PREVIOUS_IMAGE = LABEL_PREFIX + "previous-image"
-LABEL_ENV_KEYS = LABEL_PREFIX + "env-keys"
-# Names of a release's secrets and how each reaches the app ("DB_PASSWORD:file,API_TOKEN:env");
-# never a value or a hash of one.
-LABEL_SECRET_KEYS = LABEL_PREFIX + "secret-keys"
 SECRETS_DIR = "/run/secrets"
 _NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -227,7 +220,7 @@ class Release:
             LABEL_DIGEST: self.digest,
             LABEL_IMAGE: str(self.image),
             LABEL_CONFIG: self.config_id,
-            LABEL_ROLE: "app",
+            LABEL_ROLE: ROLE_APP,
             LABEL_ENV_KEYS: ",".join(sorted(self.env)),
             **(
                 {LABEL_SECRET_KEYS: ",".join(f"{s.name}:{s.expose}" for s in self.secrets)}

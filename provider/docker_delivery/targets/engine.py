@@ -18,19 +18,23 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from docker_delivery.targets.base import (
-    LABEL_CONFIG,
-    LABEL_ENVIRONMENT,
-    LABEL_MANAGED,
-    LABEL_ROLE,
-    LABEL_SERVICE,
-    LABEL_SLOT,
-    LABEL_SLOT_GROUP,
     SECRETS_DIR,
     Instance,
     Release,
     SecretMount,
     TargetError,
     check_name,
+)
+from docker_delivery.targets.labels import (
+    LABEL_CONFIG,
+    LABEL_DIGEST,
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    LABEL_SLOT,
+    LABEL_SLOT_GROUP,
+    ROLE_APP,
 )
 
 if TYPE_CHECKING:
@@ -202,7 +206,7 @@ def instance_from_container(container: Any, network: str, port: int) -> Instance
         name=container.name,
         service=labels.get(LABEL_SERVICE, ""),
         environment=labels.get(LABEL_ENVIRONMENT, ""),
-        digest=labels.get("io.docker-delivery.digest", ""),
+        digest=labels.get(LABEL_DIGEST, ""),
         slot=int(labels.get(LABEL_SLOT, "0") or 0),
         ip=ip,
         port=port,
@@ -256,7 +260,7 @@ class EngineTarget:
                 f"{LABEL_MANAGED}=true",
                 f"{LABEL_SERVICE}={service}",
                 f"{LABEL_ENVIRONMENT}={environment}",
-                f"{LABEL_ROLE}=app",
+                f"{LABEL_ROLE}={ROLE_APP}",
             ]
         }
         return list(self._client.containers.list(all=all, filters=filters, ignore_removed=True))

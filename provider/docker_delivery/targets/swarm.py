@@ -22,19 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from docker_delivery.errors import DeliveryError
-from docker_delivery.targets.base import (
-    LABEL_CONFIG,
-    LABEL_DIGEST,
-    LABEL_ENVIRONMENT,
-    LABEL_MANAGED,
-    LABEL_PREFIX,
-    LABEL_SERVICE,
-    LABEL_SLOT_GROUP,
-    Instance,
-    Release,
-    SecretMount,
-    TargetError,
-)
+from docker_delivery.targets.base import Instance, Release, SecretMount, TargetError
 from docker_delivery.targets.engine import (
     ensure_network,
     exit_message,
@@ -42,12 +30,20 @@ from docker_delivery.targets.engine import (
     network_name,
     pull_if_missing,
 )
+from docker_delivery.targets.labels import (
+    LABEL_CONFIG,
+    LABEL_DIGEST,
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED,
+    LABEL_SERVICE,
+    LABEL_SLOT_GROUP,
+)
+from docker_delivery.targets.labels import LABEL_SECRET_NAME as LABEL_SECRET_NAME
 
 if TYPE_CHECKING:
     import docker
 
 _NS = 1_000_000_000
-LABEL_SECRET_NAME = LABEL_PREFIX + "secret-name"
 
 
 def swarm_secret_name(service: str, environment: str, secret: SecretMount) -> str:
