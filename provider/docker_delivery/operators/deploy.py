@@ -472,7 +472,7 @@ class RollbackOperator(_DeployOperator):
     def _check_schema(self, client: Any, digest: str, context: Context) -> None:
         from docker_delivery.hooks.database import database_from_connection
         from docker_delivery.migrations import MigrationRunner, MigrationSpec
-        from docker_delivery.strategies.bluegreen import list_running
+        from docker_delivery.strategies.state import list_running
 
         running = list_running(client, self.service, self.environment, self.app_port)
         images = {r.digest: r.image for r in running}

@@ -57,17 +57,9 @@ from docker_delivery.strategies.base import (
     Log,
     require_room,
 )
-from docker_delivery.strategies.bluegreen import (
-    Running,
-    ServiceState,
-    Wiring,
-    connect,
-    into_group,
-    locked,
-    remove_instances,
-    take_out,
-    with_history,
-)
+from docker_delivery.strategies.groups import into_group, remove_instances, take_out
+from docker_delivery.strategies.state import Running, ServiceState, with_history
+from docker_delivery.strategies.wiring import Wiring, connect, locked
 from docker_delivery.targets.base import Instance, Release, TargetKind
 from docker_delivery.targets.engine import pull_if_missing
 

@@ -64,7 +64,7 @@ def deploy(
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
         )
-    from docker_delivery.strategies.bluegreen import require_target
+    from docker_delivery.strategies.wiring import require_target
 
     if isinstance(router, RouterSettings):  # its own router: too few slots is refused now
         kind = "minimum in-service" if isinstance(strategy, MinimumInService) else "rolling"
@@ -164,7 +164,9 @@ def _into_colour(
     serving colour's instances in place (they keep its group label, so the next blue/green
     deployment goes to the other colour), once what takes no traffic (the warm old colour) is
     gone, as the rollback's redeploy does."""
-    from docker_delivery.strategies.bluegreen import Wiring, clear_other_groups, read_state
+    from docker_delivery.strategies.groups import clear_other_groups
+    from docker_delivery.strategies.state import read_state
+    from docker_delivery.strategies.wiring import Wiring
 
     state = read_state(client, haproxy, release.service, release.environment, port=check.port)
     log(

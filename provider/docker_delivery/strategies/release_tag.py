@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from docker_delivery.errors import Superseded as Superseded
 from docker_delivery.images.promotion import PromotionResult, TagStore, promote
 from docker_delivery.images.ref import ImageRef
-from docker_delivery.strategies.bluegreen import locked, serving_digest
+from docker_delivery.strategies.state import serving_digest
+from docker_delivery.strategies.wiring import locked
 
 if TYPE_CHECKING:
     import docker

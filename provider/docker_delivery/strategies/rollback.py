@@ -46,28 +46,27 @@ from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.haproxy import HaproxyRouter
 from docker_delivery.routing.service import AB, PUBLIC, RouterSettings
 from docker_delivery.strategies.base import DeployAborted, Log
-from docker_delivery.strategies.bluegreen import (
-    GROUPS,
-    Running,
-    ServiceState,
-    Wiring,
+from docker_delivery.strategies.groups import (
     clear_other_groups,
-    connect,
     into_group,
-    last_switch,
-    list_running,
-    locked,
-    probe_all,
-    record_switch,
     remove_instances,
-    running_kind,
     take_out,
 )
+from docker_delivery.strategies.markers import last_switch, record_switch
 from docker_delivery.strategies.min_in_service import (
     MinimumInService,
     MinimumInServiceDeployment,
 )
 from docker_delivery.strategies.rolling import Rolling, RollingDeployment
+from docker_delivery.strategies.state import (
+    GROUPS,
+    Running,
+    ServiceState,
+    list_running,
+    running_kind,
+)
+from docker_delivery.strategies.watch import probe_all
+from docker_delivery.strategies.wiring import Wiring, connect, locked
 from docker_delivery.targets.base import Release, TargetKind
 from docker_delivery.targets.engine import EngineTarget
 from docker_delivery.targets.labels import (

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.routing.service import find_router
-from docker_delivery.strategies.bluegreen import read_state
+from docker_delivery.strategies.state import read_state
 from docker_delivery.targets.engine import network_name
 
 if TYPE_CHECKING:

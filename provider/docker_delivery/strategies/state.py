@@ -1,0 +1,247 @@
+"""Where a service stands: its running instances with their labels, the router's routes and every
+backend's slots, read in one snapshot (:func:`read_state`). Blue/green, A/B, rollback, rollout
+status and the environment tag all judge from it.
+
+This module is domain code: it never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from docker_delivery.routing.haproxy import HaproxyRouter, ServerState
+from docker_delivery.routing.service import AB, COLOURS, LIVE, PREVIEW, PUBLIC, find_router
+from docker_delivery.targets.base import Instance, Release, TargetKind
+from docker_delivery.targets.engine import network_name
+from docker_delivery.targets.labels import (
+    LABEL_CONFIG,
+    LABEL_DIGEST,
+    LABEL_ENV_KEYS,
+    LABEL_ENVIRONMENT,
+    LABEL_IMAGE,
+    LABEL_MANAGED,
+    LABEL_PREVIOUS_DIGEST,
+    LABEL_PREVIOUS_IMAGE,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    LABEL_SLOT,
+    LABEL_SLOT_GROUP,
+    ROLE_APP,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+
+GROUPS = (LIVE, *COLOURS)  # the cookie-free groups; the one ``public`` routes to is live
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running container of the service with the labels it was started with."""
+
+    instance: Instance
+    labels: Mapping[str, str]
+
+    @property
+    def group(self) -> str:
+        """The group the instance was started for (``live`` when unlabelled: min in-service)."""
+        return self.labels.get(LABEL_SLOT_GROUP) or LIVE
+
+    @property
+    def digest(self) -> str:
+        return self.instance.digest
+
+    @property
+    def config(self) -> str:
+        """The Release.config_id it runs (digest, environment, command, port)."""
+        return self.labels.get(LABEL_CONFIG, "")
+
+    @property
+    def image(self) -> str:
+        return self.labels.get(LABEL_IMAGE, "")
+
+    @property
+    def previous_digest(self) -> str:
+        return self.labels.get(LABEL_PREVIOUS_DIGEST, "")
+
+    @property
+    def previous_image(self) -> str:
+        return self.labels.get(LABEL_PREVIOUS_IMAGE, "")
+
+    @property
+    def env_keys(self) -> tuple[str, ...] | None:
+        """Names of the run-time environment variables, or None (started before the label)."""
+        if LABEL_ENV_KEYS not in self.labels:
+            return None
+        return tuple(k for k in self.labels[LABEL_ENV_KEYS].split(",") if k)
+
+    @property
+    def swarm_service(self) -> str:
+        return self.instance.group
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A snapshot: the routes, every backend's slots, and the running containers."""
+
+    service: str
+    environment: str
+    public: str
+    preview: str | None
+    running: tuple[Running, ...]
+    servers: Mapping[str, tuple[ServerState, ...]]
+    read_at: float = field(default_factory=time.time)
+
+    def members(
+        self, backend: str, states: Sequence[str] = ("ready",)
+    ) -> list[tuple[Running, ServerState]]:
+        """Running instances assigned to ``backend``'s slots in one of ``states``, by slot."""
+        by_address = {r.instance.address: r for r in self.running}
+        found = []
+        for server in self.servers.get(backend, ()):
+            if server.assigned and server.admin_state in states:
+                member = by_address.get(server.endpoint)
+                if member is not None:
+                    found.append((member, server))
+        return found
+
+    def serving(self, backend: str) -> list[Running]:
+        return [r for r, _ in self.members(backend)]
+
+    def live(self) -> list[Running]:
+        """The instances taking public traffic (ready in the group ``public`` routes to)."""
+        return self.serving(self.public)
+
+    def assigned(self, backend: str) -> list[ServerState]:
+        """Every slot of ``backend`` holding an address (a running instance or not)."""
+        return [s for s in self.servers.get(backend, ()) if s.assigned]
+
+    def in_backend(self, backend: str) -> set[str]:
+        """Instance ids assigned to ``backend`` in any state."""
+        return {r.instance.id for r, _ in self.members(backend, ("ready", "drain", "maint"))}
+
+    @staticmethod
+    def main_digest(members: Sequence[Running]) -> str:
+        counts = Counter(m.digest for m in members)
+        return counts.most_common(1)[0][0] if counts else ""
+
+    @staticmethod
+    def main_config(members: Sequence[Running]) -> str:
+        counts = Counter(m.config for m in members)
+        return counts.most_common(1)[0][0] if counts else ""
+
+    def describe(self) -> str:
+        parts = []
+        for backend, servers in self.servers.items():
+            ready = self.members(backend)
+            digests = sorted({r.digest[7:19] for r, _ in ready})
+            if any(s.assigned for s in servers):
+                parts.append(f"{backend}: {len(ready)} ready ({', '.join(digests) or '-'})")
+        route = f"public -> {self.public}" + (
+            f", preview -> {self.preview}" if self.preview else ""
+        )
+        return f"{self.service}/{self.environment}: {route}; " + ("; ".join(parts) or "empty")
+
+
+def list_running(
+    client: docker.DockerClient, service: str, environment: str, port: int
+) -> list[Running]:
+    """The service's running app containers with their labels, in one Engine API call."""
+    net = network_name(service, environment)
+    filters = {
+        "label": [
+            f"{LABEL_MANAGED}=true",
+            f"{LABEL_SERVICE}={service}",
+            f"{LABEL_ENVIRONMENT}={environment}",
+            f"{LABEL_ROLE}={ROLE_APP}",
+        ]
+    }
+    found = []
+    for raw in client.api.containers(filters=filters):
+        labels: dict[str, str] = raw.get("Labels") or {}
+        nets = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+        instance = Instance(
+            id=raw["Id"],
+            name=(raw.get("Names") or ["/?"])[0].lstrip("/"),
+            service=labels.get(LABEL_SERVICE, ""),
+            environment=labels.get(LABEL_ENVIRONMENT, ""),
+            digest=labels.get(LABEL_DIGEST, ""),
+            slot=_slot(labels),
+            ip=(nets.get(net) or {}).get("IPAddress", ""),
+            port=port,
+            running=raw.get("State") == "running",
+            group=labels.get("com.docker.swarm.service.name", ""),
+            config=labels.get(LABEL_CONFIG, ""),
+        )
+        found.append(Running(instance, labels))
+    return sorted(found, key=lambda r: (r.group, r.instance.slot, r.instance.name))
+
+
+def running_kind(member: Running) -> TargetKind:
+    """The target an instance runs on: a Swarm task, or a container of the engine."""
+    return "swarm" if member.swarm_service else "engine"
+
+
+def _slot(labels: Mapping[str, str]) -> int:
+    """A container's slot label, or a Swarm task's slot (``<service>.<slot>.<task id>``)."""
+    if labels.get(LABEL_SLOT):
+        return int(labels[LABEL_SLOT])
+    parts = labels.get("com.docker.swarm.task.name", "").split(".")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else 0
+
+
+def read_state(
+    client: docker.DockerClient,
+    router: HaproxyRouter,
+    service: str,
+    environment: str,
+    *,
+    port: int,
+) -> ServiceState:
+    backends = set(router.backends())
+    servers = {b: tuple(router.servers(b)) for b in (*GROUPS, AB) if b in backends}
+    routes = router.routes()
+    return ServiceState(
+        service=service,
+        environment=environment,
+        public=routes.get(PUBLIC) or LIVE,
+        preview=routes.get(PREVIEW),
+        running=tuple(list_running(client, service, environment, port)),
+        servers=servers,
+    )
+
+
+def serving_digest(
+    client: docker.DockerClient, service: str, environment: str, *, port: int
+) -> str | None:
+    """The digest that takes the service's public traffic now: what most of its live instances
+    run, by its router; without a router of its own, what most of its running instances run.
+    None when nothing runs."""
+    router = find_router(client, service, environment, network_name(service, environment))
+    if router is None:
+        return ServiceState.main_digest(list_running(client, service, environment, port)) or None
+    state = read_state(client, router, service, environment, port=port)
+    return state.main_digest(state.live()) or None
+
+
+def idle_colour(live: str) -> str:
+    """The colour a blue/green deployment goes to when ``live`` is the live group."""
+    return "green" if live == "blue" else "blue"
+
+
+def with_history(release: Release, *, group: str, previous: Sequence[Running] = ()) -> Release:
+    """``release`` with the labels of its group and of what ran before it (the most common digest
+    of ``previous``); labels the release already has win."""
+    labels = {LABEL_SLOT_GROUP: group}
+    before = ServiceState.main_digest(previous)
+    if before and before != release.digest:
+        image = next((p.image for p in previous if p.digest == before), "")
+        labels[LABEL_PREVIOUS_DIGEST] = before
+        if image:
+            labels[LABEL_PREVIOUS_IMAGE] = image
+    return replace(release, labels={**labels, **release.labels})

@@ -1,0 +1,122 @@
+"""What a runner drives, wired once: the target (engine containers or Swarm services), the service's
+router (started if needed), the health check and its gate; and the deployment lock every step
+takes before it looks at what runs.
+
+This module is domain code: it never imports Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from docker_delivery.health import HealthCheck
+from docker_delivery.routing.haproxy import HaproxyRouter
+from docker_delivery.routing.service import RouterSettings, ensure_router
+from docker_delivery.strategies.base import (
+    DeploySettingsInvalid,
+    HealthGate,
+    Log,
+    health_deadline,
+    health_gate,
+)
+from docker_delivery.strategies.lock import DeploymentLock
+from docker_delivery.strategies.state import ServiceState, list_running, read_state, running_kind
+from docker_delivery.targets.base import SlotTarget, TargetKind
+from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.swarm import SwarmTarget
+
+if TYPE_CHECKING:
+    import docker
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a runner drives: the target, the service's router, the health check and its gate."""
+
+    client: Any
+    target: SlotTarget
+    router: HaproxyRouter
+    check: HealthCheck
+    gate: HealthGate
+    log: Log
+
+    def state(self, service: str, environment: str) -> ServiceState:
+        return read_state(self.client, self.router, service, environment, port=self.check.port)
+
+    def require_backends(self, *names: str) -> None:
+        missing = [n for n in names if n not in self.router.backends()]
+        if missing:
+            raise DeploySettingsInvalid(
+                f"the router has no backend {', '.join(map(repr, missing))}: start it from "
+                "routing.service.RouterSettings (backends live, blue, green, ab)"
+            )
+
+
+def locked(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    owner: str,
+    image: str,
+    wait: float,
+    log: Log,
+) -> DeploymentLock:
+    """The service's deployment lock (waiting ``wait`` seconds for another delivery): every
+    step takes it before it looks at what runs, so it judges what no other delivery changes."""
+    return DeploymentLock(
+        client, service, environment, owner=owner, image=image, wait=wait, log=log
+    )
+
+
+def require_target(
+    client: docker.DockerClient, service: str, environment: str, target: TargetKind, *, port: int
+) -> None:
+    """Refuse to work on ``target`` when the service runs on the other one: a service's
+    instances are all containers of the engine, or all Swarm tasks (their network differs)."""
+    running = {running_kind(r) for r in list_running(client, service, environment, port)}
+    if running - {target}:
+        what = "Swarm tasks" if "swarm" in running else "containers of the engine"
+        raise DeploySettingsInvalid(
+            f"{service}/{environment} runs as {what}, not on target {target!r}: deploy it "
+            f"there (target {sorted(running)[0]!r}), or remove what runs first"
+        )
+
+
+def connect(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    *,
+    router: RouterSettings | HaproxyRouter,
+    check: HealthCheck,
+    target: TargetKind = "engine",
+    log: Log = print,
+) -> Wiring:
+    """The target (``engine``: containers; ``swarm``: Swarm services), the service's router
+    (started if ``router`` is its settings and it does not run) and a health gate with
+    ``check``; instances listen on ``check.port``."""
+    if target not in ("engine", "swarm"):
+        raise DeploySettingsInvalid(f"target must be 'engine' or 'swarm', got {target!r}")
+    require_target(client, service, environment, target, port=check.port)
+    slots: SlotTarget = (
+        SwarmTarget(client, log=log)
+        if target == "swarm"
+        else EngineTarget(client, port=check.port, log=log)
+    )
+    network = slots.network(service, environment)
+    if isinstance(router, RouterSettings):
+        haproxy = ensure_router(
+            client,
+            service,
+            environment,
+            network,
+            router,
+            app_port=check.port,
+            health_path=check.path,
+            log=log,
+        ).router
+    else:
+        haproxy = router
+    gate = health_gate(check, slots.exit_reason, deadline=health_deadline(check), log=log)
+    return Wiring(client, slots, haproxy, check, gate, log)
