@@ -60,6 +60,8 @@ from docker_delivery.targets.base import (
     secret_fingerprint,
 )
 from docker_delivery.targets.engine import create_network, network_exists, network_name
+from docker_delivery.targets.engine_errors import docker_errors
+from docker_delivery.targets.inventory import Inventory
 from docker_delivery.targets.labels import (
     LABEL_CONFIG,
     LABEL_DIGEST,
@@ -67,11 +69,9 @@ from docker_delivery.targets.labels import (
     LABEL_ENVIRONMENT,
     LABEL_IMAGE,
     LABEL_MANAGED,
-    LABEL_ROLE,
     LABEL_SECRET_KEYS,
     LABEL_SERVICE,
     LABEL_SLOT_GROUP,
-    ROLE_APP,
 )
 from docker_delivery.targets.swarm import SwarmTarget
 
@@ -164,21 +164,18 @@ def _release_env(
 
 
 def _engine_units(client: Any, service: str, environment: str) -> list[LiveUnit]:
+    """The configuration each running container of the inventory runs with."""
     own = network_name(service, environment)
-    filters = {
-        "label": [
-            f"{LABEL_MANAGED}=true",
-            f"{LABEL_SERVICE}={service}",
-            f"{LABEL_ENVIRONMENT}={environment}",
-            f"{LABEL_ROLE}={ROLE_APP}",
-        ]
-    }
     units = []
-    for container in client.containers.list(filters=filters, ignore_removed=True):
-        labels, attrs = container.labels, container.attrs
+    for instance in Inventory(client).instances(service, environment):
+        try:
+            container = client.containers.get(instance.id)
+        except docker_errors().NotFound:
+            continue  # removed since it was listed
+        attrs = container.attrs
         env = _env_map(attrs["Config"].get("Env") or [])
         secrets = {}
-        for name, expose in _secret_keys(labels):
+        for name, expose in _secret_keys(instance.labels):
             value = (
                 env.get(name) if expose == "env" else _read_file(container, f"{SECRETS_DIR}/{name}")
             )
@@ -189,14 +186,14 @@ def _engine_units(client: Any, service: str, environment: str) -> list[LiveUnit]
         host = attrs.get("HostConfig") or {}
         units.append(
             LiveUnit(
-                name=container.name,
-                id=container.id,
-                digest=labels.get(LABEL_DIGEST, ""),
-                image=labels.get(LABEL_IMAGE, ""),
-                config=labels.get(LABEL_CONFIG, ""),
-                group=labels.get(LABEL_SLOT_GROUP, ""),
+                name=instance.name,
+                id=instance.id,
+                digest=instance.digest,
+                image=instance.image,
+                config=instance.config,
+                group=instance.labels.get(LABEL_SLOT_GROUP, ""),
                 count=1,
-                env=_release_env(client, labels, env, attrs["Image"]),
+                env=_release_env(client, instance.labels, env, attrs["Image"]),
                 secrets=secrets,
                 networks=frozenset(attrs["NetworkSettings"].get("Networks") or {}) - {own},
                 limits=_limits(host.get("NanoCpus"), host.get("Memory")),
@@ -207,10 +204,9 @@ def _engine_units(client: Any, service: str, environment: str) -> list[LiveUnit]
 
 def _swarm_units(client: Any, service: str, environment: str) -> list[LiveUnit]:
     own = network_name(service, environment)
-    filters = {"label": [f"{LABEL_SERVICE}={service}", f"{LABEL_ENVIRONMENT}={environment}"]}
     net_names: dict[str, str] = {}
     units = []
-    for svc in client.services.list(filters=filters):
+    for svc in Inventory(client).swarm_services(service, environment):
         spec = svc.attrs["Spec"]
         labels = spec.get("Labels") or {}
         task = spec.get("TaskTemplate") or {}
@@ -735,7 +731,7 @@ def _scale_down(client: Any, plan: InfraPlan, keep: int, log: Log) -> None:
     victims = sorted(tasks, key=lambda t: -t.slot)[: max(0, len(tasks) - keep)]
     _take_out(router, victims, lambda t: swarm.stop_task(t, grace=grace), timeout)
     for svc in services:
-        left = len([t for t in tasks if t.group == svc.name and t not in victims])
+        left = len([t for t in tasks if t.swarm_service == svc.name and t not in victims])
         swarm.scale(svc.name, left)
 
 

@@ -130,7 +130,7 @@ def test_no_switch_below_full_capacity_or_health(bed, docker_client, demo_images
     # One idle instance turns unhealthy after deploy_idle: the switch must not happen.
     green = [r for r in list_running(docker_client, service, "test", 8080) if r.group == "green"]
     httpx.post(
-        f"http://{green[0].instance.address}/admin/fault", json={"unhealthy": True}, trust_env=False
+        f"http://{green[0].address}/admin/fault", json={"unhealthy": True}, trust_env=False
     ).raise_for_status()
     with pytest.raises(DeployAborted, match="no switch to green"):
         switch_traffic(docker_client, v2, first, **kw)

@@ -257,11 +257,11 @@ class ABDeployment:
 
     def _share(self, state: ServiceState, sides: _Sides) -> float:
         """B's share (%) of the ab backend's ready weights."""
-        b_ids = {r.instance.id for r in sides.b}
+        b_ids = {r.id for r in sides.b}
         total = b_weight = 0
         for member, server in state.members(AB):
             total += server.weight
-            if member.instance.id in b_ids:
+            if member.id in b_ids:
                 b_weight += server.weight
         return 100.0 * b_weight / total if total else 0.0
 
@@ -353,7 +353,7 @@ class ABDeployment:
         into_group(
             w,
             AB,
-            [r.instance for r in sides.a],
+            [r for r in sides.a],
             router_up_timeout=settings.router_up_timeout,
             weight=1,
             slots=free[: len(sides.a)],
@@ -406,12 +406,12 @@ class ABDeployment:
         """``count`` B instances ready in ab (new ones at weight 0, seen up by the check)."""
         w = self._w
         sides = self._sides(state, release)
-        in_ab = {r.instance.id for r in state.serving(AB)}
-        serving = [r for r in sides.b if r.instance.id in in_ab]
+        in_ab = {r.id for r in state.serving(AB)}
+        serving = [r for r in sides.b if r.id in in_ab]
         if len(serving) >= count:
             return
-        idle = [r.instance for r in sides.b if r.instance.id not in in_ab]
-        used = {r.instance.slot for r in sides.b}
+        idle = [r for r in sides.b if r.id not in in_ab]
+        used = {r.slot for r in sides.b}
         new_slots = [k for k in range(1, total + 1) if k not in used]
         want = count - len(serving)
         start = w.target.start_many(release, new_slots[: max(0, want - len(idle))])
@@ -521,22 +521,22 @@ class ABDeployment:
         w = self._w
         state = w.state(release.service, release.environment)
         sides = self._sides(state, release)
-        b_ids = {r.instance.id for r in sides.b}
-        b_ready = [r for r in state.serving(AB) if r.instance.id in b_ids]
+        b_ids = {r.id for r in sides.b}
+        b_ready = [r for r in state.serving(AB) if r.id in b_ids]
         if len(b_ready) < total:
             raise DeployAborted(
                 f"promotion needs {total} B instance(s) ready in ab, {len(b_ready)} are: run the "
                 "test again to carry on"
             )
         if state.public == AB:
-            mine = {r.instance.address for r in b_ready}
+            mine = {r.address for r in b_ready}
             others = [s for s in state.assigned(home) if s.endpoint not in mine]
             if others:  # A's slots in the home group: not routed now, so no traffic
                 take_out(w, home, others, drain_timeout=settings.drain_timeout)
             into_group(
                 w,
                 home,
-                [r.instance for r in sorted(b_ready, key=lambda r: r.instance.slot)],
+                [r for r in sorted(b_ready, key=lambda r: r.slot)],
                 router_up_timeout=settings.router_up_timeout,
             )
             self._end_step()
@@ -565,20 +565,16 @@ def close_ab(
     if servers:
         take_out(w, AB, servers, drain_timeout=drain)
     routed = routed_public(w)
-    serving = {r.instance.id for r in state.serving(routed)} if routed != AB else set()
-    in_ab = {r.instance.id for r, _ in state.members(AB, ("ready", "drain", "maint"))}
+    serving = {r.id for r in state.serving(routed)} if routed != AB else set()
+    in_ab = {r.id for r, _ in state.members(AB, ("ready", "drain", "maint"))}
     if keep_b:  # promotion: A leaves (what was in ab, or labelled for the group now live)
         leaving = [
             r
             for r in state.running
-            if r.config != b_config
-            and r.instance.id not in serving
-            and (r.instance.id in in_ab or r.group == routed)
+            if r.config != b_config and r.id not in serving and (r.id in in_ab or r.group == routed)
         ]
     else:  # abort: every B instance, in ab or started but never put there
-        leaving = [
-            r for r in state.running if r.config == b_config and r.instance.id not in serving
-        ]
+        leaving = [r for r in state.running if r.config == b_config and r.id not in serving]
     remove_instances(w, leaving, grace=grace)
 
 

@@ -260,9 +260,9 @@ class BlueGreenDeployment:
         candidates = []
         if record is not None and record.live == state.public and record.previous != state.public:
             candidates.append(record.previous)
-        live_ids = {r.instance.id for r in state.live()}
+        live_ids = {r.id for r in state.live()}
         for group in candidates:
-            left = [r for r in state.running if r.group == group and r.instance.id not in live_ids]
+            left = [r for r in state.running if r.group == group and r.id not in live_ids]
             if left or state.assigned(group):
                 return group
         return None
@@ -315,10 +315,8 @@ class BlueGreenDeployment:
     def _clear(self, state: ServiceState, group: str, *, keep: str, settings: BlueGreen) -> None:
         """Everything in ``group`` that is not release ``keep`` out (slots and containers)."""
         w = self._w
-        live_ids = {r.instance.id for r in state.live()}
-        keep_addresses = {
-            r.instance.address for r in state.running if r.config == keep and r.group == group
-        }
+        live_ids = {r.id for r in state.live()}
+        keep_addresses = {r.address for r in state.running if r.config == keep and r.group == group}
         out = [s for s in state.assigned(group) if s.endpoint not in keep_addresses]
         if out:
             self._log(f"{group}: taking {len(out)} slot(s) of older releases out")
@@ -327,9 +325,7 @@ class BlueGreenDeployment:
         stale = [
             r
             for r in state.running
-            if (r.group == group or r.instance.id in in_group)
-            and r.config != keep
-            and r.instance.id not in live_ids
+            if (r.group == group or r.id in in_group) and r.config != keep and r.id not in live_ids
         ]
         if stale:
             digests = ", ".join(sorted({r.digest[7:19] for r in stale}))
@@ -350,14 +346,12 @@ class BlueGreenDeployment:
         """``count`` instances of ``release`` ready in ``group`` (slots 1..count); returns those
         started now."""
         w = self._w
-        ready = {r.instance.slot for r in state.serving(group) if r.config == release.config_id}
+        ready = {r.slot for r in state.serving(group) if r.config == release.config_id}
         todo = [slot for slot in range(1, count + 1) if slot not in ready]
         if not todo:
             return []
         mine = {
-            r.instance.address
-            for r in state.running
-            if r.config == release.config_id and r.group == group
+            r.address for r in state.running if r.config == release.config_id and r.group == group
         }
         busy = {s.slot for s in state.assigned(group) if s.slot in todo and s.endpoint not in mine}
         if busy:
@@ -419,7 +413,7 @@ class BlueGreenDeployment:
                 "no switch below full capacity"
             )
         try:
-            w.gate([r.instance for r, _ in ready])
+            w.gate([r for r, _ in ready])
             wait_router_up(w.router, idle, [s.slot for _, s in ready], settings.router_up_timeout)
         except DeliveryError as exc:
             raise DeployAborted(
@@ -599,15 +593,13 @@ class BlueGreenDeployment:
                     f"{service}/{environment}: public moved to {state.public} while waiting to "
                     f"retire {old}: nothing retired"
                 )
-        live_ids = {r.instance.id for r in state.live()}
+        live_ids = {r.id for r in state.live()}
         servers = state.assigned(old)
         if servers:
             take_out(w, old, servers, drain_timeout=settings.drain_timeout)
         in_old = state.in_backend(old)  # by the router too: a container may lack the label
         leaving = [
-            r
-            for r in state.running
-            if (r.group == old or r.instance.id in in_old) and r.instance.id not in live_ids
+            r for r in state.running if (r.group == old or r.id in in_old) and r.id not in live_ids
         ]
         remove_instances(w, leaving, grace=settings.stop_grace)
         line = f"retired {old}: {len(servers)} slot(s) freed, {len(leaving)} container(s) removed"

@@ -35,21 +35,21 @@ def take_out(
 def remove_instances(w: Wiring, members: Sequence[Running], *, grace: float) -> None:
     """Stop (SIGTERM, SIGKILL after ``grace``) and remove instances that take no traffic."""
     if members:
-        w.target.remove_many([m.instance for m in members], grace=grace)
+        w.target.remove_many([m for m in members], grace=grace)
 
 
 def clear_other_groups(w: Wiring, state: ServiceState, *, grace: float) -> int:
     """Take out and remove what does not serve ``public`` (another group's instances: a warm
     old colour, leftovers), so that minimum in-service can work on the serving group's slots
     alone. Returns how many instances were removed."""
-    serving = {r.instance.id for r in state.live()}
+    serving = {r.id for r in state.live()}
     for group in [*GROUPS, AB]:
         if group == state.public:
             continue
         servers = state.assigned(group)
         if servers:
             take_out(w, group, servers, drain_timeout=120.0)
-    leftovers = [r for r in state.running if r.instance.id not in serving]
+    leftovers = [r for r in state.running if r.id not in serving]
     if leftovers:
         w.log(f"removing {len(leftovers)} instance(s) that take no traffic")
         remove_instances(w, leftovers, grace=grace)

@@ -322,14 +322,14 @@ class Rollback:
             for r, _ in state.members(AB, ("ready", "drain", "maint"))
             if r.digest == plan.to_digest
         ]
-        a_addresses = {r.instance.address for r in a}
-        ready = {s.endpoint for r, s in state.members(home) if r.instance.address in a_addresses}
+        a_addresses = {r.address for r in a}
+        ready = {s.endpoint for r, s in state.members(home) if r.address in a_addresses}
         if len(ready) < len(a):
             # The promotion had begun: A back into its home slots (home is not routed now).
             out = [s for s in state.assigned(home) if s.endpoint not in a_addresses]
             if out:
                 take_out(w, home, out, drain_timeout=120.0)
-            missing = [r.instance for r in a if r.instance.address not in ready]
+            missing = [r for r in a if r.address not in ready]
             into_group(w, home, missing, router_up_timeout=30.0)
         w.router.route(PUBLIC, home)
         switched = time.monotonic() - t0
@@ -338,12 +338,8 @@ class Rollback:
         servers = state.assigned(AB)
         if servers:
             take_out(w, AB, servers, drain_timeout=120.0)
-        serving = {r.instance.id for r in state.serving(home)}
-        b = [
-            r
-            for r in state.running
-            if r.digest == plan.from_digest and r.instance.id not in serving
-        ]
+        serving = {r.id for r in state.serving(home)}
+        b = [r for r in state.running if r.digest == plan.from_digest and r.id not in serving]
         remove_instances(w, b, grace=stop_grace)
         return switched
 
@@ -412,7 +408,7 @@ class Rollback:
     def _run_env(self, member: Running) -> dict[str, str]:
         """The live instance's run-time environment: the names in its env-keys label with the
         values of its configuration; without the label, what differs from its image's ENV."""
-        attrs = self._w.client.api.inspect_container(member.instance.id)
+        attrs = self._w.client.api.inspect_container(member.id)
         pairs = [e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e]
         env = {k: v for k, v in pairs}
         keys = member.env_keys

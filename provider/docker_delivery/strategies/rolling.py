@@ -306,7 +306,7 @@ class RollingDeployment:
         victims = sorted(old_tasks, key=lambda t: (t.address in routed, -t.slot))[:surplus]
         self._take_out(victims, release.stop_grace, settings)
         for svc in olds:
-            left = len([t for t in old_tasks if t.group == svc.name and t not in victims])
+            left = len([t for t in old_tasks if t.swarm_service == svc.name and t not in victims])
             self._target.scale(svc.name, left)
 
     def _wait_between(self, number: int, settings: Rolling) -> None:

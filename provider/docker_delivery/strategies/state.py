@@ -15,22 +15,13 @@ from typing import TYPE_CHECKING
 
 from docker_delivery.routing.haproxy import HaproxyRouter, ServerState
 from docker_delivery.routing.service import AB, COLOURS, LIVE, PREVIEW, PUBLIC, find_router
-from docker_delivery.targets.base import Instance, Release, TargetKind
+from docker_delivery.targets.base import Release, TargetKind
 from docker_delivery.targets.engine import network_name
+from docker_delivery.targets.inventory import Instance, Inventory
 from docker_delivery.targets.labels import (
-    LABEL_CONFIG,
-    LABEL_DIGEST,
-    LABEL_ENV_KEYS,
-    LABEL_ENVIRONMENT,
-    LABEL_IMAGE,
-    LABEL_MANAGED,
     LABEL_PREVIOUS_DIGEST,
     LABEL_PREVIOUS_IMAGE,
-    LABEL_ROLE,
-    LABEL_SERVICE,
-    LABEL_SLOT,
     LABEL_SLOT_GROUP,
-    ROLE_APP,
 )
 
 if TYPE_CHECKING:
@@ -40,49 +31,9 @@ if TYPE_CHECKING:
 GROUPS = (LIVE, *COLOURS)  # the cookie-free groups; the one ``public`` routes to is live
 
 
-@dataclass(frozen=True)
-class Running:
-    """A running container of the service with the labels it was started with."""
-
-    instance: Instance
-    labels: Mapping[str, str]
-
-    @property
-    def group(self) -> str:
-        """The group the instance was started for (``live`` when unlabelled: min in-service)."""
-        return self.labels.get(LABEL_SLOT_GROUP) or LIVE
-
-    @property
-    def digest(self) -> str:
-        return self.instance.digest
-
-    @property
-    def config(self) -> str:
-        """The Release.config_id it runs (digest, environment, command, port)."""
-        return self.labels.get(LABEL_CONFIG, "")
-
-    @property
-    def image(self) -> str:
-        return self.labels.get(LABEL_IMAGE, "")
-
-    @property
-    def previous_digest(self) -> str:
-        return self.labels.get(LABEL_PREVIOUS_DIGEST, "")
-
-    @property
-    def previous_image(self) -> str:
-        return self.labels.get(LABEL_PREVIOUS_IMAGE, "")
-
-    @property
-    def env_keys(self) -> tuple[str, ...] | None:
-        """Names of the run-time environment variables, or None (started before the label)."""
-        if LABEL_ENV_KEYS not in self.labels:
-            return None
-        return tuple(k for k in self.labels[LABEL_ENV_KEYS].split(",") if k)
-
-    @property
-    def swarm_service(self) -> str:
-        return self.instance.group
+Running = Instance
+"""A running instance with its labels (the inventory's :class:`~docker_delivery.targets.
+inventory.Instance`; the name the strategies always used)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +52,7 @@ class ServiceState:
         self, backend: str, states: Sequence[str] = ("ready",)
     ) -> list[tuple[Running, ServerState]]:
         """Running instances assigned to ``backend``'s slots in one of ``states``, by slot."""
-        by_address = {r.instance.address: r for r in self.running}
+        by_address = {r.address: r for r in self.running}
         found = []
         for server in self.servers.get(backend, ()):
             if server.assigned and server.admin_state in states:
@@ -123,7 +74,7 @@ class ServiceState:
 
     def in_backend(self, backend: str) -> set[str]:
         """Instance ids assigned to ``backend`` in any state."""
-        return {r.instance.id for r, _ in self.members(backend, ("ready", "drain", "maint"))}
+        return {r.id for r, _ in self.members(backend, ("ready", "drain", "maint"))}
 
     @staticmethod
     def main_digest(members: Sequence[Running]) -> str:
@@ -151,48 +102,15 @@ class ServiceState:
 def list_running(
     client: docker.DockerClient, service: str, environment: str, port: int
 ) -> list[Running]:
-    """The service's running app containers with their labels, in one Engine API call."""
-    net = network_name(service, environment)
-    filters = {
-        "label": [
-            f"{LABEL_MANAGED}=true",
-            f"{LABEL_SERVICE}={service}",
-            f"{LABEL_ENVIRONMENT}={environment}",
-            f"{LABEL_ROLE}={ROLE_APP}",
-        ]
-    }
-    found = []
-    for raw in client.api.containers(filters=filters):
-        labels: dict[str, str] = raw.get("Labels") or {}
-        nets = (raw.get("NetworkSettings") or {}).get("Networks") or {}
-        instance = Instance(
-            id=raw["Id"],
-            name=(raw.get("Names") or ["/?"])[0].lstrip("/"),
-            service=labels.get(LABEL_SERVICE, ""),
-            environment=labels.get(LABEL_ENVIRONMENT, ""),
-            digest=labels.get(LABEL_DIGEST, ""),
-            slot=_slot(labels),
-            ip=(nets.get(net) or {}).get("IPAddress", ""),
-            port=port,
-            running=raw.get("State") == "running",
-            group=labels.get("com.docker.swarm.service.name", ""),
-            config=labels.get(LABEL_CONFIG, ""),
-        )
-        found.append(Running(instance, labels))
-    return sorted(found, key=lambda r: (r.group, r.instance.slot, r.instance.name))
+    """The service's running instances (containers and Swarm tasks) from the inventory, by
+    group, slot and name."""
+    found = Inventory(client, port=port).instances(service, environment)
+    return sorted(found, key=lambda r: (r.group, r.slot, r.name))
 
 
 def running_kind(member: Running) -> TargetKind:
     """The target an instance runs on: a Swarm task, or a container of the engine."""
     return "swarm" if member.swarm_service else "engine"
-
-
-def _slot(labels: Mapping[str, str]) -> int:
-    """A container's slot label, or a Swarm task's slot (``<service>.<slot>.<task id>``)."""
-    if labels.get(LABEL_SLOT):
-        return int(labels[LABEL_SLOT])
-    parts = labels.get("com.docker.swarm.task.name", "").split(".")
-    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else 0
 
 
 def read_state(

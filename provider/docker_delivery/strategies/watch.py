@@ -50,7 +50,7 @@ class Prober:
 
     def round(self, members: Sequence[Running]) -> dict[str, tuple[bool, str]]:
         """One probe of each instance: address -> (ok, detail)."""
-        addresses = [m.instance.address for m in members]
+        addresses = [m.address for m in members]
         return dict(zip(addresses, self._pool.map(self._one, addresses), strict=True))
 
 
@@ -113,13 +113,13 @@ def watch(
                 )
             results = prober.round(members)
             for member in members:
-                address = member.instance.address
+                address = member.address
                 ok, detail = results[address]
                 probes += 1
                 failed_probes += not ok
                 in_a_row[address] = 0 if ok else in_a_row[address] + 1
                 if not ok:
-                    gone = w.target.exit_reason(member.instance)
+                    gone = w.target.exit_reason(member)
                     if gone is not None:
                         return gone, figures()
                 if in_a_row[address] >= check.unhealthy_threshold:

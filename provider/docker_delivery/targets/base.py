@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from docker_delivery.errors import DeliveryError
 from docker_delivery.errors import TargetError as TargetError
 from docker_delivery.images.ref import ImageRef
+from docker_delivery.targets.inventory import Instance as Instance
 from docker_delivery.targets.labels import (
     LABEL_CONFIG,
     LABEL_DIGEST,
@@ -23,6 +24,7 @@ from docker_delivery.targets.labels import (
     LABEL_ENVIRONMENT,
     LABEL_IMAGE,
     LABEL_MANAGED,
+    LABEL_PORT,
     LABEL_ROLE,
     LABEL_SECRET_KEYS,
     LABEL_SERVICE,
@@ -220,6 +222,7 @@ class Release:
             LABEL_DIGEST: self.digest,
             LABEL_IMAGE: str(self.image),
             LABEL_CONFIG: self.config_id,
+            LABEL_PORT: str(self.port),
             LABEL_ROLE: ROLE_APP,
             LABEL_ENV_KEYS: ",".join(sorted(self.env)),
             **(
@@ -243,28 +246,6 @@ class Release:
             else:
                 env[f"{s.name}_FILE"] = s.path
         return env
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One running (or stopped) copy of a release: a container, or a Swarm task's container."""
-
-    id: str
-    name: str
-    service: str
-    environment: str
-    digest: str
-    slot: int
-    ip: str
-    port: int
-    running: bool
-    exit_code: int | None = None
-    group: str = ""  # the Swarm service a task belongs to; "" on the engine
-    config: str = ""  # Release.config_id of what it runs
-
-    @property
-    def address(self) -> str:
-        return f"{self.ip}:{self.port}"
 
 
 TargetKind = Literal["engine", "swarm"]

@@ -19,22 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from docker_delivery.targets.base import (
     SECRETS_DIR,
-    Instance,
     Release,
     SecretMount,
     TargetError,
     check_name,
 )
+from docker_delivery.targets.inventory import Instance, Inventory, network_name_of
 from docker_delivery.targets.labels import (
-    LABEL_CONFIG,
-    LABEL_DIGEST,
     LABEL_ENVIRONMENT,
     LABEL_MANAGED,
-    LABEL_ROLE,
     LABEL_SERVICE,
     LABEL_SLOT,
     LABEL_SLOT_GROUP,
-    ROLE_APP,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +38,7 @@ if TYPE_CHECKING:
 
 
 def network_name(service: str, environment: str) -> str:
-    return f"dd-{check_name('service', service)}-{check_name('environment', environment)}"
+    return network_name_of(check_name("service", service), check_name("environment", environment))
 
 
 def network_exists(client: docker.DockerClient, name: str) -> bool:
@@ -195,28 +191,6 @@ def exit_message(name: str, container: Any) -> str:
     return f"{what}; its last output: {tail}" if tail else f"{what}; it printed nothing"
 
 
-def instance_from_container(container: Any, network: str, port: int) -> Instance:
-    labels = container.labels
-    attrs = container.attrs
-    nets = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
-    ip = (nets.get(network) or {}).get("IPAddress", "")
-    state = attrs.get("State", {})
-    return Instance(
-        id=container.id,
-        name=container.name,
-        service=labels.get(LABEL_SERVICE, ""),
-        environment=labels.get(LABEL_ENVIRONMENT, ""),
-        digest=labels.get(LABEL_DIGEST, ""),
-        slot=int(labels.get(LABEL_SLOT, "0") or 0),
-        ip=ip,
-        port=port,
-        running=bool(state.get("Running")),
-        exit_code=None if state.get("Running") else state.get("ExitCode"),
-        group=labels.get("com.docker.swarm.service.name", ""),
-        config=labels.get(LABEL_CONFIG, ""),
-    )
-
-
 def secret_files_tar(secrets: Sequence[SecretMount]) -> bytes:
     """A tar of ``/run/secrets/<name>`` files (mode 0444, as Swarm's secrets), for put_archive."""
     buf = io.BytesIO()
@@ -254,27 +228,13 @@ class EngineTarget:
     def network(self, service: str, environment: str) -> str:
         return ensure_network(self._client, service, environment)
 
-    def _containers(self, service: str, environment: str, *, all: bool) -> list[Any]:
-        filters = {
-            "label": [
-                f"{LABEL_MANAGED}=true",
-                f"{LABEL_SERVICE}={service}",
-                f"{LABEL_ENVIRONMENT}={environment}",
-                f"{LABEL_ROLE}={ROLE_APP}",
-            ]
-        }
-        return list(self._client.containers.list(all=all, filters=filters, ignore_removed=True))
-
     def instances(
         self, service: str, environment: str, *, include_stopped: bool = False
     ) -> list[Instance]:
         """The service's containers (running ones unless asked), ordered by slot."""
-        net = network_name(service, environment)
-        found = [
-            instance_from_container(c, net, self._port)
-            for c in self._containers(service, environment, all=include_stopped)
-        ]
-        return sorted(found, key=lambda i: (i.slot, not i.running, i.name))
+        return Inventory(self._client, port=self._port).instances(
+            service, environment, include_stopped=include_stopped
+        )
 
     def container_name(self, release: Release, slot: int) -> str:
         return f"{release.service}-{release.environment}-{slot}-{release.config_id}"
@@ -292,7 +252,7 @@ class EngineTarget:
         if existing is not None:
             if existing.status == "running":
                 self._log(f"{name} already runs {release.config_id} in slot {slot}")
-                return instance_from_container(existing, net, release.port)
+                return Instance.of_container(existing, release.port)
             existing.remove(force=True)
         self.ensure_image(release)
         self.check(release)
@@ -325,7 +285,7 @@ class EngineTarget:
             container.remove(force=True)  # its restart policy would start it again
             raise TargetError(f"{why} (it exited as it started, and was removed)")
         self._log(f"started {name} ({release.image.familiar}) in slot {slot}")
-        return instance_from_container(container, net, release.port)
+        return Instance.of_container(container, release.port)
 
     def check(self, release: Release) -> None:
         """TargetError unless ``release`` can run here: deployments call it before they change
@@ -364,9 +324,7 @@ class EngineTarget:
         start_container(container, log=self._log)
         container.reload()
         self._log(f"restarted {instance.name}")
-        return instance_from_container(
-            container, network_name(instance.service, instance.environment), instance.port
-        )
+        return Instance.of_container(container, instance.port)
 
     def remove(self, instance: Instance) -> None:
         import docker.errors
@@ -388,15 +346,12 @@ class EngineTarget:
     ) -> None:
         """Remove ``release``'s containers (those started for its group) in ``slots``, or all of
         them, running or not: a start that failed half-way, a variant given up."""
-        net = network_name(release.service, release.environment)
         group = release.labels.get(LABEL_SLOT_GROUP, "")
-        for container in self._containers(release.service, release.environment, all=True):
-            labels = container.labels
-            if labels.get(LABEL_CONFIG) != release.config_id:
+        for instance in self.instances(release.service, release.environment, include_stopped=True):
+            if instance.config != release.config_id:
                 continue
-            if labels.get(LABEL_SLOT_GROUP, "") != group:
+            if instance.labels.get(LABEL_SLOT_GROUP, "") != group:
                 continue
-            instance = instance_from_container(container, net, release.port)
             if slots is None or instance.slot in slots:
                 self.remove_many([instance], grace=grace)
 

@@ -25,6 +25,7 @@ LABEL_DIGEST: Final = LABEL_PREFIX + "digest"
 LABEL_IMAGE: Final = LABEL_PREFIX + "image"  # the digest-pinned reference
 LABEL_SLOT: Final = LABEL_PREFIX + "slot"  # 1..N on the engine; a Swarm task's is its task slot
 LABEL_CONFIG: Final = LABEL_PREFIX + "config"  # Release.config_id
+LABEL_PORT: Final = LABEL_PREFIX + "port"  # the app's port in the instance
 # Written by blue/green, A/B, rollback (and min in-service for the previous digest): the group
 # (router backend) an instance serves in, what ran before it, and the names of its run-time
 # environment variables (values stay in the container's config, never in a label).

@@ -26,10 +26,9 @@ from docker_delivery.targets.base import Instance, Release, SecretMount, TargetE
 from docker_delivery.targets.engine import (
     ensure_network,
     exit_message,
-    instance_from_container,
-    network_name,
     pull_if_missing,
 )
+from docker_delivery.targets.inventory import Inventory
 from docker_delivery.targets.labels import (
     LABEL_CONFIG,
     LABEL_DIGEST,
@@ -171,9 +170,8 @@ class SwarmTarget:
         pull_if_missing(self._client, release, self._log)
 
     def services(self, service: str, environment: str) -> list[SwarmService]:
-        filters = {"label": [f"{LABEL_SERVICE}={service}", f"{LABEL_ENVIRONMENT}={environment}"]}
         found = []
-        for svc in self._client.services.list(filters=filters):
+        for svc in Inventory(self._client).swarm_services(service, environment):
             spec = svc.attrs["Spec"]
             found.append(
                 SwarmService(
@@ -186,7 +184,7 @@ class SwarmTarget:
                     rollback_config=UpdatePolicy.from_docker(spec.get("RollbackConfig")),
                 )
             )
-        return sorted(found, key=lambda s: s.name)
+        return found
 
     def create(
         self,
@@ -299,9 +297,9 @@ class SwarmTarget:
         the service is scaled down by as many (it removes tasks that do not run first)."""
         by_service: dict[str, list[Instance]] = {}
         for instance in instances:
-            if not instance.group:
+            if not instance.swarm_service:
                 raise TargetError(f"{instance.name} is not a Swarm task: remove it on the engine")
-            by_service.setdefault(instance.group, []).append(instance)
+            by_service.setdefault(instance.swarm_service, []).append(instance)
         for name, victims in by_service.items():
             self._shrink(name, victims, grace=grace)
 
@@ -391,20 +389,7 @@ class SwarmTarget:
 
     def tasks(self, name: str) -> list[Instance]:
         """The running task containers of one Swarm service, ordered by task slot."""
-        filters = {"label": [f"com.docker.swarm.service.name={name}", f"{LABEL_MANAGED}=true"]}
-        found = []
-        for container in self._client.containers.list(filters=filters, ignore_removed=True):
-            labels = container.labels
-            net = network_name(labels[LABEL_SERVICE], labels[LABEL_ENVIRONMENT])
-            inst = instance_from_container(container, net, self._port_of(container))
-            task_name = labels.get("com.docker.swarm.task.name", "")
-            slot = int(task_name.split(".")[1]) if task_name.count(".") >= 2 else 0
-            found.append(Instance(**{**inst.__dict__, "slot": slot}))
-        return sorted(found, key=lambda i: i.slot)
-
-    def _port_of(self, container: Any) -> int:
-        env = dict(e.split("=", 1) for e in container.attrs["Config"].get("Env", []) if "=" in e)
-        return int(env.get("PORT", 8080))
+        return Inventory(self._client).tasks(name)
 
     def instances(self, service: str, environment: str) -> list[Instance]:
         return [i for s in self.services(service, environment) for i in self.tasks(s.name)]
