@@ -667,8 +667,14 @@ def strategy_for(env: EnvironmentSpec) -> MinimumInService | Rolling:
         keep = env.rollout.min_in_service
         if keep is None:
             keep = max(1, env.replicas // 2) if env.replicas >= 2 else 0
-        return MinimumInService(env.replicas, keep, drain_timeout=env.rollout.drain_timeout)
-    return Rolling(env.replicas, tuple(env.rollout.stages), drain_timeout=env.rollout.drain_timeout)
+        return MinimumInService(
+            replicas=env.replicas, min_in_service=keep, drain_timeout=env.rollout.drain_timeout
+        )
+    return Rolling(
+        replicas=env.replicas,
+        stages=tuple(env.rollout.stages),
+        drain_timeout=env.rollout.drain_timeout,
+    )
 
 
 def _create_networks(client: Any, plan: InfraPlan, log: Log) -> None:

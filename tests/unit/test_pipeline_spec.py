@@ -231,7 +231,9 @@ def test_delivery_pipeline_makes_the_dag_of_the_plan() -> None:
     assert ops["release"].trigger_rule == "none_failed_min_one_success"
     deploy: Any = ops["staging.deploy"]
     assert deploy.image == "{{ ti.xcom_pull(task_ids='release') }}"
-    assert deploy.router_port == 18281 and deploy.settings.min_in_service == 2
+    spec = deploy.environment_spec()
+    assert deploy.router_settings(spec).port == 18281 and deploy.settings.min_in_service == 2
+    assert deploy.settings.replicas == 4  # the environment's, in the settings the task runs
     build: Any = ops["build"]
     assert build.context == str(APP)
     assert build.revision == "{{ ti.xcom_pull(task_ids='what_to_deliver', key='revision') }}"
@@ -560,20 +562,23 @@ def test_a_rejected_approval_stops_the_delivery_and_says_who(
     assert "the delivery stops here" in log
 
 
-def test_a_deploy_step_gets_only_the_base_settings_it_takes() -> None:
-    from airflow.sdk import BaseOperator
-
+def test_a_deploy_operator_takes_its_settings_model_or_its_fields() -> None:
+    """One settings model per deployment type: the operator takes it as it is, or its fields
+    as keyword arguments, and validates it while the DAG is parsed."""
+    from docker_delivery.errors import DeploySettingsInvalid
     from docker_delivery.operators.deploy import MinimumInServiceDeployOperator
-    from docker_delivery.templates.pipeline import _accepted
+    from docker_delivery.strategies.settings import MinimumInService
 
-    class Retire(BaseOperator):
-        def __init__(self, *, service: str, environment: str, router_port: int, **kw: Any):
-            super().__init__(**kw)
-
-    assert {"service", "environment", "router_port"} <= _accepted(Retire)
-    assert "image" not in _accepted(Retire)
-    taken = _accepted(MinimumInServiceDeployOperator)
-    assert {"image", "env", "health_check", "min_in_service", "router_slots"} <= taken
+    base = {"service": "web", "environment": "prod", "image": "x", "router_port": 18001}
+    by_fields = MinimumInServiceDeployOperator(
+        task_id="a", replicas=4, min_in_service=2, drain_timeout=45, **base
+    )
+    by_model = MinimumInServiceDeployOperator(
+        task_id="b", settings=MinimumInService(4, 2, drain_timeout=45), **base
+    )
+    assert by_fields.settings == by_model.settings == MinimumInService(4, 2, drain_timeout=45)
+    with pytest.raises(DeploySettingsInvalid, match=r"min_in_service must be in 0\.\.replicas-1"):
+        MinimumInServiceDeployOperator(task_id="c", replicas=2, min_in_service=2, **base)
 
 
 def test_the_blue_green_steps_share_the_stages_settings() -> None:
@@ -598,7 +603,8 @@ def test_the_blue_green_steps_share_the_stages_settings() -> None:
         op: Any = dag.get_task(f"production.{step}")
         assert op.settings.scale_down_delay == 5 and op.settings.post_switch_check == 3
         assert op.settings.preview_replicas == 1 and op.settings.max_5xx_ratio == 0.05
-        assert op.settings.replicas == 2 and op.preview_port == 18183
+        assert op.settings.replicas == 2
+        assert op.router_settings(op.environment_spec()).preview_port == 18183
         assert op.retries == 0 if step != "retire" else op.retries == 2
     preview: Any = dag.get_task("production.verify_preview")
     assert preview.addresses == "127.0.0.1:18183"
@@ -688,9 +694,12 @@ def test_blue_green_runs_on_swarm_when_the_environment_says_so() -> None:
     data["environments"]["production"]["target"] = "swarm"
     spec_of(data)  # valid: blue/green (and A/B) take either target
     ops: dict[str, Any] = {t.task_id: t for t in delivery_pipeline(data).tasks}
-    kinds = {i: ops[i].target_kind() for i in ("production.deploy", "production.switch")}
+    kinds = {
+        i: ops[i].target_kind(ops[i].environment_spec())
+        for i in ("production.deploy", "production.switch")
+    }
     assert kinds == {"production.deploy": "swarm", "production.switch": "swarm"}
-    assert ops["staging.deploy"].target_kind() == "swarm"
+    assert ops["staging.deploy"].target_kind(ops["staging.deploy"].environment_spec()) == "swarm"
     from docker_delivery.operators.deploy import BlueGreenDeployOperator
 
     with pytest.raises(ValueError, match="target must be 'engine' or 'swarm', got 'k8s'"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
@@ -24,14 +24,29 @@ from docker_delivery.operators.common import (
     tag_what_serves,
 )
 from docker_delivery.routing.service import RouterSettings
-from docker_delivery.strategies.min_in_service import MinimumInService
-from docker_delivery.strategies.rolling import Rolling
-from docker_delivery.targets.swarm import UpdatePolicy
+from docker_delivery.strategies.settings import (
+    ABTest,
+    BlueGreen,
+    DeploySettings,
+    MinimumInService,
+    Rolling,
+)
+from docker_delivery.targets.engine_errors import engine_calls
+
+if TYPE_CHECKING:
+    from docker_delivery.spec import ServiceSpec
 
 
 class _DeployOperator(BaseOperator):
+    """What every deployment operator shares. Its deployment type's settings (``settings_model``)
+    are given as ``settings=`` (the model, or its fields as a mapping) or as keyword arguments of
+    their own names, and validated when the DAG is parsed; what they leave unset comes from the
+    environment spec (``spec``) when the task runs, which also gives the release, the router and
+    the health check (the same as ApplyInfraOperator applies)."""
+
     template_fields: Sequence[str] = ("image", "service", "environment", "env", "router_port")
     ui_color = "#fde68a"
+    settings_model: ClassVar[type[DeploySettings] | None] = None
 
     def __init__(
         self,
@@ -39,6 +54,7 @@ class _DeployOperator(BaseOperator):
         service: str,
         environment: str,
         image: str,
+        settings: DeploySettings | Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         app_port: int = 8080,
         health_check: HealthCheck | Mapping[str, Any] | None = None,
@@ -55,7 +71,15 @@ class _DeployOperator(BaseOperator):
         target: str | None = None,
         **kwargs: Any,
     ) -> None:
+        model = type(self).settings_model
+        fields = {
+            k: kwargs.pop(k)
+            for k in list(kwargs)
+            if model is not None and k in model.model_fields and k != "type"
+        }
         super().__init__(**kwargs)
+        # The deployment type's settings, validated now (at parse time).
+        self.settings = model.of(settings, **fields) if model is not None else None
         if target not in (None, "engine", "swarm"):
             raise ValueError(f"target must be 'engine' or 'swarm', got {target!r}")
         self.target = target
@@ -68,10 +92,11 @@ class _DeployOperator(BaseOperator):
         self.image = image
         self.env = dict(env or {})
         self.app_port = app_port
-        check = health_check or HealthCheck(port=app_port)
-        self.health_check = check if isinstance(check, HealthCheck) else HealthCheck(**check)
-        if router_port is None and haproxy_conn_id is None:
-            raise ValueError("give router_port (a router is started) or haproxy_conn_id")
+        if isinstance(health_check, Mapping):
+            health_check = HealthCheck(**health_check)
+        self.health_check = health_check
+        if router_port is None and haproxy_conn_id is None and spec is None:
+            raise ValueError("give router_port (a router is started), haproxy_conn_id or spec")
         self.router_port = router_port
         self.router_image = router_image
         self.router_slots = router_slots
@@ -83,48 +108,64 @@ class _DeployOperator(BaseOperator):
         self.plan_only = plan_only
         self.docker_url = docker_url
 
-    def _router_settings(self) -> RouterSettings | None:
+    # -- what the task runs with, from the environment spec when there is one (read once) --------
+
+    def environment_spec(self) -> ServiceSpec | None:
+        if self.spec is None:
+            return None
+        from docker_delivery.spec import load_spec
+
+        return load_spec(self.spec)
+
+    def router_settings(self, spec: ServiceSpec | None) -> RouterSettings | None:
         """The service's router: as the environment spec says when given (every operator of
         a service, and ApplyInfraOperator, then render the same configuration, so none finds
         the router running "another configuration"), else from ``router_port``; None for an
         existing HAProxy (``haproxy_conn_id``)."""
-        if self.spec is not None and self.haproxy_conn_id is None:
-            from docker_delivery.spec import load_spec
-
-            return load_spec(self.spec).router_for(self.environment)
+        if spec is not None and self.haproxy_conn_id is None:
+            return spec.router_for(self.environment)
         if self.router_port is None:
             return None
         return RouterSettings(
             port=int(self.router_port), image=self.router_image, slots=self.router_slots
         )
 
-    def target_kind(self) -> Any:
+    def target_kind(self, spec: ServiceSpec | None) -> Any:
         """Where the service runs: ``target`` when given, else the environment spec's, else
         ``engine`` (blue/green, A/B: a container per instance, or a Swarm service per colour)."""
         if self.target is not None:
             return self.target
-        if self.spec is not None:
-            from docker_delivery.spec import load_spec
-
-            return load_spec(self.spec).environment(self.environment).target
+        if spec is not None:
+            return spec.environment(self.environment).target
         return "engine"
 
-    def strategy(self) -> Any:
-        raise NotImplementedError
+    def check(self, spec: ServiceSpec | None) -> HealthCheck:
+        if self.health_check is not None:
+            return self.health_check
+        if spec is not None:
+            return spec.health_check_for(self.environment)
+        return HealthCheck(port=self.app_port)
+
+    def deploy_settings(self, spec: ServiceSpec | None) -> Any:
+        """The settings, with what they leave unset from the environment spec (or the
+        operator's ``stop_grace``)."""
+        assert self.settings is not None
+        if spec is not None:
+            return self.settings.defaulted(**spec.environment(self.environment).deploy_defaults())
+        return self.settings.defaulted(stop_grace=self.stop_grace)
 
     def hold(self, stage: int) -> None:
         """Between stages; rolling deployments may wait for a continue here."""
 
-    def release(self) -> Any:
+    def release(self, spec: ServiceSpec | None) -> Any:
         """The release to run: from the environment spec when given (variables, secrets, limits,
         networks: the same as ApplyInfraOperator applies), else from ``env``."""
         from docker_delivery.targets.base import Release
 
-        if self.spec is not None:
+        if spec is not None:
             from docker_delivery.hooks.secrets import read_secret
-            from docker_delivery.spec import load_spec
 
-            return load_spec(self.spec).release_for(
+            return spec.release_for(
                 self.environment,
                 self.image,
                 resolve_secret=lambda ref: read_secret(ref, aws_conn_id=self.aws_conn_id),
@@ -138,21 +179,21 @@ class _DeployOperator(BaseOperator):
             stop_grace=self.stop_grace,
         )
 
-    def router(self) -> Any:
+    def router(self, spec: ServiceSpec | None) -> Any:
         from docker_delivery.hooks.haproxy import HaproxyHook
 
-        settings = self._router_settings()
+        settings = self.router_settings(spec)
         return settings or HaproxyHook(self.haproxy_conn_id or "haproxy_default").get_router()
 
-    def deliver(self, client: Any, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.deploy import deploy
 
         return deploy(
             client,
-            self.release(),
-            self.strategy(),
-            router=self.router(),
-            check=self.health_check,
+            self.release(spec),
+            self.deploy_settings(spec),
+            router=self.router(spec),
+            check=self.check(spec),
             owner=lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
@@ -161,9 +202,14 @@ class _DeployOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with closing(engine_client(self.docker_url)) as client, says_when_nothing_changed(context):
-            out: dict[str, Any] = self.deliver(client, context).as_dict()
-        settings = self._router_settings()
+        spec = self.environment_spec()
+        with (
+            closing(engine_client(self.docker_url)) as client,
+            says_when_nothing_changed(context),
+            engine_calls(f"deploying {self.service} to {self.environment}"),
+        ):
+            out: dict[str, Any] = self.deliver(client, spec, context).as_dict()
+        settings = self.router_settings(spec)
         if settings is not None:
             out["url"] = settings.url
             self.log.info("%s/%s answers at %s", self.service, self.environment, out["url"])
@@ -171,34 +217,18 @@ class _DeployOperator(BaseOperator):
 
 
 class MinimumInServiceDeployOperator(_DeployOperator):
-    """Replace ``replicas`` containers on one engine in batches, keeping ``min_in_service``.
+    """Replace ``replicas`` containers on one engine in batches, keeping ``min_in_service``
+    (:class:`~docker_delivery.strategies.settings.MinimumInService`).
 
     ``drain_timeout``: seconds an instance may take to finish its requests in flight; past it
     the batch goes back to the old release and the task fails (nothing is cut)."""
 
-    def __init__(
-        self,
-        *,
-        replicas: int,
-        min_in_service: int,
-        batch_sizes: Sequence[int] | None = None,
-        drain_timeout: float = 120.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.settings = MinimumInService(
-            replicas,
-            min_in_service,
-            tuple(batch_sizes) if batch_sizes else None,
-            drain_timeout=drain_timeout,
-        )
-
-    def strategy(self) -> MinimumInService:
-        return self.settings
+    settings_model = MinimumInService
 
 
 class RollingDeployOperator(_DeployOperator):
-    """Staged rolling deployment on Docker Swarm (see docker_delivery.strategies.rolling).
+    """Staged rolling deployment on Docker Swarm (:class:`~docker_delivery.strategies.settings.
+    Rolling`).
 
     ``pause``: seconds between stages. ``continue_variable``: between stages, wait until that
     Airflow Variable holds a number >= the next stage (a human or another task sets it).
@@ -207,35 +237,11 @@ class RollingDeployOperator(_DeployOperator):
     the rollout stops where it stands and the task fails; a retry waits for that task again.
     """
 
-    def __init__(
-        self,
-        *,
-        replicas: int,
-        stages: Sequence[int | str] = ("100%",),
-        pause: float = 0.0,
-        failure_action: str = "rollback",
-        until_stage: int | None = None,
-        continue_variable: str | None = None,
-        update_config: Mapping[str, Any] | None = None,
-        rollback_config: Mapping[str, Any] | None = None,
-        drain_timeout: float = 120.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.settings = Rolling(
-            replicas,
-            tuple(stages),
-            pause,
-            failure_action,  # type: ignore[arg-type]
-            until_stage,
-            UpdatePolicy(**(update_config or {})),
-            UpdatePolicy(**(rollback_config or {})),
-            drain_timeout=drain_timeout,
-        )
-        self.continue_variable = continue_variable
+    settings_model = Rolling
 
-    def strategy(self) -> Rolling:
-        return self.settings
+    def __init__(self, *, continue_variable: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.continue_variable = continue_variable
 
     def hold(self, stage: int) -> None:
         if self.continue_variable is None:
@@ -254,36 +260,19 @@ class RollingDeployOperator(_DeployOperator):
 
 class BlueGreenDeployOperator(_DeployOperator):
     """Deploy the idle colour at full capacity (or ``preview_replicas`` first), health-gated,
-    reachable on the router's preview frontend (``preview_port``) for a validation window.
-    SwitchTrafficOperator then moves all traffic at once; RetireOperator removes the old colour.
+    reachable on the router's preview frontend (``preview_port``) for a validation window
+    (:class:`~docker_delivery.strategies.settings.BlueGreen`). SwitchTrafficOperator then moves
+    all traffic at once; RetireOperator removes the old colour.
     """
 
-    def __init__(
-        self,
-        *,
-        preview_port: int | None = None,
-        replicas: int | None = None,
-        preview_replicas: int | None = None,
-        scale_down_delay: float = 300.0,
-        post_switch_check: float = 10.0,
-        max_5xx_ratio: float = 0.01,
-        **kwargs: Any,
-    ) -> None:
-        self.preview_port = preview_port  # before the base class validates the router settings
+    settings_model = BlueGreen
+
+    def __init__(self, *, preview_port: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        from docker_delivery.strategies.bluegreen import BlueGreen
+        self.preview_port = preview_port
 
-        self.settings = BlueGreen(
-            replicas=replicas,
-            preview_replicas=preview_replicas,
-            scale_down_delay=scale_down_delay,
-            post_switch_check=post_switch_check,
-            max_5xx_ratio=max_5xx_ratio,
-            stop_grace=self.stop_grace,
-        )
-
-    def _router_settings(self) -> RouterSettings | None:
-        settings = super()._router_settings()
+    def router_settings(self, spec: ServiceSpec | None) -> RouterSettings | None:
+        settings = super().router_settings(spec)
         if settings is None or self.preview_port is None or settings.preview_port is not None:
             return settings
         return RouterSettings(
@@ -293,16 +282,16 @@ class BlueGreenDeployOperator(_DeployOperator):
             slots=settings.slots,
         )
 
-    def deliver(self, client: Any, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.bluegreen import deploy_idle
 
         return deploy_idle(
             client,
-            self.release(),
-            self.settings,
-            router=self.router(),
-            check=self.health_check,
-            target=self.target_kind(),
+            self.release(spec),
+            self.deploy_settings(spec),
+            router=self.router(spec),
+            check=self.check(spec),
+            target=self.target_kind(spec),
             owner=lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
@@ -314,16 +303,16 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
     """Move all traffic to the colour running ``image`` at once (atomic at the router), after
     bringing it to full capacity; a failed post-switch check switches back by itself."""
 
-    def deliver(self, client: Any, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.bluegreen import switch_traffic
 
         return switch_traffic(
             client,
-            self.release(),
-            self.settings,
-            router=self.router(),
-            check=self.health_check,
-            target=self.target_kind(),
+            self.release(spec),
+            self.deploy_settings(spec),
+            router=self.router(spec),
+            check=self.check(spec),
+            target=self.target_kind(spec),
             owner=lock_owner(context),
             lock_wait=self.lock_wait,
             log=self.log.info,
@@ -337,17 +326,17 @@ class RetireOperator(BlueGreenDeployOperator):
     def __init__(self, *, image: str = "", **kwargs: Any) -> None:
         super().__init__(image=image, **kwargs)
 
-    def deliver(self, client: Any, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.bluegreen import retire
 
         return retire(
             client,
             self.service,
             self.environment,
-            self.settings,
-            router=self.router(),
-            check=self.health_check,
-            target=self.target_kind(),
+            self.deploy_settings(spec),
+            router=self.router(spec),
+            check=self.check(spec),
+            target=self.target_kind(spec),
             owner=lock_owner(context),
             wait=True,
             lock_wait=self.lock_wait,
@@ -359,42 +348,20 @@ class ABDeployOperator(_DeployOperator):
     """A/B test: variant B (``image``) takes ``steps`` percent of new clients (sticky by cookie),
     pre-warmed ahead of each step; each step bakes ``bake_time`` s while the router's own
     counters are analysed (5xx ratio, response time); a bad step aborts back to A by itself;
-    100 % promotes B and retires A."""
+    100 % promotes B and retires A (:class:`~docker_delivery.strategies.settings.ABTest`)."""
 
-    def __init__(
-        self,
-        *,
-        steps: Sequence[int] = (5, 25, 50, 100),
-        bake_time: float = 30.0,
-        max_5xx_ratio: float = 0.01,
-        max_response_ms: float | None = None,
-        min_requests: int = 20,
-        replicas: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        from docker_delivery.strategies.ab import ABTest
+    settings_model = ABTest
 
-        self.settings = ABTest(
-            steps=tuple(steps),
-            bake_time=bake_time,
-            max_5xx_ratio=max_5xx_ratio,
-            max_response_ms=max_response_ms,
-            min_requests=min_requests,
-            replicas=replicas,
-            stop_grace=self.stop_grace,
-        )
-
-    def deliver(self, client: Any, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.ab import ab_deploy
 
         return ab_deploy(
             client,
-            self.release(),
-            self.settings,
-            router=self.router(),
-            check=self.health_check,
-            target=self.target_kind(),
+            self.release(spec),
+            self.deploy_settings(spec),
+            router=self.router(spec),
+            check=self.check(spec),
+            target=self.target_kind(spec),
             owner=lock_owner(context),
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
@@ -428,12 +395,12 @@ class RollbackOperator(_DeployOperator):
         self.repository = repository
         self.docker_conn_id = docker_conn_id
 
-    def deliver(self, client: Any, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.rollback import roll_back
 
         kwargs = dict(
-            router=self.router(),
-            check=self.health_check,
+            router=self.router(spec),
+            check=self.check(spec),
             owner=lock_owner(context),
             target=self.target,  # None: what runs tells
         )

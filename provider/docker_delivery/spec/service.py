@@ -426,6 +426,17 @@ class EnvironmentSpec(_Model):
     def health(self) -> HealthCheck:
         return self.health_check.to_check(self.port)
 
+    def deploy_defaults(self) -> dict[str, Any]:
+        """What this environment says for the deployment settings a deploy section leaves
+        unset (:meth:`docker_delivery.strategies.settings.DeploySettings.defaulted`)."""
+        return {
+            "replicas": self.replicas,
+            "min_in_service": self.rollout.min_in_service,
+            "stages": tuple(self.rollout.stages),
+            "drain_timeout": self.rollout.drain_timeout,
+            "stop_grace": self.stop_grace,
+        }
+
 
 class EnvironmentDefaults(EnvironmentSpec):
     """What environments share; the same fields, none required (each environment must end up

@@ -38,7 +38,6 @@ share of the ``ab`` weights; B in the home group means the promotion had begun.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +57,7 @@ from docker_delivery.strategies.base import (
     require_room,
 )
 from docker_delivery.strategies.groups import into_group, remove_instances, take_out
+from docker_delivery.strategies.settings import ABTest as ABTest
 from docker_delivery.strategies.state import Running, ServiceState, with_history
 from docker_delivery.strategies.wiring import Wiring, connect, locked
 from docker_delivery.targets.base import Instance, Release, TargetKind
@@ -79,71 +79,6 @@ class StepEvent:
 
 
 StepCallback = Callable[[StepEvent], None]
-
-
-@dataclass(frozen=True)
-class ABTest:
-    """A/B settings; see the module docstring. ``steps`` in % of new clients sent to B, strictly
-    increasing within 1..100 and ending at 100 (promotion). ``replicas``: B's full size (None:
-    as many as A has). ``max_bake_time`` (None: 5 x ``bake_time``): how long a step may wait
-    for ``min_requests`` before it aborts as inconclusive."""
-
-    steps: tuple[int, ...] = (5, 25, 50, 100)
-    bake_time: float = 30.0
-    max_5xx_ratio: float = 0.01
-    max_response_ms: float | None = None
-    min_requests: int = 20
-    replicas: int | None = None
-    max_bake_time: float | None = None
-    poll: float = 0.5
-    stop_grace: float = 30.0
-    drain_timeout: float = 120.0
-    router_up_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        steps = tuple(self.steps)
-        if not steps:
-            raise DeploySettingsInvalid("steps must not be empty; e.g. (5, 25, 50, 100)")
-        if any(not isinstance(s, int) or isinstance(s, bool) for s in steps):
-            raise DeploySettingsInvalid(f"steps must be whole percentages, got {list(steps)}")
-        if any(not 1 <= s <= 100 for s in steps):
-            raise DeploySettingsInvalid(f"steps must be within 1..100 (%), got {list(steps)}")
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise DeploySettingsInvalid(f"steps must increase, got {list(steps)}")
-        if steps[-1] != 100:
-            raise DeploySettingsInvalid(
-                f"the last step must be 100 (B takes all, then it is promoted), got {steps[-1]}"
-            )
-        if self.bake_time < 0:
-            raise DeploySettingsInvalid(f"bake_time must be >= 0 seconds, got {self.bake_time}")
-        if not 0 <= self.max_5xx_ratio <= 1:
-            raise DeploySettingsInvalid(
-                f"max_5xx_ratio must be within 0..1, got {self.max_5xx_ratio}"
-            )
-        if self.max_response_ms is not None and self.max_response_ms <= 0:
-            raise DeploySettingsInvalid(
-                f"max_response_ms must be > 0 (or None), got {self.max_response_ms}"
-            )
-        if self.min_requests < 1:
-            raise DeploySettingsInvalid(f"min_requests must be >= 1, got {self.min_requests}")
-        if self.replicas is not None and self.replicas < 1:
-            raise DeploySettingsInvalid(f"replicas must be >= 1 (or None), got {self.replicas}")
-        if self.max_bake_time is not None and self.max_bake_time < self.bake_time:
-            raise DeploySettingsInvalid(
-                f"max_bake_time ({self.max_bake_time}) must be >= bake_time ({self.bake_time})"
-            )
-        if self.poll <= 0 or self.drain_timeout <= 0 or self.router_up_timeout <= 0:
-            raise DeploySettingsInvalid("poll, drain_timeout and router_up_timeout must be > 0")
-        if self.stop_grace < 0:
-            raise DeploySettingsInvalid(f"stop_grace must be >= 0, got {self.stop_grace}")
-
-    @property
-    def longest_bake(self) -> float:
-        return self.max_bake_time if self.max_bake_time is not None else 5 * self.bake_time
-
-    def b_count(self, total: int, weight: int) -> int:
-        """B instances needed at ``weight`` so that none takes more than its share."""
-        return max(1, math.ceil(total * weight / 100))
 
 
 def split_weights(weight: int, a_count: int, b_count: int) -> tuple[int, int]:

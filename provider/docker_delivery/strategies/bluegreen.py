@@ -52,7 +52,6 @@ The module also holds what A/B and rollback share with it: reading where a servi
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,6 +80,7 @@ from docker_delivery.strategies.markers import SwitchRecord as SwitchRecord
 from docker_delivery.strategies.markers import last_switch as last_switch
 from docker_delivery.strategies.markers import record_switch as record_switch
 from docker_delivery.strategies.markers import switch_records as switch_records
+from docker_delivery.strategies.settings import BlueGreen as BlueGreen
 from docker_delivery.strategies.state import GROUPS as GROUPS
 from docker_delivery.strategies.state import Running as Running
 from docker_delivery.strategies.state import ServiceState as ServiceState
@@ -102,63 +102,6 @@ from docker_delivery.targets.engine import pull_if_missing
 
 if TYPE_CHECKING:
     import docker
-
-
-@dataclass(frozen=True)
-class BlueGreen:
-    """Blue/green settings.
-
-    ``replicas``: the new colour's full size (None: as many as the live group has).
-    ``preview_replicas``: how many ``deploy_idle`` starts (None: ``replicas``); the rest start
-    in ``switch``, before traffic moves. ``scale_down_delay``: seconds after the switch before
-    ``retire`` removes the old colour (a switch back is possible until then).
-    ``post_switch_check``: seconds the new live colour is watched after the switch; it fails
-    when an instance fails ``unhealthy_threshold`` probes in a row or exits, or when more than
-    ``max_5xx_ratio`` of at least ``min_requests`` requests get a 5xx (or no answer) at the
-    router. ``stop_grace``: SIGTERM to SIGKILL when the old colour is removed.
-    """
-
-    replicas: int | None = None
-    preview_replicas: int | None = None
-    scale_down_delay: float = 300.0
-    post_switch_check: float = 10.0
-    max_5xx_ratio: float = 0.01
-    min_requests: int = 20
-    stop_grace: float = 30.0
-    drain_timeout: float = 120.0
-    router_up_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.replicas is not None and self.replicas < 1:
-            raise DeploySettingsInvalid(f"replicas must be >= 1 (or None), got {self.replicas}")
-        if self.preview_replicas is not None:
-            most = self.replicas if self.replicas is not None else math.inf
-            if not 1 <= self.preview_replicas <= most:
-                raise DeploySettingsInvalid(
-                    f"preview_replicas must be within 1..replicas ({self.replicas}), got "
-                    f"{self.preview_replicas}"
-                )
-        for name in ("scale_down_delay", "post_switch_check", "stop_grace"):
-            if getattr(self, name) < 0:
-                raise DeploySettingsInvalid(
-                    f"{name} must be >= 0 seconds, got {getattr(self, name)}"
-                )
-        if not 0 <= self.max_5xx_ratio <= 1:
-            raise DeploySettingsInvalid(
-                f"max_5xx_ratio must be within 0..1, got {self.max_5xx_ratio}"
-            )
-        if self.min_requests < 0:
-            raise DeploySettingsInvalid(f"min_requests must be >= 0, got {self.min_requests}")
-        if self.drain_timeout <= 0 or self.router_up_timeout <= 0:
-            raise DeploySettingsInvalid("drain_timeout and router_up_timeout must be > 0 seconds")
-
-    def full_size(self, live_count: int) -> int:
-        size = self.replicas if self.replicas is not None else live_count
-        if size < 1:
-            raise DeploySettingsInvalid(
-                "nothing is live to size the new colour from: give BlueGreen(replicas=...)"
-            )
-        return size
 
 
 @dataclass

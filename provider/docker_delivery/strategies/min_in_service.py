@@ -27,7 +27,6 @@ from dataclasses import dataclass, replace
 from docker_delivery.strategies.base import (
     DeployAborted,
     DeployResult,
-    DeploySettingsInvalid,
     HealthGate,
     Log,
     Router,
@@ -37,62 +36,10 @@ from docker_delivery.strategies.base import (
     wait_router_up,
 )
 from docker_delivery.strategies.drain import take_out
+from docker_delivery.strategies.settings import MinimumInService as MinimumInService
 from docker_delivery.targets.base import Instance, Release
 from docker_delivery.targets.engine import EngineTarget
 from docker_delivery.targets.labels import LABEL_PREVIOUS_DIGEST
-
-
-@dataclass(frozen=True)
-class MinimumInService:
-    replicas: int
-    min_in_service: int
-    batch_sizes: tuple[int, ...] | None = None
-    drain_timeout: float = 120.0
-    router_up_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise DeploySettingsInvalid(f"replicas must be >= 1, got {self.replicas}")
-        if not 0 <= self.min_in_service < self.replicas:
-            raise DeploySettingsInvalid(
-                f"min_in_service must be in 0..replicas-1 (0..{self.replicas - 1}), got "
-                f"{self.min_in_service}: with min_in_service >= replicas no instance may ever "
-                "be taken out to be replaced"
-            )
-        if self.drain_timeout <= 0:
-            raise DeploySettingsInvalid(
-                f"drain_timeout must be > 0 seconds, got {self.drain_timeout}"
-            )
-        if self.batch_sizes is not None:
-            sizes = tuple(self.batch_sizes)
-            most = self.replicas - self.min_in_service
-            if not sizes or any(s < 1 for s in sizes):
-                raise DeploySettingsInvalid(f"batch_sizes must be positive, got {list(sizes)}")
-            if any(s > most for s in sizes):
-                raise DeploySettingsInvalid(
-                    f"batch_sizes {list(sizes)} would take more than replicas - min_in_service "
-                    f"= {most} instances out of service at once"
-                )
-            if sum(sizes) != self.replicas:
-                raise DeploySettingsInvalid(
-                    f"batch_sizes {list(sizes)} must add up to replicas ({self.replicas})"
-                )
-
-    def slots_needed(self) -> int:
-        """Router slots it uses: instance ``k`` serves in slot ``k``, never more than replicas."""
-        return self.replicas
-
-    def batches(self, todo: Sequence[int]) -> list[tuple[int, ...]]:
-        """Split the slots still to replace into batches."""
-        sizes = list(self.batch_sizes or ())
-        most = self.replicas - self.min_in_service
-        out: list[tuple[int, ...]] = []
-        rest = list(todo)
-        while rest:
-            size = sizes.pop(0) if sizes else most
-            out.append(tuple(rest[:size]))
-            rest = rest[size:]
-        return out
 
 
 @dataclass(frozen=True)
@@ -123,7 +70,7 @@ def plan(
     to if the new release fails there. ``in_rotation`` maps ready router slots to addresses.
     """
     todo, old = [], {}
-    for slot in range(1, settings.replicas + 1):
+    for slot in range(1, settings.count + 1):
         here = [i for i in instances if i.slot == slot]
         current = [i for i in here if i.running and i.config == release.config_id]
         if current and in_rotation.get(slot) == current[0].address:
@@ -172,7 +119,7 @@ class MinimumInServiceDeployment:
             self._router,
             self._backend,
             settings.slots_needed(),
-            f"minimum in-service of {settings.replicas} replicas",
+            f"minimum in-service of {settings.count} replicas",
         )
         result = DeployResult(release.service, release.environment, release.digest)
         instances = self._instances(release)
@@ -183,7 +130,7 @@ class MinimumInServiceDeployment:
         result.previous_digest = most_common(
             [i.digest for i in running if i.config != release.config_id]
         ) or most_common([i.digest for i in running])
-        result.already_current = settings.replicas - sum(len(b.slots) for b in batches)
+        result.already_current = settings.count - sum(len(b.slots) for b in batches)
         result.previous_digests = sorted(
             {o.digest for b in batches for olds in b.old.values() for o in olds if o.running}
         )
@@ -199,7 +146,7 @@ class MinimumInServiceDeployment:
             release = replace(release, labels={**previous, **release.labels})
         if not batches:
             self._log(
-                f"all {settings.replicas} instances already run {release.short_digest} "
+                f"all {settings.count} instances already run {release.short_digest} "
                 f"(config {release.config_id})"
             )
         done = result.already_current
@@ -210,7 +157,7 @@ class MinimumInServiceDeployment:
             self._run_batch(release, settings, batch)
             done += len(batch.slots)
             result.replaced += len(batch.slots)
-            self._log(f"{done}/{settings.replicas} updated")
+            self._log(f"{done}/{settings.count} updated")
         self._clean_up(release, settings)
         result.duration_s = time.monotonic() - started_at
         return result
@@ -288,7 +235,7 @@ class MinimumInServiceDeployment:
             release.service, release.environment, include_stopped=True
         )
         for inst in everything:
-            if inst.slot > settings.replicas and inst.running:
+            if inst.slot > settings.count and inst.running:
                 take_out(
                     self._router,
                     self._backend,
@@ -296,5 +243,5 @@ class MinimumInServiceDeployment:
                     timeout=settings.drain_timeout,
                     stop=functools.partial(self._target.stop, inst, grace=release.stop_grace),
                 )
-            if not inst.running or inst.slot > settings.replicas:
+            if not inst.running or inst.slot > settings.count:
                 self._target.remove(inst)

@@ -394,10 +394,10 @@ class Rollback:
         )
         if isinstance(w.target, SwarmTarget):
             # The same batches as a staged rollout of the previous digest's Swarm service.
-            batch = mis.replicas - mis.min_in_service
-            stages = (*range(batch, mis.replicas, batch), mis.replicas)
+            batch = mis.count - mis.keep
+            stages = (*range(batch, mis.count, batch), mis.count)
             RollingDeployment(w.target, w.router, w.gate, backend=state.public, log=self._log).run(
-                release, Rolling(replicas=mis.replicas, stages=stages)
+                release, Rolling(replicas=mis.count, stages=stages)
             )
             return
         assert isinstance(w.target, EngineTarget)

@@ -28,20 +28,16 @@ fails at the end if the rollout is not complete). The new service keeps the ``up
 
 from __future__ import annotations
 
-import itertools
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import replace
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.errors import RolloutPaused as RolloutPaused
 from docker_delivery.strategies.base import (
     DeployAborted,
     DeployResult,
-    DeploySettingsInvalid,
     HealthGate,
     Log,
     Router,
@@ -51,90 +47,11 @@ from docker_delivery.strategies.base import (
     wait_router_up,
 )
 from docker_delivery.strategies.drain import take_out
+from docker_delivery.strategies.settings import Rolling as Rolling
+from docker_delivery.strategies.settings import resolve_stages as resolve_stages
 from docker_delivery.targets.base import Instance, Release
 from docker_delivery.targets.labels import LABEL_PREVIOUS_DIGEST
-from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
-
-
-def resolve_stages(stages: Sequence[int | str], replicas: int) -> list[int]:
-    """``[1, "50%", "100%"]`` -> absolute counts of new replicas, validated."""
-    if replicas < 1:
-        raise DeploySettingsInvalid(f"replicas must be >= 1, got {replicas}")
-    if not stages:
-        raise DeploySettingsInvalid("stages must not be empty; e.g. [1, '50%', '100%']")
-    counts = []
-    for stage in stages:
-        if isinstance(stage, str) and stage.endswith("%"):
-            try:
-                pct = float(stage[:-1])
-            except ValueError:
-                raise DeploySettingsInvalid(f"stage {stage!r} is not a percentage") from None
-            if not 0 < pct <= 100:
-                raise DeploySettingsInvalid(f"stage {stage!r} must be in (0%, 100%]")
-            counts.append(max(1, math.ceil(replicas * pct / 100)))
-        elif isinstance(stage, int) and not isinstance(stage, bool):
-            if not 1 <= stage <= replicas:
-                raise DeploySettingsInvalid(
-                    f"stage {stage} must be within 1..replicas ({replicas})"
-                )
-            counts.append(stage)
-        else:
-            raise DeploySettingsInvalid(f"stage {stage!r} must be a count or a percentage ('50%')")
-    if any(b <= a for a, b in itertools.pairwise(counts)):
-        raise DeploySettingsInvalid(
-            f"stage targets must increase: {list(stages)} resolve to {counts} of {replicas}"
-        )
-    if counts[-1] != replicas:
-        raise DeploySettingsInvalid(
-            f"the last stage must be 100% ({replicas}), got {counts[-1]}; to stop a rollout "
-            "partway, use until_stage and run the deployment again to continue"
-        )
-    return counts
-
-
-@dataclass(frozen=True)
-class Rolling:
-    replicas: int
-    stages: tuple[int | str, ...] = ("100%",)
-    pause: float = 0.0
-    failure_action: Literal["pause", "continue", "rollback"] = "rollback"
-    until_stage: int | None = None
-    update_config: UpdatePolicy = field(default_factory=UpdatePolicy)
-    rollback_config: UpdatePolicy = field(default_factory=UpdatePolicy)
-    drain_timeout: float = 120.0
-    start_timeout: float = 120.0
-    router_up_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        counts = resolve_stages(self.stages, self.replicas)
-        if self.pause < 0:
-            raise DeploySettingsInvalid(f"pause must be >= 0 seconds, got {self.pause}")
-        if self.drain_timeout <= 0:
-            raise DeploySettingsInvalid(
-                f"drain_timeout must be > 0 seconds, got {self.drain_timeout}"
-            )
-        if self.failure_action not in ("pause", "continue", "rollback"):
-            raise DeploySettingsInvalid(
-                f"failure_action {self.failure_action!r} must be pause, continue or rollback"
-            )
-        if self.until_stage is not None and not 1 <= self.until_stage <= len(counts):
-            raise DeploySettingsInvalid(
-                f"until_stage {self.until_stage} must be within 1..{len(counts)} (the stages)"
-            )
-
-    @property
-    def counts(self) -> list[int]:
-        return resolve_stages(self.stages, self.replicas)
-
-    def slots_needed(self, old: int | None = None) -> int:
-        """Router slots the rollout takes at its peak: each stage routes its new tasks before
-        the old ones it replaces leave. ``old``: old tasks at the start (default: replicas)."""
-        old = self.replicas if old is None else old
-        peak = before = 0
-        for count in self.counts:
-            peak = max(peak, count + min(old, self.replicas - before))
-            before = count
-        return peak
+from docker_delivery.targets.swarm import SwarmService, SwarmTarget
 
 
 class RollingDeployment:
@@ -176,9 +93,7 @@ class RollingDeployment:
         lines = []
         for n, count in enumerate(settings.counts, start=1):
             state = "done" if have >= count else "to do"
-            lines.append(
-                f"stage {n}: {count}/{settings.replicas} on {release.short_digest} ({state})"
-            )
+            lines.append(f"stage {n}: {count}/{settings.count} on {release.short_digest} ({state})")
         old_names = ", ".join(s.name for s in olds) or "none"
         lines.append(f"old services: {old_names}")
         return lines
@@ -193,7 +108,7 @@ class RollingDeployment:
             self._router,
             self._backend,
             settings.slots_needed(old_tasks),
-            f"a rolling deployment of {settings.replicas} replicas in stages "
+            f"a rolling deployment of {settings.count} replicas in stages "
             f"{list(settings.stages)} (new tasks enter before old ones leave)",
         )
         result.previous_digests = sorted({s.digest for s in olds})
@@ -216,9 +131,9 @@ class RollingDeployment:
         for number, count in enumerate(counts[:last], start=1):
             routed_new = self._routed_tasks(new.name)
             if len(routed_new) >= count:
-                self._retire_surplus(olds, settings.replicas - count, release, settings)
+                self._retire_surplus(olds, settings.count - count, release, settings)
                 continue
-            line = f"stage {number}/{len(counts)}: {count}/{settings.replicas} on new release"
+            line = f"stage {number}/{len(counts)}: {count}/{settings.count} on new release"
             self._log(line)
             result.steps.append(line)
             try:
@@ -227,9 +142,9 @@ class RollingDeployment:
                 failed.append(f"stage {number}: {exc}")
                 self._on_failure(new, olds, release, settings, number, exc)
                 continue  # failure_action == continue
-            self._retire_surplus(olds, settings.replicas - count, release, settings)
+            self._retire_surplus(olds, settings.count - count, release, settings)
             result.replaced = count
-            self._log(f"{count}/{settings.replicas} updated")
+            self._log(f"{count}/{settings.count} updated")
             if number < last:
                 self._wait_between(number, settings)
         result.already_current = len(self._routed_tasks(new.name)) - result.replaced
@@ -335,7 +250,7 @@ class RollingDeployment:
             self._target.scale(new.name, len(routed))
             raise RolloutPaused(
                 f"{release.service}/{release.environment}: rollout paused at stage {number} "
-                f"({len(routed)}/{settings.replicas} on {release.short_digest}): {exc}. The old "
+                f"({len(routed)}/{settings.count} on {release.short_digest}): {exc}. The old "
                 "release keeps serving; fix and run the deployment again to continue, or roll back"
             ) from exc
         # rollback: the old services back to full size first, then the new one out.

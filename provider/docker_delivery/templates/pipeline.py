@@ -13,7 +13,6 @@ and httpx are imported by the tasks when they run.
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import sys
 import time
@@ -28,13 +27,9 @@ from airflow.providers.standard.operators.python import BranchPythonOperator, Py
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from docker_delivery.templates.pipeline_spec import (
-    ABDeploy,
     BlueGreenDeploy,
-    MinInServiceDeploy,
     PipelineSpec,
-    RollingDeploy,
     SmokeTest,
-    StageSpec,
     TestSpec,
     load_pipeline,
 )
@@ -209,86 +204,16 @@ class DeliveryApprovalOperator(ApprovalOperator):
 Builder = Callable[[PipelineSpec, PlannedTask, dict[str, Any]], BaseOperator]
 
 
-def _deploy_base(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
-    """What every deploy-type operator takes. ``spec``: the release is made from the environment
-    spec (variables, secrets, limits, networks), the same configuration ApplyInfraOperator
-    applies, so a deploy and an infrastructure apply never disagree about what should run."""
-    env = spec.env(stage)
-    return {
-        "spec": spec.service_dict(),
-        "service": spec.service,
-        "environment": stage.environment,
-        "image": IMAGE,
-        "env": dict(env.env),
-        "app_port": env.port,
-        "health_check": env.health().to_dict(),
-        "router_port": env.router.port,
-        "router_image": env.router.image,
-        "router_slots": env.router.slots,
-        "stop_grace": env.stop_grace,
-        "lock_wait": stage.lock_wait,
-        "docker_url": spec.pipeline.docker_url,
-    }
-
-
-def _min_in_service(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
-    assert isinstance(stage.deploy, MinInServiceDeploy)
-    return {
-        "replicas": spec.env(stage).replicas,
-        "min_in_service": spec.min_in_service(stage),
-        "batch_sizes": stage.deploy.batch_sizes,
-        "drain_timeout": spec.env(stage).rollout.drain_timeout,
-    }
-
-
-def _rolling(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
-    assert isinstance(stage.deploy, RollingDeploy)
-    return {
-        "replicas": spec.env(stage).replicas,
-        "stages": spec.rolling_stages(stage),
-        "pause": stage.deploy.pause,
-        "failure_action": stage.deploy.failure_action,
-        "drain_timeout": spec.env(stage).rollout.drain_timeout,
-    }
-
-
-def _blue_green(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
-    """The same settings for its three steps (deploy the idle colour, switch, retire)."""
-    assert isinstance(stage.deploy, BlueGreenDeploy)
-    d, env = stage.deploy, spec.env(stage)
-    return {
-        "preview_port": env.router.preview_port,
-        "replicas": env.replicas,
-        "preview_replicas": d.preview_replicas,
-        "scale_down_delay": d.scale_down_delay,
-        "post_switch_check": d.post_switch_check,
-        "max_5xx_ratio": d.max_5xx_ratio,
-    }
-
-
-def _ab(spec: PipelineSpec, stage: StageSpec) -> dict[str, Any]:
-    assert isinstance(stage.deploy, ABDeploy)
-    d = stage.deploy
-    return {
-        "steps": list(d.steps),
-        "bake_time": d.bake_time,
-        "max_5xx_ratio": d.max_5xx_ratio,
-        "max_response_ms": d.max_response_ms,
-        "min_requests": d.min_requests,
-        "replicas": spec.env(stage).replicas,
-    }
-
-
-# The deployment operators by planned-task kind and deployment type: (class name in
-# docker_delivery.operators.deploy, the kwargs beyond _deploy_base). Adjust kwargs here.
-Kwargs = Callable[[PipelineSpec, StageSpec], dict[str, Any]]
-DEPLOY_OPERATORS: dict[tuple[str, str], tuple[str, Kwargs]] = {
-    ("deploy", "min_in_service"): ("MinimumInServiceDeployOperator", _min_in_service),
-    ("deploy", "rolling"): ("RollingDeployOperator", _rolling),
-    ("deploy", "blue_green"): ("BlueGreenDeployOperator", _blue_green),
-    ("deploy", "ab"): ("ABDeployOperator", _ab),
-    ("switch", "blue_green"): ("SwitchTrafficOperator", _blue_green),
-    ("retire", "blue_green"): ("RetireOperator", _blue_green),
+# The deployment operators by planned-task kind and deployment type (class names in
+# docker_delivery.operators.deploy). Each takes the stage's settings model as it is, with what
+# it leaves unset from the environment, and the environment spec for the rest.
+DEPLOY_OPERATORS: dict[tuple[str, str], str] = {
+    ("deploy", "min_in_service"): "MinimumInServiceDeployOperator",
+    ("deploy", "rolling"): "RollingDeployOperator",
+    ("deploy", "blue_green"): "BlueGreenDeployOperator",
+    ("deploy", "ab"): "ABDeployOperator",
+    ("switch", "blue_green"): "SwitchTrafficOperator",
+    ("retire", "blue_green"): "RetireOperator",
 }
 
 
@@ -300,35 +225,23 @@ def _deploy_class(name: str, where: str) -> type[BaseOperator]:
     return cls  # type: ignore[no-any-return]
 
 
-def _accepted(cls: type[BaseOperator]) -> set[str]:
-    """The keyword arguments ``cls`` and its bases up to BaseOperator take."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if klass is BaseOperator:
-            break
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        names.update(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            return names  # it passes nothing further up
-    return names
-
-
 def _build_deploy(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    """The stage's deploy (or switch, or retire) step: its release, router and health check
+    come from the environment spec, the same configuration ApplyInfraOperator applies, so a
+    deploy and an infrastructure apply never disagree about what should run."""
     assert t.stage is not None
-    name, extra = DEPLOY_OPERATORS[(t.kind, t.stage.deploy.type)]
+    name = DEPLOY_OPERATORS[(t.kind, t.stage.deploy.type)]
     cls = _deploy_class(name, f"pipeline.stages[{t.stage.environment}] ({t.task_id})")
-    base = _deploy_base(spec, t.stage)
-    accepted = _accepted(cls)  # e.g. a RetireOperator needs no image: the base settings it
-    base = {k: v for k, v in base.items() if k in accepted}  # does not take are left out
-    if t.stage.deploy.type == "blue_green":
-        # The router was validated with the spec. As an int, _DeployOperator.__init__ checks it
-        # again through BlueGreenDeployOperator._router_settings, which reads preview_port
-        # before BlueGreenDeployOperator.__init__ has set it (AttributeError); as a string (a
-        # templated field) it is read when the task runs.
-        base["router_port"] = str(base["router_port"])
-    return cls(**common, **base, **extra(spec, t.stage))
+    return cls(
+        spec=spec.service_dict(),
+        service=spec.service,
+        environment=t.stage.environment,
+        image=IMAGE,
+        settings=spec.deploy_settings(t.stage),
+        lock_wait=t.stage.lock_wait,
+        docker_url=spec.pipeline.docker_url,
+        **common,
+    )
 
 
 def _build_branch(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:

@@ -36,7 +36,6 @@ This module is domain code: it never imports Airflow.
 from __future__ import annotations
 
 import difflib
-import itertools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -51,6 +50,13 @@ from docker_delivery.spec import EnvironmentSpec, ServiceSpec, load_spec, looks_
 from docker_delivery.spec.loader import load_yaml, read_source
 from docker_delivery.spec.messages import describe_errors, item_name, join_path
 from docker_delivery.spec.service import UrlPath
+from docker_delivery.strategies.settings import (
+    ABTest,
+    BlueGreen,
+    MinimumInService,
+    Rolling,
+    validating_a_spec,
+)
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -237,68 +243,14 @@ class MigrationsSpec(_Model):
 # -- how each environment is delivered -------------------------------------------------------
 
 
-class MinInServiceDeploy(_Model):
-    """Minimum in-service on one engine: batches, ``min_in_service`` always serving (default:
-    the environment's ``rollout.min_in_service``, else half of ``replicas``)."""
-
-    type: Literal["min_in_service"]
-    min_in_service: int | None = Field(default=None, ge=0)
-    batch_sizes: list[Annotated[int, Field(ge=1)]] | None = None
-
-
-class RollingDeploy(_Model):
-    """Staged rolling on Swarm: ``stages`` (default: the environment's ``rollout.stages``),
-    ``pause`` seconds between stages, ``failure_action`` rollback, pause or continue."""
-
-    type: Literal["rolling"]
-    stages: list[int | str] | None = None
-    pause: Seconds = 0.0
-    failure_action: Literal["rollback", "pause", "continue"] = "rollback"
-
-
-class BlueGreenDeploy(_Model):
-    """Blue/green (engine or Swarm): the new colour on the preview port (``preview_replicas``
-    first), checked, then all traffic at once; the old colour is removed ``scale_down_delay``
-    seconds after the switch (until then a rollback is a switch back). For
-    ``post_switch_check`` seconds after the switch the new colour is watched: more than
-    ``max_5xx_ratio`` errors switch traffic back by itself."""
-
-    type: Literal["blue_green"]
-    preview_replicas: int | None = Field(default=None, ge=1)
-    scale_down_delay: Seconds = 300.0
-    post_switch_check: Seconds = 10.0
-    max_5xx_ratio: float = Field(default=0.01, ge=0, le=1)
-
-
-class ABDeploy(_Model):
-    """A/B: ``steps`` (% of new clients on B, ending at 100), each baked ``bake_time`` seconds
-    over at least ``min_requests`` requests (it needs traffic), aborted back to A above
-    ``max_5xx_ratio`` errors or ``max_response_ms``."""
-
-    type: Literal["ab"]
-    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
-    bake_time: Seconds = 30.0
-    max_5xx_ratio: float = Field(default=0.01, ge=0, le=1)
-    max_response_ms: float | None = Field(default=None, gt=0)
-    min_requests: int = Field(default=20, ge=1)
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, value: list[int]) -> list[int]:
-        if not value:
-            raise ValueError("must not be empty; e.g. [5, 25, 50, 100]")
-        if any(not 1 <= s <= 100 for s in value):
-            raise ValueError("each step is a percentage within 1..100")
-        if any(b <= a for a, b in itertools.pairwise(value)):
-            raise ValueError("must increase")
-        if value[-1] != 100:
-            raise ValueError("the last step must be 100 (B takes all, then it is promoted)")
-        return value
-
-
-DeploySpec = Annotated[
-    MinInServiceDeploy | RollingDeploy | BlueGreenDeploy | ABDeploy, Field(discriminator="type")
-]
+# The deployment types' settings are the strategies' own models, used as they are: a stage's
+# ``deploy`` is one of them, chosen by its ``type``; what it leaves unset comes from the
+# environment (PipelineSpec.deploy_settings).
+MinInServiceDeploy = MinimumInService
+RollingDeploy = Rolling
+BlueGreenDeploy = BlueGreen
+ABDeploy = ABTest
+DeploySpec = Annotated[MinimumInService | Rolling | BlueGreen | ABTest, Field(discriminator="type")]
 
 
 class HttpCheck(_Model):
@@ -494,20 +446,18 @@ class PipelineSpec(ServiceSpec):
             return stage.apply_infra
         return stage.deploy.type in ("min_in_service", "rolling")
 
+    def deploy_settings(self, stage: StageSpec) -> Any:
+        """``stage``'s deployment settings with what they leave unset from its environment:
+        what the deploy operators run (DeploySettingsInvalid when they cannot work there)."""
+        return stage.deploy.defaulted(**self.env(stage).deploy_defaults())
+
     def min_in_service(self, stage: StageSpec) -> int:
-        env = self.env(stage)
-        deploy = stage.deploy
-        if isinstance(deploy, MinInServiceDeploy) and deploy.min_in_service is not None:
-            return deploy.min_in_service
-        if env.rollout.min_in_service is not None:
-            return env.rollout.min_in_service
-        return max(1, env.replicas // 2) if env.replicas >= 2 else 0
+        settings = self.deploy_settings(stage)
+        assert isinstance(settings, MinimumInService)
+        return settings.keep
 
     def rolling_stages(self, stage: StageSpec) -> list[int | str]:
-        deploy = stage.deploy
-        if isinstance(deploy, RollingDeploy) and deploy.stages is not None:
-            return list(deploy.stages)
-        return list(self.env(stage).rollout.stages)
+        return list(self.deploy_settings(stage).stages)
 
     # -- checks across fields ------------------------------------------------------------------
 
@@ -675,29 +625,20 @@ class PipelineSpec(ServiceSpec):
                 f"{at}.type: {kind} runs on target {' or '.join(DEPLOY_TARGETS[kind])}, and "
                 f"{where}.target is {env.target}"
             )
-        deploy = stage.deploy
-        if isinstance(deploy, MinInServiceDeploy) and env.replicas >= 1:
-            mis = self.min_in_service(stage)
-            if mis >= env.replicas and env.replicas > 0:
-                out.append(f"{at}.min_in_service: {mis} must be below replicas ({env.replicas})")
-            if deploy.batch_sizes is not None and sum(deploy.batch_sizes) != env.replicas:
-                out.append(f"{at}.batch_sizes: must add up to replicas ({env.replicas})")
-        if isinstance(deploy, RollingDeploy) and deploy.stages is not None and env.replicas >= 1:
-            from docker_delivery.strategies.rolling import resolve_stages
-
+        if env.replicas >= 1:
             try:
-                resolve_stages(deploy.stages, env.replicas)
+                self.deploy_settings(stage)
             except DeliveryError as exc:
-                out.append(f"{at}.stages: {exc}")
-        out += self._slot_problems(at, stage)
-        if isinstance(deploy, BlueGreenDeploy):
-            if env.router.preview_port is None:
-                out.append(
-                    f"{where}.router.preview_port: required by blue_green (the new colour is "
-                    "checked there before the switch)"
-                )
-            if deploy.preview_replicas is not None and deploy.preview_replicas > env.replicas:
-                out.append(f"{at}.preview_replicas: must be within 1..replicas ({env.replicas})")
+                field, sep, rest = str(exc).partition(": ")
+                named = sep and field.isidentifier()
+                out.append(f"{at}.{field}: {rest}" if named else f"{at}: {exc}")
+            else:
+                out += self._slot_problems(at, stage)
+        if isinstance(stage.deploy, BlueGreen) and env.router.preview_port is None:
+            out.append(
+                f"{where}.router.preview_port: required by blue_green (the new colour is "
+                "checked there before the switch)"
+            )
         return out
 
     def slots_needed(self, stage: StageSpec) -> tuple[int, str]:
@@ -711,7 +652,7 @@ class PipelineSpec(ServiceSpec):
             stages = self.rolling_stages(stage)
             needs.append(
                 (
-                    Rolling(env.replicas, tuple(stages)).slots_needed(),
+                    Rolling(replicas=env.replicas, stages=tuple(stages)).slots_needed(),
                     f"new tasks enter before old ones leave, stages {stages}",
                 )
             )
@@ -721,7 +662,7 @@ class PipelineSpec(ServiceSpec):
             stages = list(env.rollout.stages)
             needs.append(
                 (
-                    Rolling(env.replicas, tuple(stages)).slots_needed(),
+                    Rolling(replicas=env.replicas, stages=tuple(stages)).slots_needed(),
                     f"an infrastructure change rolls in rollout.stages {stages}",
                 )
             )
@@ -860,12 +801,14 @@ def load_pipeline(
         problems.append("pipeline: required: the build, tests and stages of the delivery")
     else:
         try:
-            PipelineSettings.model_validate(data["pipeline"])
+            with validating_a_spec():
+                PipelineSettings.model_validate(data["pipeline"])
         except ValidationError as exc:
             problems += describe_errors(exc, data["pipeline"], PipelineSettings, "pipeline")
     if problems:
         raise SpecInvalid(origin, problems)
-    spec = PipelineSpec.model_validate(data)
+    with validating_a_spec():
+        spec = PipelineSpec.model_validate(data)
     problems = spec.problems() + _context_problems(spec)
     if problems:
         raise SpecInvalid(origin, problems)
