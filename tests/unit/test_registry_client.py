@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from docker_delivery.errors import RegistryProtocolError, RegistryUnavailable, Unauthorized
-from docker_delivery.images import registry as registry_module
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.images.registry import DOCKER_MANIFEST, Manifest, RegistryClient
+from docker_delivery.images.registry import http as registry_http
 
 REGISTRY = "registry.example.test"
 REALM = "https://auth.example.test/token"
@@ -38,7 +38,7 @@ SECRET = "hunter2-very-secret"
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the client's waits instead of sleeping."""
     waited: list[float] = []
-    monkeypatch.setattr(registry_module, "_sleep", waited.append)
+    monkeypatch.setattr(registry_http, "_sleep", waited.append)
     return waited
 
 
