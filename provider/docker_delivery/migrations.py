@@ -54,7 +54,6 @@ This is pure domain code: it must never import airflow.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import datetime as dt
 import hashlib
@@ -64,11 +63,9 @@ import os
 import re
 import socket
 import tarfile
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -83,8 +80,7 @@ from docker_delivery.errors import RollbackPastContract as RollbackPastContract
 from docker_delivery.errors import StatusUnreadable as StatusUnreadable
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.strategies.lock import ContainerLock
-from docker_delivery.targets.engine import start_container
-from docker_delivery.targets.engine_errors import docker_errors, request_errors
+from docker_delivery.targets.engine_errors import docker_errors
 from docker_delivery.targets.labels import (
     LABEL_DATABASE,
     LABEL_DIGEST,
@@ -93,6 +89,7 @@ from docker_delivery.targets.labels import (
     LABEL_PHASE,
     LABEL_ROLE,
 )
+from docker_delivery.targets.oneoff import ensure_image, run_to_end
 
 if TYPE_CHECKING:
     import docker
@@ -509,7 +506,7 @@ class MigrationRunner:
         removed = self.cleanup()
         if removed:
             log(f"removed {removed} container(s) left by an earlier try of this migration")
-        self._ensure_image(image, log)
+        ensure_image(self.client, image, log)
         with MigrationLock(
             self.client,
             db,
@@ -570,7 +567,7 @@ class MigrationRunner:
         """The database's migration state, as the status command of ``spec.image`` reads it."""
         db = Database.coerce(database)
         image = spec.pinned_image
-        self._ensure_image(image, self._masked_log(db))
+        ensure_image(self.client, image, self._masked_log(db))
         return self._status(spec, image, db)
 
     def check_rollback(self, spec: MigrationSpec, database: Database | str) -> RollbackCheck:
@@ -636,21 +633,6 @@ class MigrationRunner:
 
         return log
 
-    def _ensure_image(self, image: str, log: Callable[[str], None]) -> None:
-        try:
-            self.client.images.get(image)
-            return
-        except docker_errors().ImageNotFound:
-            pass
-        log(f"pulling {image}")
-        try:
-            self.client.images.pull(image)
-        except docker_errors().APIError as error:
-            raise DeliveryError(
-                f"could not pull {image}: {error.explanation or error}; check that the image "
-                "was pushed and that the engine can reach (and is logged in to) its registry"
-            ) from error
-
     def _status(self, spec: MigrationSpec, image: str, db: Database) -> MigrationStatus:
         code, lines = self._run(spec, image, db, list(spec.status_command), "status", stream=None)
         output = "\n".join(db.mask(line) for line in lines)
@@ -700,30 +682,20 @@ class MigrationRunner:
         )
         try:
             self._put_secret(container, image, spec.user, db.url)
-            started = time.monotonic()
-            start_container(container, log=stream or print)
-            tail: deque[str] = deque(maxlen=_TAIL_LINES)
-            streamer = threading.Thread(
-                target=self._read_output,
-                args=(container, tail, stream),
-                name=f"dd-migrate-logs-{self.run_id}",
-                daemon=True,
-            )
-            streamer.start()
-            code = self._wait(container, started + spec.timeout)
-            if code is None:
-                with contextlib.suppress(docker_errors().APIError):
-                    container.kill()
-                streamer.join(timeout=10)
+            run = run_to_end(
+                container, timeout=spec.timeout, on_line=stream, tail_lines=_TAIL_LINES,
+                log=stream or print,
+            )  # fmt: skip
+            if run.exit_code is None:
                 raise MigrationTimeout(
                     f"the {role} command {argv} of {image} did not finish within "
                     f"{spec.timeout:g}s and was killed. A migration in a transaction is rolled "
                     "back by the database when its connection drops; raise the timeout if the "
                     f"migration is legitimately slow. Its last output:\n"
-                    + "\n".join(db.mask(line) for line in tail)
+                    + "\n".join(db.mask(line) for line in run.tail)
                 )
-            streamer.join(timeout=30)
-            return code, (self._all_output(container) if role == "status" else list(tail))
+            output = self._all_output(container) if role == "status" else list(run.tail)
+            return run.exit_code, output
         finally:
             with contextlib.suppress(docker_errors().APIError):
                 container.remove(force=True)
@@ -748,47 +720,9 @@ class MigrationRunner:
         if not container.put_archive("/", archive.getvalue()):
             raise DeliveryError(f"could not copy the database URL into a container of {image}")
 
-    def _wait(self, container: Container, deadline: float) -> int | None:
-        """The container's exit code, or ``None`` when it still runs at ``deadline``."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                result = container.wait(timeout=max(1, min(remaining, 300)))
-                return int(result["StatusCode"])
-            except request_errors():
-                container.reload()
-                if container.status not in ("running", "created", "restarting"):
-                    return int(container.attrs["State"]["ExitCode"])
-
-    def _read_output(
-        self, container: Container, tail: deque[str], stream: Callable[[str], None] | None
-    ) -> None:
-        for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=True)):
-            tail.append(line)
-            if stream is not None:
-                stream(line)
-
     def _all_output(self, container: Container) -> list[str]:
         output = bytes(container.logs(stdout=True, stderr=True)).decode("utf-8", "replace")
         return output.splitlines()
-
-
-def _lines(chunks: Iterable[bytes]) -> Iterable[str]:
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    pending = ""
-    try:
-        for chunk in chunks:
-            pending += decoder.decode(chunk)
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                yield line.rstrip("\r")
-        pending += decoder.decode(b"", final=True)
-    except Exception as error:  # the stream ends when the container is killed or removed
-        yield f"(output stream ended: {error})"
-    if pending:
-        yield pending.rstrip("\r")
 
 
 def _owner_of(user: str) -> tuple[int, int, bool]:

@@ -18,14 +18,12 @@ This is pure domain code: it must never import airflow.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import io
 import re
 import socket
 import tarfile
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +39,7 @@ from docker_delivery.errors import TestTimeout as TestTimeout
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.targets.engine_errors import docker_errors, request_errors
 from docker_delivery.targets.labels import LABEL_MANAGED, LABEL_ROLE, LABEL_SIDECAR, LABEL_TEST_RUN
+from docker_delivery.targets.oneoff import ensure_image, run_to_end
 
 if TYPE_CHECKING:
     import docker
@@ -404,7 +403,7 @@ class ImageTestRunner:
         image = test.pinned_image
         succeeded = False
         try:
-            self._ensure_image(image)
+            ensure_image(self.client, image, self.log)
             network = self._create_network(rid)
             for sidecar in test.sidecars:
                 self._start_sidecar(sidecar, rid, network, probe_image=image)
@@ -467,28 +466,13 @@ class ImageTestRunner:
     def _labels(self, rid: str, role: str) -> dict[str, str]:
         return {LABEL_MANAGED: "true", LABEL_TEST_RUN: rid, LABEL_ROLE: role}
 
-    def _ensure_image(self, image: str) -> None:
-        try:
-            self.client.images.get(image)
-            return
-        except docker_errors().ImageNotFound:
-            pass
-        self.log(f"pulling {image}")
-        try:
-            self.client.images.pull(image)
-        except docker_errors().APIError as error:
-            raise DeliveryError(
-                f"could not pull {image}: {error.explanation or error}; check that the image "
-                "was pushed and that the engine can reach (and is logged in to) its registry"
-            ) from error
-
     def _create_network(self, rid: str) -> str:
         name = f"dd-test-{rid}"
         self.client.networks.create(name, driver="bridge", labels=self._labels(rid, "network"))
         return name
 
     def _start_sidecar(self, sidecar: Sidecar, rid: str, network: str, probe_image: str) -> None:
-        self._ensure_image(sidecar.image)
+        ensure_image(self.client, sidecar.image, self.log)
         endpoint = self.client.api.create_endpoint_config(aliases=[sidecar.name])
         container = self.client.containers.run(
             sidecar.image,
@@ -516,26 +500,18 @@ class ImageTestRunner:
             user=test.user,
         )
         self.log(f"running tests in {image}: {test.argv}")
-        started = time.monotonic()
         try:
-            container.start()
+            run = run_to_end(container, timeout=test.timeout, on_line=self.log, log=self.log)
         except docker_errors().APIError as error:
             raise DeliveryError(
                 f"could not start the test container from {image}: {error.explanation or error}"
             ) from error
-        streamer = threading.Thread(
-            target=self._stream_output, args=(container,), name=f"dd-test-logs-{rid}", daemon=True
-        )
-        streamer.start()
-        exit_code = self._wait(container, started + test.timeout)
-        duration = time.monotonic() - started
-        if exit_code is None:
-            self.log(f"tests did not finish within {test.timeout:g}s: killing the test container")
-            with contextlib.suppress(docker_errors().APIError):
-                container.kill()
-            streamer.join(timeout=10)
+        if run.exit_code is None:
+            self.log(
+                f"tests did not finish within {test.timeout:g}s: the test container was killed"
+            )
             raise TestTimeout(test.timeout, image=image)
-        streamer.join(timeout=30)
+        exit_code, duration = run.exit_code, run.duration_s
         counts, found = self._collect_report(container, test.junit_path)
         return TestSummary(
             passed=counts.passed,
@@ -543,40 +519,9 @@ class ImageTestRunner:
             errors=counts.errors,
             skipped=counts.skipped,
             exit_code=exit_code,
-            duration_s=round(duration, 3),
+            duration_s=duration,
             report_found=found,
         )
-
-    def _wait(self, container: Container, deadline: float) -> int | None:
-        """The container's exit code, or ``None`` when it still runs at ``deadline``."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                result = container.wait(timeout=max(1, min(remaining, 300)))
-                return int(result["StatusCode"])
-            except request_errors():
-                # The engine answers a wait only when the container exits: a read timeout here
-                # is the usual case; anything else shows when the container is looked at.
-                container.reload()
-                if container.status not in ("running", "created", "restarting"):
-                    return int(container.attrs["State"]["ExitCode"])
-
-    def _stream_output(self, container: Container) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        pending = ""
-        try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                pending += decoder.decode(chunk)
-                *lines, pending = pending.split("\n")
-                for line in lines:
-                    self.log(line.rstrip("\r"))
-            pending += decoder.decode(b"", final=True)
-        except Exception as error:  # the stream ends when the container is killed or removed
-            self.log(f"(output stream ended: {error})")
-        if pending:
-            self.log(pending.rstrip("\r"))
 
     def _collect_report(self, container: Container, path: str | None) -> tuple[JUnitCounts, bool]:
         if path is None:
