@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.hooks.engine import engine_client
 from docker_delivery.hooks.registry import RegistryHook
+from docker_delivery.targets.engine_errors import engine_calls
 
 
 class BuildImageOperator(BaseOperator):
@@ -82,7 +83,10 @@ class BuildImageOperator(BaseOperator):
         if self.push:
             registry_host = ImageRef.parse(self.repository).registry
             registry = RegistryHook(self.docker_conn_id).get_client(registry_host)
-        with closing(engine_client(self.docker_url)) as client:
+        with (
+            closing(engine_client(self.docker_url)) as client,
+            engine_calls(f"building {self.repository}:{self.revision}"),
+        ):
             result = ImageBuilder(client, registry, log=self.log.info).build(spec)
         if registry is not None:
             registry.close()

@@ -185,6 +185,18 @@ class _DeployOperator(BaseOperator):
         settings = self.router_settings(spec)
         return settings or HaproxyHook(self.haproxy_conn_id or "haproxy_default").get_router()
 
+    def wiring(self, spec: ServiceSpec | None, context: Context) -> dict[str, Any]:
+        """What every step's call takes: the router, the health check, the target, who holds
+        the lock and how long to wait for it, and the log."""
+        return {
+            "router": self.router(spec),
+            "check": self.check(spec),
+            "target": self.target_kind(spec),
+            "owner": lock_owner(context),
+            "lock_wait": self.lock_wait,
+            "log": self.log.info,
+        }
+
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
         from docker_delivery.strategies.deploy import deploy
 
@@ -289,13 +301,8 @@ class BlueGreenDeployOperator(_DeployOperator):
             client,
             self.release(spec),
             self.deploy_settings(spec),
-            router=self.router(spec),
-            check=self.check(spec),
-            target=self.target_kind(spec),
-            owner=lock_owner(context),
-            lock_wait=self.lock_wait,
             dry_run=self.plan_only,
-            log=self.log.info,
+            **self.wiring(spec, context),
         )
 
 
@@ -310,12 +317,7 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
             client,
             self.release(spec),
             self.deploy_settings(spec),
-            router=self.router(spec),
-            check=self.check(spec),
-            target=self.target_kind(spec),
-            owner=lock_owner(context),
-            lock_wait=self.lock_wait,
-            log=self.log.info,
+            **self.wiring(spec, context),
         )
 
 
@@ -334,13 +336,8 @@ class RetireOperator(BlueGreenDeployOperator):
             self.service,
             self.environment,
             self.deploy_settings(spec),
-            router=self.router(spec),
-            check=self.check(spec),
-            target=self.target_kind(spec),
-            owner=lock_owner(context),
             wait=True,
-            lock_wait=self.lock_wait,
-            log=self.log.info,
+            **self.wiring(spec, context),
         )
 
 
@@ -359,13 +356,8 @@ class ABDeployOperator(_DeployOperator):
             client,
             self.release(spec),
             self.deploy_settings(spec),
-            router=self.router(spec),
-            check=self.check(spec),
-            target=self.target_kind(spec),
-            owner=lock_owner(context),
-            lock_wait=self.lock_wait,
             dry_run=self.plan_only,
-            log=self.log.info,
+            **self.wiring(spec, context),
         )
 
 

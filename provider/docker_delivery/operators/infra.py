@@ -14,6 +14,7 @@ from docker_delivery.hooks.engine import engine_client
 from docker_delivery.hooks.secrets import read_secret
 from docker_delivery.operators.common import lock_owner, says_when_nothing_changed
 from docker_delivery.spec import SecretRef, ServiceSpec, load_spec
+from docker_delivery.targets.engine_errors import engine_calls
 
 
 class ApplyInfraOperator(BaseOperator):
@@ -52,7 +53,11 @@ class ApplyInfraOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from docker_delivery.infra import apply_spec
 
-        with closing(engine_client(self.docker_url)) as client, says_when_nothing_changed(context):
+        with (
+            closing(engine_client(self.docker_url)) as client,
+            says_when_nothing_changed(context),
+            engine_calls(f"applying the infrastructure of {self.environment}"),
+        ):
             planned, result = apply_spec(
                 client,
                 load_spec(self.spec),

@@ -17,6 +17,7 @@ from docker_delivery.migrations import (
     MigrationSpec,
     Phase,
 )
+from docker_delivery.targets.engine_errors import engine_calls
 
 
 class MigrateDatabaseOperator(BaseOperator):
@@ -72,7 +73,8 @@ class MigrateDatabaseOperator(BaseOperator):
         map_index = ti.map_index if ti.map_index is not None else -1
         owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index}"
         self._runner = MigrationRunner(engine_client(self.docker_url), self.log.info, owner=owner)
-        return self._runner.migrate(spec, database).as_dict()
+        with engine_calls(f"migrating with {self.image}"):
+            return self._runner.migrate(spec, database).as_dict()
 
     def _database(self) -> Database:
         return database_from_connection(self.database_conn_id)

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from docker_delivery.hooks.engine import engine_client
 from docker_delivery.hooks.registry import RegistryHook
 from docker_delivery.operators.common import tag_what_serves
+from docker_delivery.targets.engine_errors import engine_calls
 
 if TYPE_CHECKING:
     from docker_delivery.images.promotion import PromotionResult
@@ -125,7 +126,10 @@ class PromoteImageOperator(BaseOperator):
         from docker_delivery.strategies.release_tag import Superseded
 
         assert self.service is not None
-        with closing(engine_client(self.docker_url)) as client:
+        with (
+            closing(engine_client(self.docker_url)) as client,
+            engine_calls(f"moving the {self.environment} tag"),
+        ):
             try:
                 return tag_what_serves(
                     client,

@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.hooks.engine import engine_client
 from docker_delivery.images.testing import ImageTest, ImageTestRunner, Sidecar
+from docker_delivery.targets.engine_errors import engine_calls
 
 
 class TestImageOperator(BaseOperator):
@@ -70,7 +71,8 @@ class TestImageOperator(BaseOperator):
         for earlier_try in range(1, ti.try_number):  # leftovers of a killed earlier try
             self._runner.cleanup(attempt_run_id(ti, earlier_try))
         self._run_id = attempt_run_id(ti, ti.try_number)
-        return self._runner.run(test, self._run_id).as_dict()
+        with engine_calls(f"testing {self.image}"):
+            return self._runner.run(test, self._run_id).as_dict()
 
     def on_kill(self) -> None:
         if self._runner is not None and self._run_id is not None:
