@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from docker_delivery.ledger.records import DeploymentRecord
 from docker_delivery.ledger.store import ledger_path
 
 
@@ -42,10 +43,10 @@ def write_record(
     previous_digest: str | None = None,
     approval: tuple[str | None, str | None] = (None, None),
     detail: str = "",
-) -> Any:
+) -> DeploymentRecord:
     """One DeploymentRecord of this run in the ledger at ``path``; returns it."""
     from docker_delivery.images.ref import ImageRef
-    from docker_delivery.ledger import DeploymentRecord, Ledger
+    from docker_delivery.ledger import Ledger
     from docker_delivery.ledger.records import DIGEST
 
     ti, run = context["ti"], context["dag_run"]

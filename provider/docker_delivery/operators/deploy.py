@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from airflow.sdk import BaseOperator, Context
 
@@ -34,7 +34,15 @@ from docker_delivery.strategies.settings import (
 from docker_delivery.targets.engine_errors import engine_calls
 
 if TYPE_CHECKING:
+    from docker_delivery.routing.haproxy import HaproxyRouter
     from docker_delivery.spec import ServiceSpec
+    from docker_delivery.targets.base import Release, TargetKind
+
+
+class Outcome(Protocol):
+    """What a step returns: a deployment's, switch's, retire's or rollback's result."""
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 class _DeployOperator(BaseOperator):
@@ -130,11 +138,11 @@ class _DeployOperator(BaseOperator):
             port=int(self.router_port), image=self.router_image, slots=self.router_slots
         )
 
-    def target_kind(self, spec: ServiceSpec | None) -> Any:
+    def target_kind(self, spec: ServiceSpec | None) -> TargetKind:
         """Where the service runs: ``target`` when given, else the environment spec's, else
         ``engine`` (blue/green, A/B: a container per instance, or a Swarm service per colour)."""
         if self.target is not None:
-            return self.target
+            return cast("TargetKind", self.target)
         if spec is not None:
             return spec.environment(self.environment).target
         return "engine"
@@ -157,11 +165,9 @@ class _DeployOperator(BaseOperator):
     def hold(self, stage: int) -> None:
         """Between stages; rolling deployments may wait for a continue here."""
 
-    def release(self, spec: ServiceSpec | None) -> Any:
+    def release(self, spec: ServiceSpec | None) -> Release:
         """The release to run: from the environment spec when given (variables, secrets, limits,
         networks: the same as ApplyInfraOperator applies), else from ``env``."""
-        from docker_delivery.targets.base import Release
-
         if spec is not None:
             from docker_delivery.hooks.secrets import read_secret
 
@@ -179,7 +185,7 @@ class _DeployOperator(BaseOperator):
             stop_grace=self.stop_grace,
         )
 
-    def router(self, spec: ServiceSpec | None) -> Any:
+    def router(self, spec: ServiceSpec | None) -> RouterSettings | HaproxyRouter:
         from docker_delivery.hooks.haproxy import HaproxyHook
 
         settings = self.router_settings(spec)
@@ -197,7 +203,7 @@ class _DeployOperator(BaseOperator):
             "log": self.log.info,
         }
 
-    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.deploy import deploy
 
         return deploy(
@@ -294,7 +300,7 @@ class BlueGreenDeployOperator(_DeployOperator):
             slots=settings.slots,
         )
 
-    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.bluegreen import deploy_idle
 
         return deploy_idle(
@@ -310,7 +316,7 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
     """Move all traffic to the colour running ``image`` at once (atomic at the router), after
     bringing it to full capacity; a failed post-switch check switches back by itself."""
 
-    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.bluegreen import switch_traffic
 
         return switch_traffic(
@@ -328,7 +334,7 @@ class RetireOperator(BlueGreenDeployOperator):
     def __init__(self, *, image: str = "", **kwargs: Any) -> None:
         super().__init__(image=image, **kwargs)
 
-    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.bluegreen import retire
 
         return retire(
@@ -349,7 +355,7 @@ class ABDeployOperator(_DeployOperator):
 
     settings_model = ABTest
 
-    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.ab import ab_deploy
 
         return ab_deploy(
@@ -387,10 +393,10 @@ class RollbackOperator(_DeployOperator):
         self.repository = repository
         self.docker_conn_id = docker_conn_id
 
-    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Any:
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.rollback import roll_back
 
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             router=self.router(spec),
             check=self.check(spec),
             owner=lock_owner(context),
