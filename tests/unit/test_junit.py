@@ -16,10 +16,10 @@ from docker_delivery.images.testing import (
     Sidecar,
     TestsFailed,
     TestSummary,
-    _reports_in_tar,
     parse_junit,
     safe_run_id,
 )
+from docker_delivery.images.testing.junit import reports_in_tar
 
 DIGEST = "sha256:" + "a" * 64
 PINNED = f"127.0.0.1:5000/app@{DIGEST}"
@@ -124,10 +124,10 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 
 def test_archive_of_one_file_or_of_a_report_directory() -> None:
-    assert _reports_in_tar(_tar({"report.junit": b"<testsuite/>"})) == [
+    assert reports_in_tar(_tar({"report.junit": b"<testsuite/>"})) == [
         ("report.junit", b"<testsuite/>")
     ]
-    reports = _reports_in_tar(_tar({"r/b.xml": b"<b/>", "r/a.xml": b"<a/>", "r/notes.txt": b"no"}))
+    reports = reports_in_tar(_tar({"r/b.xml": b"<b/>", "r/a.xml": b"<a/>", "r/notes.txt": b"no"}))
     assert reports == [("r/a.xml", b"<a/>"), ("r/b.xml", b"<b/>")]
 
 

@@ -14,9 +14,9 @@ from docker_delivery.migrations import (
     MigrationSpec,
     RollbackPastContract,
     StatusUnreadable,
-    _owner_of,
     parse_status,
 )
+from docker_delivery.migrations.runner import _owner_of
 
 PINNED = "127.0.0.1:5000/shop/api@sha256:" + "a" * 64
 
