@@ -16,6 +16,7 @@ from docker_delivery.errors import InfraConflict as InfraConflict
 from docker_delivery.infra.live import Log, read_live
 from docker_delivery.infra.plan import InfraPlan, main_unit, plan
 from docker_delivery.spec import EnvironmentSpec, SecretResolver, ServiceSpec
+from docker_delivery.strategies.base import result_dict
 from docker_delivery.strategies.drain import take_out
 from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.min_in_service import MinimumInService
@@ -42,17 +43,7 @@ class InfraResult:
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "environment": self.environment,
-            "digest": self.digest,
-            "changed": self.changed,
-            "summary": self.summary,
-            "changes": self.changes,
-            "replaced": self.replaced,
-            "notes": self.notes,
-            "duration_s": round(self.duration_s, 3),
-        }
+        return result_dict(self)
 
 
 def strategy_for(env: EnvironmentSpec) -> MinimumInService | Rolling:

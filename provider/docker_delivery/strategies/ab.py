@@ -129,14 +129,6 @@ class ABResult(DeployResult):
     promoted: bool = False
     figures: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **super().as_dict(),
-            "home": self.home,
-            "promoted": self.promoted,
-            "figures": self.figures,
-        }
-
 
 @dataclass(frozen=True)
 class _Sides:

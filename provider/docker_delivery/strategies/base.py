@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from docker_delivery.errors import DeployAborted as DeployAborted
@@ -53,17 +53,17 @@ class DeployResult:
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "environment": self.environment,
-            "digest": self.digest,
-            "previous_digests": self.previous_digests,
-            "previous_digest": self.previous_digest,
-            "replaced": self.replaced,
-            "already_current": self.already_current,
-            "steps": self.steps,
-            "duration_s": round(self.duration_s, 3),
-        }
+        return result_dict(self)
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A result (a dataclass) as JSON-able data for XCom: every field, a subclass's too, with
+    durations (``*_s``) to the millisecond."""
+    data = asdict(result)
+    for key, value in data.items():
+        if key.endswith("_s") and isinstance(value, float):
+            data[key] = round(value, 3)
+    return data
 
 
 def most_common(digests: Sequence[str]) -> str | None:

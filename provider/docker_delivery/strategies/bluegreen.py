@@ -111,15 +111,6 @@ class BlueGreenResult(DeployResult):
     switched_at: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **super().as_dict(),
-            "live": self.live,
-            "idle": self.idle,
-            "switched_at": self.switched_at,
-            "figures": self.figures,
-        }
-
 
 @dataclass(frozen=True)
 class BlueGreenStatus:

@@ -36,7 +36,6 @@ Three cases, the cheapest first:
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,7 +44,7 @@ from docker_delivery.health import HealthCheck
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.haproxy import HaproxyRouter
 from docker_delivery.routing.service import AB, PUBLIC, RouterSettings
-from docker_delivery.strategies.base import DeployAborted, Log
+from docker_delivery.strategies.base import DeployAborted, Log, most_common, result_dict
 from docker_delivery.strategies.groups import (
     clear_other_groups,
     into_group,
@@ -122,22 +121,7 @@ class RollbackResult:
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "environment": self.environment,
-            "kind": self.kind,
-            "from_digest": self.from_digest,
-            "to_digest": self.to_digest,
-            "live": self.live,
-            "switch_s": None if self.switch_s is None else round(self.switch_s, 3),
-            "steps": self.steps,
-            "duration_s": round(self.duration_s, 3),
-        }
-
-
-def _most_common(values: list[str]) -> str:
-    counts = Counter(v for v in values if v)
-    return counts.most_common(1)[0][0] if counts else ""
+        return result_dict(self)
 
 
 class Rollback:
@@ -163,7 +147,7 @@ class Rollback:
             )
         current = state.main_digest(live)
         current_ones = [r for r in live if r.digest == current]
-        previous = _most_common([r.previous_digest for r in current_ones])
+        previous = most_common([r.previous_digest for r in current_ones]) or ""
         record = last_switch(self._w.client, state.service, state.environment)
         if record and (record.live, record.digest) == (state.public, current):
             # The last switch made this release live: what it replaced is the previous one
@@ -190,7 +174,7 @@ class Rollback:
                     instances=len(live),
                     why=f"{len(ready)} instance(s) of it still ready in {group}",
                 )
-        image = _most_common([r.previous_image for r in current_ones])
+        image = most_common([r.previous_image for r in current_ones]) or ""
         if not image:
             image = str(ImageRef.parse(current_ones[0].image).without_tag().with_digest(previous))
         return RollbackPlan(

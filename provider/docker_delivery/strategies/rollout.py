@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from docker_delivery.errors import DeliveryError
@@ -57,17 +57,7 @@ class RolloutStatus:
         return text + (" (complete)" if self.complete else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "environment": self.environment,
-            "digest": self.digest,
-            "replicas": self.replicas,
-            "backend": self.backend,
-            "updated": self.updated,
-            "waiting": self.waiting,
-            "others": dict(self.others),
-            "complete": self.complete,
-        }
+        return {**asdict(self), "complete": self.complete}
 
 
 def check_digest(digest: str) -> str:

@@ -8,13 +8,13 @@ This module is domain code: it never imports Airflow.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from docker_delivery.routing.haproxy import HaproxyRouter, ServerState
 from docker_delivery.routing.service import AB, COLOURS, LIVE, PREVIEW, PUBLIC, find_router
+from docker_delivery.strategies.base import most_common
 from docker_delivery.targets.base import Release, TargetKind
 from docker_delivery.targets.engine import network_name
 from docker_delivery.targets.inventory import Instance, Inventory
@@ -78,13 +78,11 @@ class ServiceState:
 
     @staticmethod
     def main_digest(members: Sequence[Running]) -> str:
-        counts = Counter(m.digest for m in members)
-        return counts.most_common(1)[0][0] if counts else ""
+        return most_common([m.digest for m in members]) or ""
 
     @staticmethod
     def main_config(members: Sequence[Running]) -> str:
-        counts = Counter(m.config for m in members)
-        return counts.most_common(1)[0][0] if counts else ""
+        return most_common([m.config for m in members]) or ""
 
     def describe(self) -> str:
         parts = []
