@@ -19,6 +19,7 @@ from docker_delivery.images.ref import ImageRef
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
     from docker_delivery.images.registry import RegistryClient
 
@@ -141,7 +142,7 @@ class ImageBuilder:
                 "a tag named after a commit must hold that commit; remove the stray tag"
             )
 
-    def _local_image(self, name: str) -> Any:
+    def _local_image(self, name: str) -> Image | None:
         import docker.errors
 
         try:

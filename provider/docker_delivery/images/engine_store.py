@@ -9,13 +9,14 @@ registry digest the engine knows from a pull.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from docker_delivery.errors import ImageNotFound
 from docker_delivery.images.ref import ImageRef
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 
 class EngineImageStore:
@@ -23,7 +24,7 @@ class EngineImageStore:
         self._client = client
         self._log = log
 
-    def _image(self, ref: ImageRef) -> Any:
+    def _image(self, ref: ImageRef) -> Image:
         import docker.errors
 
         names = [ref.digest] if ref.digest else [str(ref)]

@@ -29,6 +29,8 @@ from docker_delivery.targets.swarm import SwarmTarget
 if TYPE_CHECKING:
     import docker
 
+    from docker_delivery.routing.haproxy import HaproxyRouter
+
 
 @dataclass
 class InfraResult:
@@ -70,7 +72,7 @@ def _create_networks(client: Any, plan: InfraPlan, log: Log) -> None:
             log(f"created network {name}")
 
 
-def _router(client: Any, plan: InfraPlan, log: Log) -> Any:
+def _router(client: Any, plan: InfraPlan, log: Log) -> HaproxyRouter:
     from docker_delivery.routing.service import ensure_router
 
     assert plan.spec is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 from airflow.sdk import BaseOperator, Context
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from docker_delivery.routing.haproxy import HaproxyRouter
     from docker_delivery.spec import ServiceSpec
     from docker_delivery.targets.base import Release, TargetKind
+
+_S = TypeVar("_S", bound=DeploySettings)
 
 
 class Outcome(Protocol):
@@ -154,13 +156,19 @@ class _DeployOperator(BaseOperator):
             return spec.health_check_for(self.environment)
         return HealthCheck(port=self.app_port)
 
-    def deploy_settings(self, spec: ServiceSpec | None) -> Any:
+    def deploy_settings(self, spec: ServiceSpec | None) -> DeploySettings:
         """The settings, with what they leave unset from the environment spec (or the
         operator's ``stop_grace``)."""
         assert self.settings is not None
         if spec is not None:
             return self.settings.defaulted(**spec.environment(self.environment).deploy_defaults())
         return self.settings.defaulted(stop_grace=self.stop_grace)
+
+    def settings_of(self, spec: ServiceSpec | None, kind: type[_S]) -> _S:
+        """:meth:`deploy_settings`, known to be of this operator's deployment type."""
+        settings = self.deploy_settings(spec)
+        assert isinstance(settings, kind), f"{type(self).__name__} takes {kind.__name__} settings"
+        return settings
 
     def hold(self, stage: int) -> None:
         """Between stages; rolling deployments may wait for a continue here."""
@@ -206,10 +214,12 @@ class _DeployOperator(BaseOperator):
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.deploy import deploy
 
+        settings = self.deploy_settings(spec)
+        assert isinstance(settings, (MinimumInService, Rolling))
         return deploy(
             client,
             self.release(spec),
-            self.deploy_settings(spec),
+            settings,
             router=self.router(spec),
             check=self.check(spec),
             owner=lock_owner(context),
@@ -306,7 +316,7 @@ class BlueGreenDeployOperator(_DeployOperator):
         return deploy_idle(
             client,
             self.release(spec),
-            self.deploy_settings(spec),
+            self.settings_of(spec, BlueGreen),
             dry_run=self.plan_only,
             **self.wiring(spec, context),
         )
@@ -322,7 +332,7 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
         return switch_traffic(
             client,
             self.release(spec),
-            self.deploy_settings(spec),
+            self.settings_of(spec, BlueGreen),
             **self.wiring(spec, context),
         )
 
@@ -341,7 +351,7 @@ class RetireOperator(BlueGreenDeployOperator):
             client,
             self.service,
             self.environment,
-            self.deploy_settings(spec),
+            self.settings_of(spec, BlueGreen),
             wait=True,
             **self.wiring(spec, context),
         )
@@ -361,7 +371,7 @@ class ABDeployOperator(_DeployOperator):
         return ab_deploy(
             client,
             self.release(spec),
-            self.deploy_settings(spec),
+            self.settings_of(spec, ABTest),
             dry_run=self.plan_only,
             **self.wiring(spec, context),
         )

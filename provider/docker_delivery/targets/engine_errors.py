@@ -14,21 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import ModuleType
+from typing import cast
 
 from docker_delivery.errors import DeliveryError, TargetError, clip_line
 
 __all__ = ["docker_errors", "engine_calls", "engine_error", "request_errors"]
 
 
-def docker_errors() -> Any:
+def docker_errors() -> ModuleType:
     """``docker.errors``, imported on first use."""
     import docker.errors
 
-    return docker.errors
+    return cast("ModuleType", docker.errors)
 
 
-def request_errors() -> Any:
+def request_errors() -> type[Exception]:
     """``requests``' base error (the SDK's transport), imported on first use."""
     import requests.exceptions
 

@@ -41,6 +41,7 @@ from docker_delivery.targets.labels import LABEL_SECRET_NAME as LABEL_SECRET_NAM
 
 if TYPE_CHECKING:
     import docker
+    import docker.types
 
 _NS = 1_000_000_000
 
@@ -81,7 +82,7 @@ class UpdatePolicy:
         if self.order not in ("start-first", "stop-first"):
             raise DeliveryError(f"order {self.order!r} must be start-first or stop-first")
 
-    def to_docker(self, kind: Literal["update", "rollback"]) -> Any:
+    def to_docker(self, kind: Literal["update", "rollback"]) -> docker.types.UpdateConfig:
         import docker.types
 
         cls = docker.types.UpdateConfig if kind == "update" else docker.types.RollbackConfig
@@ -232,7 +233,7 @@ class SwarmTarget:
             s for s in self.services(release.service, release.environment) if s.name == name
         )
 
-    def _secret(self, release: Release, secret: SecretMount) -> Any:
+    def _secret(self, release: Release, secret: SecretMount) -> docker.types.SecretReference:
         """A reference to ``secret``'s Docker secret, created (labelled, never logged) if new."""
         import docker.errors
         import docker.types

@@ -6,11 +6,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from docker_delivery.errors import DeliveryError
+
+if TYPE_CHECKING:
+    from docker_delivery.strategies.rollout import RolloutStatus
 
 
 class RolloutCompleteTrigger(BaseTrigger):
@@ -58,7 +61,7 @@ class RolloutCompleteTrigger(BaseTrigger):
             },
         )
 
-    def _read(self) -> Any:
+    def _read(self) -> RolloutStatus:
         from docker_delivery.hooks.engine import engine_client
         from docker_delivery.strategies.rollout import rollout_status
 

@@ -236,35 +236,11 @@ def server_states(
     return sorted(servers, key=lambda s: s.slot)
 
 
-@dataclass(frozen=True)
-class ServerStats:
-    """Traffic counters of one server (from ``show stat``); times are averages in ms over the
-    last 1024 requests."""
+@dataclass(frozen=True, kw_only=True)
+class Traffic:
+    """Traffic counters of a server or a backend (from ``show stat``); times are averages in ms
+    over the last 1024 requests."""
 
-    name: str
-    slot: int
-    status: str
-    address: str
-    requests: int
-    sessions_total: int
-    selected: int
-    hrsp_2xx: int
-    hrsp_3xx: int
-    hrsp_4xx: int
-    hrsp_5xx: int
-    connect_errors: int
-    response_errors: int
-    current_sessions: int
-    queued: int
-    rtime_ms: int
-    ttime_ms: int
-
-
-@dataclass(frozen=True)
-class BackendStats:
-    """Traffic counters of a backend and of each of its servers (from ``show stat``)."""
-
-    backend: str
     status: str
     requests: int
     sessions_total: int
@@ -278,23 +254,10 @@ class BackendStats:
     queued: int
     rtime_ms: int
     ttime_ms: int
-    servers: tuple[ServerStats, ...] = field(default=())
 
-    def server(self, slot: int) -> ServerStats:
-        for server in self.servers:
-            if server.slot == slot:
-                return server
-        raise RouterError(f"backend {self.backend!r} has no slot {slot}")
-
-
-def backend_stats(backend: str, stat_text: str, *, prefix: str = SLOT_PREFIX) -> BackendStats:
-    """``show stat <backend> 6 -1`` -> BackendStats."""
-    rows = [row for row in parse_stat_csv(stat_text) if row.get("pxname") == backend]
-    totals = next((row for row in rows if row.get("svname") == "BACKEND"), None)
-    if totals is None:
-        raise RouterError(f"'show stat' has no BACKEND row for {backend!r}")
-
-    def common(row: Mapping[str, str]) -> dict[str, Any]:
+    @staticmethod
+    def counters(row: Mapping[str, str]) -> dict[str, Any]:
+        """The counters of one ``show stat`` row, by field name."""
         return {
             "status": row.get("status", ""),
             "requests": _int(row.get("req_tot")),
@@ -311,6 +274,38 @@ def backend_stats(backend: str, stat_text: str, *, prefix: str = SLOT_PREFIX) ->
             "ttime_ms": _int(row.get("ttime")),
         }
 
+
+@dataclass(frozen=True, kw_only=True)
+class ServerStats(Traffic):
+    """Traffic counters of one server; ``selected``: how often the balancer chose it."""
+
+    name: str
+    slot: int
+    address: str
+    selected: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendStats(Traffic):
+    """Traffic counters of a backend and of each of its servers."""
+
+    backend: str
+    servers: tuple[ServerStats, ...] = field(default=())
+
+    def server(self, slot: int) -> ServerStats:
+        for server in self.servers:
+            if server.slot == slot:
+                return server
+        raise RouterError(f"backend {self.backend!r} has no slot {slot}")
+
+
+def backend_stats(backend: str, stat_text: str, *, prefix: str = SLOT_PREFIX) -> BackendStats:
+    """``show stat <backend> 6 -1`` -> BackendStats."""
+    rows = [row for row in parse_stat_csv(stat_text) if row.get("pxname") == backend]
+    totals = next((row for row in rows if row.get("svname") == "BACKEND"), None)
+    if totals is None:
+        raise RouterError(f"'show stat' has no BACKEND row for {backend!r}")
+
     servers = []
     for row in rows:
         name = row.get("svname", "")
@@ -326,9 +321,8 @@ def backend_stats(backend: str, stat_text: str, *, prefix: str = SLOT_PREFIX) ->
                 slot=slot,
                 address=row.get("addr", ""),
                 selected=_int(row.get("lbtot")),
-                **common(row),
+                **Traffic.counters(row),
             )
         )
-    return BackendStats(
-        backend=backend, servers=tuple(sorted(servers, key=lambda s: s.slot)), **common(totals)
-    )
+    servers.sort(key=lambda s: s.slot)
+    return BackendStats(backend=backend, servers=tuple(servers), **Traffic.counters(totals))

@@ -10,7 +10,7 @@ from docker_delivery.errors import DeliveryError
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.spec import EnvironmentSpec, ServiceSpec, looks_secret
 from docker_delivery.spec.messages import join_path
-from docker_delivery.strategies.settings import BlueGreen, MinimumInService
+from docker_delivery.strategies.settings import BlueGreen, DeploySettings, MinimumInService, Rolling
 from docker_delivery.templates.pipeline_spec.sections import (
     DEFAULT_POLICIES,
     DEPLOY_TARGETS,
@@ -77,7 +77,7 @@ class PipelineSpec(ServiceSpec):
             return stage.apply_infra
         return stage.deploy.type in ("min_in_service", "rolling")
 
-    def deploy_settings(self, stage: StageSpec) -> Any:
+    def deploy_settings(self, stage: StageSpec) -> DeploySettings:
         """``stage``'s deployment settings with what they leave unset from its environment:
         what the deploy operators run (DeploySettingsInvalid when they cannot work there)."""
         return stage.deploy.defaulted(**self.env(stage).deploy_defaults())
@@ -88,7 +88,9 @@ class PipelineSpec(ServiceSpec):
         return settings.keep
 
     def rolling_stages(self, stage: StageSpec) -> list[int | str]:
-        return list(self.deploy_settings(stage).stages)
+        settings = self.deploy_settings(stage)
+        assert isinstance(settings, Rolling), "rolling stages of a rolling deployment"
+        return list(settings.stages)
 
     # -- checks across fields ------------------------------------------------------------------
 
@@ -275,8 +277,6 @@ class PipelineSpec(ServiceSpec):
     def slots_needed(self, stage: StageSpec) -> tuple[int, str]:
         """Router slots ``stage``'s deployment (and its infrastructure change) takes at its
         peak, and why."""
-        from docker_delivery.strategies.rolling import Rolling
-
         env, deploy = self.env(stage), stage.deploy
         needs = [(env.replicas, "one instance per slot")]
         if isinstance(deploy, RollingDeploy):
