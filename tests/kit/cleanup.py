@@ -25,15 +25,20 @@ def remove_containers(client: Any, **filters: Any) -> None:
 
 
 def remove_service(client: Any, name: str, environment: str = "test") -> None:
+    """Everything of service ``name`` in every environment: its Swarm services, containers,
+    routers, locks and networks (``environment`` names the router and lock of one that carries
+    no label)."""
     label = f"io.docker-delivery.service={name}"
     for svc in client.services.list(filters={"label": label}):
         svc.remove()
     remove_containers(client, label=label)
-    for n in (router_name(name, environment), f"dd-lock-{name}-{environment}"):
+    for n in (router_name(name, environment), f"dd-lock-{name}-"):
         remove_containers(client, name=n)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
+            for net in client.networks.list(filters={"label": label}):
+                net.remove()
             for net in client.networks.list(names=[f"dd-{name}-{environment}"]):
                 net.remove()
             break
