@@ -15,17 +15,16 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
+from docker_delivery.operators.approval import DeliveryApprovalOperator
 from docker_delivery.templates.pipeline_spec import (
     BlueGreenDeploy,
     PipelineSpec,
@@ -33,170 +32,24 @@ from docker_delivery.templates.pipeline_spec import (
     TestSpec,
     load_pipeline,
 )
-from docker_delivery.templates.plan import BRANCH, BUILD, RELEASE, PlannedTask, plan_tasks
+from docker_delivery.templates.plan import RELEASE, PlannedTask, plan_tasks
+from docker_delivery.templates.runtime import (
+    choose_deploy,
+    http_check,
+    redeploy,
+    release,
+    what_to_deliver,
+)
 
 __all__ = ["DeliveryApprovalOperator", "delivery_pipeline", "http_check"]
 
 log = logging.getLogger(__name__)
 
-RELEASE_TASK = "release"
 IMAGE = "{{ ti.xcom_pull(task_ids='release') }}"
 BUILT = "{{ ti.xcom_pull(task_ids='build') }}"
 REVISION = "{{ ti.xcom_pull(task_ids='what_to_deliver', key='revision') }}"
 DIGEST = "{{ ti.xcom_pull(task_ids='release').split('@')[-1] }}"
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
-
-
-# -- run-time callables (plain functions: they run in the task, not while parsing) -----------
-
-
-def what_to_deliver(context_dir: str, default_revision: str | None = None, **context: Any) -> str:
-    """``redeploy`` when the run has an image already built (param ``image``, or the newest
-    promotion event that triggered it), else ``build`` with the revision (XCom ``revision``):
-    param ``revision`` (a SHA, or a git ref resolved in the context), the spec's rendered
-    ``build.revision`` as it is, or the context's own revision (git HEAD, or a content hash)."""
-    from docker_delivery.images.ref import ImageRef
-    from docker_delivery.templates.source import (
-        as_tag,
-        commit_time,
-        resolve_revision,
-        source_revision,
-    )
-
-    params, ti = context["params"], context["ti"]
-    image = str(params.get("image") or "").strip()
-    if not image:
-        events = context.get("triggering_asset_events") or {}
-        found = [e for seq in events.values() for e in seq if (e.extra or {}).get("image")]
-        if found:
-            newest = max(found, key=lambda e: e.timestamp)
-            image = str(newest.extra["image"])
-            log.info("triggered by the promotion %s (%s)", newest.asset.name, image)
-    if image:
-        ref = ImageRef.parse(image).require_pinned()  # a tag moves: only a digest is redeployed
-        ti.xcom_push(key="image", value=str(ref))
-        log.info("redeploying %s: built before, so build and tests are skipped", ref)
-        return "redeploy"
-    given = str(params.get("revision") or "").strip()
-    if given:
-        revision = resolve_revision(given, context_dir)
-    elif default_revision and default_revision.strip():
-        revision = as_tag(default_revision)
-    else:
-        revision = source_revision(context_dir)
-    ti.xcom_push(key="revision", value=revision)
-    ti.xcom_push(key="committed_at", value=commit_time(revision, context_dir))
-    log.info("delivering revision %s (built once, from %s)", revision, context_dir)
-    return BUILD
-
-
-def redeploy(**context: Any) -> str:
-    image = str(context["ti"].xcom_pull(task_ids=BRANCH, key="image"))
-    log.info("redeploying %s", image)
-    return image
-
-
-def release(**context: Any) -> str:
-    """The digest-pinned image this run delivers: the build's, or the one to redeploy."""
-    ti = context["ti"]
-    image = ti.xcom_pull(task_ids=BUILD) or ti.xcom_pull(task_ids=BRANCH, key="image")
-    if not image:
-        raise ValueError("neither a build nor an image to redeploy: nothing to deliver")
-    log.info("releasing %s", image)
-    return str(image)
-
-
-def choose_deploy(param: str, paths: dict[str, str], **context: Any) -> str:
-    """The first task of the deployment type the run's ``param`` names."""
-    chosen = str(context["params"].get(param) or next(iter(paths)))
-    if chosen not in paths:
-        raise ValueError(f"param {param}: {chosen!r} is not one of {', '.join(paths)}")
-    log.info("deploying by %s (param %s)", chosen, param)
-    return paths[chosen]
-
-
-def http_check(
-    url: str,
-    status: int = 200,
-    contains: str | None = None,
-    timeout: float = 5.0,
-    attempts: int = 3,
-    interval: float = 1.0,
-) -> dict[str, Any]:
-    """GET ``url``: it must answer ``status`` (and contain ``contains``) within ``attempts``."""
-    import urllib.error
-    import urllib.request
-
-    problem = ""
-    for attempt in range(1, attempts + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:
-                code, body = answer.status, answer.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            code, body = exc.code, exc.read().decode("utf-8", "replace")
-        except OSError as exc:
-            code, body = 0, ""
-            problem = f"no answer ({exc})"
-        if code == status and (not contains or contains in body):
-            log.info("GET %s: %s%s", url, code, f", has {contains!r}" if contains else "")
-            return {"url": url, "status": code, "attempts": attempt}
-        if code:
-            problem = f"answered {code}" + (
-                f" without {contains!r}" if code == status and contains else f", not {status}"
-            )
-        log.info("GET %s (try %d of %d): %s", url, attempt, attempts, problem)
-        if attempt < attempts:
-            time.sleep(interval)
-    raise RuntimeError(f"smoke test failed: GET {url} {problem} after {attempts} tries")
-
-
-class DeliveryApprovalOperator(ApprovalOperator):
-    """The approval gate before a stage: Approve lets the delivery go on, Reject stops it
-    (every later task is skipped). The log names who decided and when; a rejection is written
-    to the ledger (``record``: the stage's service, environment, deployment type and ledger
-    path), since the stage's own record task is skipped with the rest."""
-
-    ui_color = "#fbcfe8"
-
-    def __init__(self, *, record: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.record = dict(record or {})
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        if "error" not in event:
-            from docker_delivery.operators.common import approval_of
-
-            verdict, who = approval_of(event)
-            who = who or "(unknown)"
-            when = event.get("responded_at")
-            user_id = (event.get("responded_by_user") or {}).get("id")
-            self.log.info(
-                "%s by %s (id %s) at %s%s",
-                verdict,
-                who,
-                user_id,
-                when,
-                "" if verdict == "approved" else ": the delivery stops here",
-            )
-            if verdict == "rejected" and self.record:
-                from docker_delivery.hooks.ledger import write_record
-
-                rejected = write_record(
-                    self.record.get("ledger"),
-                    context=context,
-                    service=self.record["service"],
-                    environment=self.record["environment"],
-                    deployment_type=str(
-                        context["params"].get(self.record.get("param") or "")
-                        or self.record["deployment_type"]
-                    ),
-                    image=str(context["ti"].xcom_pull(task_ids=RELEASE_TASK)),
-                    outcome="rejected",
-                    approval=("rejected", who),
-                    detail=f"rejected by {who} at {when}",
-                )
-                self.log.info("recorded in the ledger: %s", rejected.to_dict())
-        return super().execute_complete(context, event)
 
 
 # -- operators for planned tasks -------------------------------------------------------------
@@ -324,6 +177,7 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
     users = [{"id": u, "name": u} for u in approval.assigned_users] or None
     timeout = timedelta(seconds=approval.timeout) if approval.timeout else None
     return DeliveryApprovalOperator(
+        release_task_id=RELEASE,
         record={
             "service": spec.service,
             "environment": env_name,
