@@ -58,6 +58,7 @@ from docker_delivery.targets.base import Release
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from kit.cleanup import remove_service  # noqa: E402
+from kit.deploy import LOOPBACK  # noqa: E402
 from kit.loadgen import LoadGenerator, LoadReport, RequestResult, free_port  # noqa: E402
 
 RATE, SHARDS, TARGET, RUNS = 150, 2, 5000, 3
@@ -217,6 +218,7 @@ class Bench:
             image=bed["DOCKER_DELIVERY_BED_HAPROXY_IMAGE"],
             slots=8,
             check_interval_ms=500,
+            address=LOOPBACK,
         )
         self.kw: dict[str, Any] = dict(
             router=self.router, check=CHECK, owner="bench", target=target, log=QUIET
@@ -253,7 +255,7 @@ def part_blue_green(b: Bench) -> None:
     settings = BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=2)
     b.blue_green("v1", settings)
     times: list[float] = []
-    with Load(b.router.url) as load:
+    with Load(b.router.url(LOOPBACK)) as load:
         name, n = "v2", 0
         while True:
             n += 1
@@ -278,7 +280,10 @@ def part_ab(b: Bench) -> None:
     header("2. A/B rollout 5 -> 25 -> 50 -> 100 %, then promotion")
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     settings = ABTest(steps=(5, 25, 50, 100), bake_time=8, poll=0.5)
-    with Load(b.router.url) as load, Load(b.router.url, rate=20, shards=1, cookies=True) as sticky:
+    with (
+        Load(b.router.url(LOOPBACK)) as load,
+        Load(b.router.url(LOOPBACK), rate=20, shards=1, cookies=True) as sticky,
+    ):
 
         def on_step(step: StepEvent) -> None:
             label = f"{step.event} {step.weight}"
@@ -318,7 +323,7 @@ def part_fault(b: Bench) -> None:
     header(f"3. fault injection: B with ERROR_RATE=0.2, steps 5 -> 50 -> 100, {RUNS} runs")
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     settings = ABTest(steps=(5, 50, 100), bake_time=20, poll=0.5)
-    with Load(b.router.url) as load:
+    with Load(b.router.url(LOOPBACK)) as load:
         rows = []
         for run in range(1, RUNS + 1):
             aborted: dict[str, Any] = {}
@@ -381,7 +386,7 @@ def part_switch_back(b: Bench) -> None:
     b.blue_green("v1", BlueGreen(replicas=3, post_switch_check=0))
     b.blue_green("v2", BlueGreen(replicas=3, post_switch_check=0), retire_after=False)
     calls: list[tuple[float, str, str, float]] = []  # (called at, old, new, switch_s)
-    with Load(b.router.url) as load:
+    with Load(b.router.url(LOOPBACK)) as load:
         live, n = "v2", 0
         while True:
             n += 1
@@ -428,7 +433,7 @@ def part_redeploy(b: Bench) -> None:
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     b.blue_green("v2", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     durations = []
-    with Load(b.router.url) as load:
+    with Load(b.router.url(LOOPBACK)) as load:
         n = 0
         while True:
             n += 1

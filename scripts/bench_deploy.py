@@ -53,15 +53,18 @@ from docker_delivery.health import HealthCheck
 from docker_delivery.images.build import BuildSpec, ImageBuilder
 from docker_delivery.images.registry import RegistryClient
 from docker_delivery.routing.haproxy import HaproxyRouter, RouterContainer, parse_stat_csv
+from docker_delivery.routing.haproxy.config import CONTAINER_LOOPBACK, DEFAULT_ADMIN_PORT
 from docker_delivery.routing.service import RouterSettings, render_service_config, router_name
 from docker_delivery.strategies.base import in_parallel
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
 from docker_delivery.strategies.rolling import Rolling
 from docker_delivery.targets import EngineTarget, Release, SwarmTarget
+from docker_delivery.targets.relay import RuntimeRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from kit.deploy import LOOPBACK  # noqa: E402
 from kit.loadgen import LoadGenerator, LoadReport, free_port  # noqa: E402
 
 RATE, SHARDS, TARGET, IDLE_S, MAX_LOAD_S, MAX_DEPLOYS, MAX_NATIVE = 200, 4, 5000, 2.0, 420, 10, 4
@@ -255,7 +258,8 @@ class Run:
         # The router's own counters (frontend public, backend live); its log, for timelines.
         c = client.containers.get(router)
         Path(f"{self.logfile}.{router}.log").write_bytes(c.logs(timestamps=True))
-        admin = HaproxyRouter("127.0.0.1", int(c.ports["9999/tcp"][0]["HostPort"]), log=quiet)
+        relay = RuntimeRelay(client, router, host=CONTAINER_LOOPBACK, port=DEFAULT_ADMIN_PORT)
+        admin = HaproxyRouter.through(relay, log=quiet)
         rows = {r["pxname"]: r for r in parse_stat_csv(admin.command("show stat -1 3 -1"))}
         fe, be, dropped = rows["public"], rows["live"], admin.info().get("DroppedLogs")
         self.router_5xx = int(fe["hrsp_5xx"] or 0)
@@ -278,8 +282,10 @@ class Run:
 
 def run_ours(client, haproxy, bench, env, strategy, images, logfile, measure):  # type: ignore[no-untyped-def]
     """Deploys under one load run; ``measure`` (start-ups) runs under the same load first."""
-    router = RouterSettings(free_port(), image=haproxy, slots=8, check_interval_ms=ROUTER_CHECK_MS)
-    run = Run(router.url, logfile)
+    router = RouterSettings(
+        free_port(), image=haproxy, slots=8, check_interval_ms=ROUTER_CHECK_MS, address=LOOPBACK
+    )
+    run = Run(router.url(LOOPBACK), logfile)
 
     def step(name: str) -> None:
         app_env = {"APP_RELEASE": name, **APP_ENV}
@@ -315,9 +321,11 @@ def run_native(client, haproxy, bench, images, logfile):  # type: ignore[no-unty
     cli += [f"--{kind}label={k}={v}" for k, v in labels.items() for kind in ("", "container-")]
     subprocess.run([*cli, images["v1"]], check=True, capture_output=True, timeout=240)
     name, config, publish = router_name(bench, "native"), native_config(svc), {8080: port}
-    kw: dict[str, Any] = dict(network=net, image=haproxy, publish=publish, labels=labels)
+    kw: dict[str, Any] = dict(
+        network=net, image=haproxy, publish=publish, bind=LOOPBACK, labels=labels
+    )
     admin = RouterContainer.ensure(client, name=name, config=config, log=quiet, **kw).router
-    run, tasks = Run(f"http://127.0.0.1:{port}/", logfile), f"com.docker.swarm.service.name={svc}"
+    run, tasks = Run(f"http://{LOOPBACK}:{port}/", logfile), f"com.docker.swarm.service.name={svc}"
 
     def settle() -> None:  # until the router sees the service's 4 current tasks up (<= 60 s)
         deadline = time.monotonic() + 60

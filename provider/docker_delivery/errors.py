@@ -230,6 +230,10 @@ class RouterError(DeliveryError):
 # -- Deployments ---------------------------------------------------------------------------------
 
 
+class RelayError(DeliveryError):
+    """The engine could not carry a request into a container (exec stream failed or timed out)."""
+
+
 class DeployAborted(DeliveryError):
     """A deployment stopped on a failed check and put back what it had touched."""
 

@@ -69,6 +69,31 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "hook-class-name": "docker_delivery.hooks.haproxy.HaproxyHook",
                 "connection-type": "haproxy",
-            }
+            },
+            {
+                "hook-class-name": "docker_delivery.hooks.engine.DockerEngineHook",
+                "hook-name": "Docker Engine",
+                "connection-type": "docker_engine",
+                "conn-fields": {
+                    "tls_ca": {
+                        "label": "CA certificate (PEM)",
+                        "description": "The CA that signed the engine's TLS certificate.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "tls_cert": {
+                        "label": "Client certificate (PEM)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "tls_key": {
+                        "label": "Client key (PEM)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "password"],
+                    "relabeling": {"host": "Engine (address, tcp://, ssh://user@host, unix://)"},
+                    "placeholders": {"host": "10.0.0.5", "port": "2376", "login": "ssh user"},
+                },
+            },
         ],
     }

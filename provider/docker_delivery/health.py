@@ -275,17 +275,22 @@ def _result(response: httpx.Response, check: HealthCheck) -> ProbeResult:
     return ProbeResult(ok, response.status_code, f"got {response.status_code}")
 
 
-def _client_options(check: HealthCheck) -> dict[str, Any]:
+def _client_options(
+    check: HealthCheck, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, Any]:
     import httpx
 
     # A new connection per probe (a kept-alive one would hide an instance that stopped accepting,
     # and pin a router frontend to one backend); no proxies from the environment.
-    return {
+    options: dict[str, Any] = {
         "timeout": httpx.Timeout(check.timeout),
         "limits": httpx.Limits(max_keepalive_connections=0),
         "trust_env": False,
         "verify": False,
     }
+    if transport is not None:  # probes sent from elsewhere (targets.relay.ProbeTransport)
+        options["transport"] = transport
+    return options
 
 
 def probe(address: str, check: HealthCheck) -> ProbeResult:
@@ -333,13 +338,16 @@ async def wait_healthy(
     deadline: float,
     is_alive: LivenessProbe | None = None,
     log: Log = print,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> HealthReport:
     """Probe ``address`` until ``check`` passes; return the report, or raise :class:`Unhealthy`.
 
     ``deadline`` is the most time to wait, in seconds. ``is_alive``, if given, is awaited before
     every probe: it returns None while the instance runs, or a reason (``"exited with code 3"``)
     once it has stopped, which ends the wait at once. ``log`` receives a line whenever the result
-    changes, and the outcome.
+    changes, and the outcome. ``transport``: how probes travel (default: straight from here;
+    :class:`docker_delivery.targets.relay.ProbeTransport` sends them from the router container,
+    for instances this machine cannot reach).
     """
     import httpx
 
@@ -362,7 +370,7 @@ async def wait_healthy(
         return Unhealthy(message, reason=reason, check=check, report=report(False))
 
     log(f"{address}: waiting up to {_seconds(deadline)} for {check.describe()}")
-    async with httpx.AsyncClient(**_client_options(check)) as client:
+    async with httpx.AsyncClient(**_client_options(check, transport)) as client:
         while True:
             probe_started = loop.time()
             if is_alive is not None:
@@ -428,6 +436,7 @@ async def wait_all_healthy(
     deadline: float,
     is_alive: Callable[[str], Awaitable[str | None]] | None = None,
     log: Log = print,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[HealthReport]:
     """Wait for every address concurrently; reports in the order of ``addresses``.
 
@@ -444,6 +453,7 @@ async def wait_all_healthy(
                 deadline=deadline,
                 is_alive=functools.partial(is_alive, address) if is_alive else None,
                 log=log,
+                transport=transport,
             )
         )
         for address in items
@@ -464,13 +474,21 @@ def wait_all_healthy_sync(
     deadline: float,
     is_alive: Callable[[str], Awaitable[str | None]] | None = None,
     log: Log = print,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[HealthReport]:
     """:func:`wait_all_healthy` for synchronous code: runs its own event loop (in a helper thread
     when the calling thread already runs one)."""
 
     def run() -> list[HealthReport]:
         return asyncio.run(
-            wait_all_healthy(addresses, check, deadline=deadline, is_alive=is_alive, log=log)
+            wait_all_healthy(
+                addresses,
+                check,
+                deadline=deadline,
+                is_alive=is_alive,
+                log=log,
+                transport=transport,
+            )
         )
 
     try:

@@ -44,7 +44,11 @@ def spec(bed: Any, service: str, port: int, ledger: Path) -> dict[str, Any]:
     data["service"] = service
     data["image"] = f"{bed.registry}/dd-test/pipeline-retry"
     data["defaults"].update(replicas=2, stop_grace=5)
-    data["defaults"]["router"] = {"image": bed.haproxy_image, "check_interval_ms": 500}
+    data["defaults"]["router"] = {
+        "image": bed.haproxy_image,
+        "check_interval_ms": 500,
+        "address": "127.0.0.1",
+    }
     data["environments"] = {"staging": {"router": {"port": port}}}
     data["pipeline"]["ledger"] = str(ledger)
     data["pipeline"].update(

@@ -53,7 +53,12 @@ def pipeline(bed: Any, service: str, env: str, ledger: Path) -> dict[str, Any]:
             "stop_grace": 5,
             "env": {"EXIT_ON_SIGTERM_IMMEDIATELY": "1"},
             "health_check": health,
-            "router": {"image": bed.haproxy_image, "check_interval_ms": 500, "slots": 4},
+            "router": {
+                "image": bed.haproxy_image,
+                "check_interval_ms": 500,
+                "slots": 4,
+                "address": "127.0.0.1",
+            },
         },
         "environments": {env: {"router": {"port": free_port(), "preview_port": free_port()}}},
         "pipeline": {

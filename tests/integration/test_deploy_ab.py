@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from kit.deploy import CHECK, release, router_settings
+from kit.deploy import CHECK, LOOPBACK, release, router_settings
 from kit.loadgen import LoadGenerator
 
 from docker_delivery.strategies.ab import (
@@ -42,8 +42,10 @@ def test_rollout_through_every_step_keeps_shares_and_drops_no_request(
     # Two kinds of clients at once: cookie-less ones (each request a new client: the shares),
     # and one cookie-keeping client (sticky: it must never see a failure either).
     with (
-        LoadGenerator(router.url, rate=100, mix=SHARE_MIX, cookies=False, max_duration=240) as load,
-        LoadGenerator(router.url, rate=20, cookies=True, max_duration=240) as sticky,
+        LoadGenerator(
+            router.url(LOOPBACK), rate=100, mix=SHARE_MIX, cookies=False, max_duration=240
+        ) as load,
+        LoadGenerator(router.url(LOOPBACK), rate=20, cookies=True, max_duration=240) as sticky,
     ):
 
         def on_step(step: StepEvent) -> None:
@@ -80,7 +82,7 @@ def test_rollout_through_every_step_keeps_shares_and_drops_no_request(
     assert len(running) == 3 and {r.digest for r in running} == {result.digest}
     assert {r.previous_digest for r in running} == {demo_images["v1"].split("@")[1]}
     with httpx.Client(trust_env=False) as client:
-        response = client.get(router.url + "version")
+        response = client.get(router.url(LOOPBACK) + "version")
         assert response.headers["X-Release"] == "v2" and "dd_ab" not in response.cookies
 
 
@@ -91,7 +93,7 @@ def test_a_faulty_variant_is_aborted_at_its_first_step(
     settings = ABTest(steps=(5, 50, 100), bake_time=20, poll=0.5)
     bad = release(demo_images["v2"], service, ERROR_RATE="0.2")
     with LoadGenerator(
-        router.url, rate=120, mix=SHARE_MIX, cookies=False, max_duration=120
+        router.url(LOOPBACK), rate=120, mix=SHARE_MIX, cookies=False, max_duration=120
     ) as load:
         with pytest.raises(ABTestAborted, match="error ratio") as caught:
             ab_deploy(

@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from kit.deploy import CHECK, SLOW_FEW_MIX, release, router_settings
+from kit.deploy import CHECK, LOOPBACK, SLOW_FEW_MIX, release, router_settings
 from kit.loadgen import LoadGenerator
 
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
@@ -40,8 +40,8 @@ def test_switch_and_retire_drop_no_request_and_colours_alternate(
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 2), **kw)
     settings = BlueGreen(preview_replicas=1, scale_down_delay=1, post_switch_check=2)
-    preview = f"http://127.0.0.1:{router.preview_port}/"
-    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=180) as load:
+    preview = router.preview(LOOPBACK)
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=MIX, max_duration=180) as load:
         load.mark("deploy v2")
         idle = deploy_idle(docker_client, release(demo_images["v2"], service), settings, **kw)
         assert (idle.live, idle.idle, idle.replaced) == ("live", "blue", 1)
@@ -89,7 +89,7 @@ def test_a_failing_post_switch_check_switches_back_by_itself(
     bad = release(demo_images["v2"], service, ERROR_RATE="0.2")
     settings = BlueGreen(post_switch_check=10, scale_down_delay=60)
     deploy_idle(docker_client, bad, settings, **kw)
-    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=120) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=MIX, max_duration=120) as load:
         time.sleep(0.5)
         load.mark("switch")
         started = time.monotonic()
@@ -105,7 +105,7 @@ def test_a_failing_post_switch_check_switches_back_by_itself(
     assert report.by_phase["back"]["failed"] == 0
     failed = report.by_phase["switch"]["failed"]
     assert failed == sum(n for (_, why), n in report.failures.items() if why == "status 500")
-    assert releases_at(router.url) == {"v1"}
+    assert releases_at(router.url(LOOPBACK)) == {"v1"}
     record = last_switch(docker_client, service, "test")
     assert record is not None and (record.live, record.previous) == ("blue", "green")
     # The failed colour is what retire removes, once its delay has passed.
@@ -134,7 +134,7 @@ def test_no_switch_below_full_capacity_or_health(bed, docker_client, demo_images
     ).raise_for_status()
     with pytest.raises(DeployAborted, match="no switch to green"):
         switch_traffic(docker_client, v2, first, **kw)
-    assert releases_at(router.url) == {"v1"}
+    assert releases_at(router.url(LOOPBACK)) == {"v1"}
 
 
 def test_bad_settings_are_refused() -> None:
@@ -165,7 +165,7 @@ def test_minimum_in_service_after_blue_green_replaces_the_serving_colour_in_plac
         DeliveryError, match="runs as containers of the engine, not on target 'swarm'"
     ):  # refused before anything changes
         deploy(docker_client, release(demo_images["v3"], service), Rolling(replicas=3), **kw)
-    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=180) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=MIX, max_duration=180) as load:
         load.mark("min in-service v3")
         result = deploy(
             docker_client, release(demo_images["v3"], service), MinimumInService(3, 2), **kw
@@ -183,8 +183,8 @@ def test_minimum_in_service_after_blue_green_replaces_the_serving_colour_in_plac
     idle = deploy_idle(docker_client, release(demo_images["v1"], service), settings, **kw)
     assert (idle.live, idle.idle) == ("blue", "green")  # blue/green goes on from there
     switch_traffic(docker_client, release(demo_images["v1"], service), settings, **kw)
-    assert releases_at(router.url) == {"v1"}
+    assert releases_at(router.url(LOOPBACK)) == {"v1"}
     # The live release again: nothing is deployed, and the preview shows what serves.
     again = deploy_idle(docker_client, release(demo_images["v1"], service), settings, **kw)
     assert again.steps == ["already live"]
-    assert releases_at(f"http://127.0.0.1:{router.preview_port}/") == {"v1"}
+    assert releases_at(router.preview(LOOPBACK)) == {"v1"}

@@ -6,11 +6,11 @@ import dataclasses
 import uuid
 
 import pytest
-from kit.deploy import CHECK, release
+from kit.deploy import CHECK, LOOPBACK, local_router, release
 from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import InvalidReference
-from docker_delivery.routing.service import RouterSettings, find_router
+from docker_delivery.routing.service import find_router
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
@@ -24,13 +24,11 @@ SERVICE_PREFIX = "web"  # the service fixture's names (tests/conftest.py)
 def test_minimum_in_service_deploy_drops_no_request(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(
-        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
-    )
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500)
     settings = MinimumInService(replicas=4, min_in_service=2)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
-    with LoadGenerator(router.url, rate=200, max_duration=120) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=200, max_duration=120) as load:
         load.mark("deploy")
         result = deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
         load.mark("after")
@@ -51,15 +49,13 @@ def test_minimum_in_service_deploy_drops_no_request(
 def test_a_bad_release_aborts_and_the_old_one_keeps_serving(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(
-        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
-    )
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500)
     settings = MinimumInService(replicas=3, min_in_service=2)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     first = deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
     for bad_env in ({"FAIL_HEALTH": "1"}, {"EXIT_ON_START": "1"}):
         with (
-            LoadGenerator(router.url, rate=150, max_duration=60) as load,
+            LoadGenerator(router.url(LOOPBACK), rate=150, max_duration=60) as load,
             pytest.raises(DeployAborted, match=r"GET /health on :8080 expects 200|exited"),
         ):
             deploy(
@@ -127,15 +123,13 @@ def test_a_drain_that_times_out_puts_the_batch_back(
     """Not only a failed health check: any failure inside a batch (here its drain, held by 1 s
     requests longer than drain_timeout) puts the batch back in rotation on the old release,
     instead of leaving its slots out of service until someone runs the deployment again."""
-    router = RouterSettings(
-        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
-    )
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     first = deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 1), **kw)
     impatient = MinimumInService(replicas=3, min_in_service=1, drain_timeout=0.2)
     with (
         LoadGenerator(
-            router.url, rate=100, max_duration=60, mix={"slow": 0.6, "post": 0.4}
+            router.url(LOOPBACK), rate=100, max_duration=60, mix={"slow": 0.6, "post": 0.4}
         ) as load,
         pytest.raises(DeployAborted, match=r"batch 1 .* still has \d+ session\(s\).* went back to"),
     ):
@@ -154,7 +148,7 @@ def test_a_drain_that_times_out_puts_the_batch_back(
 def test_a_release_the_engine_cannot_run_is_refused_before_anything_changes(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(port=free_port(), image=bed.haproxy_image, slots=8)
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=8)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     settings = MinimumInService(replicas=2, min_in_service=1)
     deploy(docker_client, release(demo_images["v1"], service), settings, **kw)

@@ -9,11 +9,12 @@ import sys
 import time
 import uuid
 
+from kit.deploy import LOOPBACK, local_router
 from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.health import HealthCheck
 from docker_delivery.routing.haproxy import RouterContainer
-from docker_delivery.routing.service import RouterSettings, router_name
+from docker_delivery.routing.service import router_name
 from docker_delivery.strategies import MinimumInService
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.targets import EngineTarget, Release
@@ -30,7 +31,8 @@ service, image, port, haproxy = sys.argv[1:5]
 release = Release.of(service, "test", image, env={"APP_RELEASE": "v2", "START_DELAY_S": "2"},
                      stop_grace=10)
 deploy(docker.from_env(), release, MinimumInService(4, 2),
-       router=RouterSettings(port=int(port), image=haproxy, slots=8, check_interval_ms=500),
+       router=RouterSettings(port=int(port), image=haproxy, slots=8, check_interval_ms=500,
+                             address="127.0.0.1"),
        check=HealthCheck(interval=0.25, start_period=10), owner="dag/run/deploy",
        log=lambda m: print(m, flush=True))
 """
@@ -38,9 +40,7 @@ deploy(docker.from_env(), release, MinimumInService(4, 2),
 
 def test_killed_deploy_run_again_completes_without_orphans(bed, docker_client, demo_images) -> None:  # type: ignore[no-untyped-def]
     service = f"kill{uuid.uuid4().hex[:6]}"
-    router = RouterSettings(
-        port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500
-    )
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=8, check_interval_ms=500)
     check = HealthCheck(interval=0.25, start_period=10)
     v1 = Release.of(service, "test", demo_images["v1"], env={"APP_RELEASE": "v1"}, stop_grace=10)
     v2 = Release.of(
@@ -53,7 +53,7 @@ def test_killed_deploy_run_again_completes_without_orphans(bed, docker_client, d
     kw = dict(router=router, check=check, owner="dag/run/deploy", log=print)
     try:
         deploy(docker_client, v1, MinimumInService(4, 2), **kw)
-        with LoadGenerator(router.url, rate=150, max_duration=120) as load:
+        with LoadGenerator(router.url(LOOPBACK), rate=150, max_duration=120) as load:
             worker = subprocess.Popen(
                 [
                     sys.executable,

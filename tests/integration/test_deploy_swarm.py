@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from kit.deploy import CHECK, release
+from kit.deploy import CHECK, LOOPBACK, local_router, release
 from kit.loadgen import LoadGenerator, free_port
 
 from docker_delivery.errors import DeliveryError
-from docker_delivery.routing.service import RouterSettings, find_router
+from docker_delivery.routing.service import find_router
 from docker_delivery.strategies import DeployAborted, DeploySettingsInvalid, Rolling, RolloutPaused
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.targets import SwarmTarget
@@ -26,13 +26,13 @@ def routed_releases(router_url: str, n: int = 40) -> set[str]:
 
 
 def test_staged_rolling_deploy_drops_no_request(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(
+    router = local_router(
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=4), **kw)
     settings = Rolling(replicas=4, stages=(1, "50%", "100%"))
-    with LoadGenerator(router.url, rate=200, max_duration=180) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=200, max_duration=180) as load:
         result = deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
         load.mark("after")
         time.sleep(1.5)
@@ -50,30 +50,30 @@ def test_staged_rolling_deploy_drops_no_request(bed, docker_client, demo_images,
 def test_until_stage_holds_and_a_second_run_continues(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(
+    router = local_router(
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=4), **kw)
     held = Rolling(replicas=4, stages=(1, "50%", "100%"), until_stage=2)
     deploy(docker_client, release(demo_images["v2"], service), held, **kw)
-    assert routed_releases(router.url) == {"v1", "v2"}
+    assert routed_releases(router.url(LOOPBACK)) == {"v1", "v2"}
     lines: list[str] = []
     kw["log"] = lines.append
     rest = Rolling(replicas=4, stages=(1, "50%", "100%"))
     deploy(docker_client, release(demo_images["v2"], service), rest, **kw)
-    assert routed_releases(router.url) == {"v2"}
+    assert routed_releases(router.url(LOOPBACK)) == {"v2"}
     assert not any(line.startswith("stage 1/") or line.startswith("stage 2/") for line in lines)
 
 
 def test_a_failing_stage_rolls_back_or_pauses(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(
+    router = local_router(
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=3), **kw)
     bad = release(demo_images["v3"], service, FAIL_HEALTH="1")
-    with LoadGenerator(router.url, rate=150, max_duration=120) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=150, max_duration=120) as load:
         with pytest.raises(DeployAborted, match="Rolled back"):
             deploy(docker_client, bad, Rolling(replicas=3, stages=(1, "100%")), **kw)
         with pytest.raises(RolloutPaused, match="paused at stage 1"):
@@ -85,7 +85,7 @@ def test_a_failing_stage_rolls_back_or_pauses(bed, docker_client, demo_images, s
             )
     assert load.report.failed == 0, load.report.failures
     assert set(load.report.by_release) == {"v1"}
-    assert routed_releases(router.url) == {"v1"}
+    assert routed_releases(router.url(LOOPBACK)) == {"v1"}
 
 
 def test_bad_stage_settings_are_refused() -> None:
@@ -105,13 +105,13 @@ def test_a_drain_that_times_out_stops_the_rollout_and_a_second_run_waits_for_it(
     """An old task still busy at drain_timeout stops the rollout where it stands (the new tasks
     serve, the busy old one keeps finishing its requests); the next run drains it again, waits,
     and frees its router slot, instead of stopping it with requests in flight."""
-    router = RouterSettings(port=free_port(), image=bed.haproxy_image, slots=8)
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=8)
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=2), **kw)
     impatient = Rolling(replicas=2, stages=(1, "100%"), drain_timeout=0.2)
     v2 = release(demo_images["v2"], service)
     with LoadGenerator(
-        router.url, rate=100, max_duration=90, mix={"slow": 0.6, "post": 0.4}
+        router.url(LOOPBACK), rate=100, max_duration=90, mix={"slow": 0.6, "post": 0.4}
     ) as load:
         with pytest.raises(DeliveryError, match=r"still has \d+ session\(s\)"):
             deploy(docker_client, v2, impatient, **kw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from kit.deploy import CHECK, SLOW_FEW_MIX, release, router_settings
+from kit.deploy import CHECK, LOOPBACK, SLOW_FEW_MIX, release, router_settings
 from kit.loadgen import LoadGenerator
 
 from docker_delivery.strategies.ab import ABTest, ab_deploy
@@ -59,7 +59,7 @@ def test_blue_green_switch_retire_and_both_rollbacks_drop_no_request(
         f"{service}-test-blue-{release(demo_images['v1'], service).config_id}": 3
     }
     settings = BlueGreen(preview_replicas=1, scale_down_delay=300, post_switch_check=2)
-    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=300) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=MIX, max_duration=300) as load:
         load.mark("deploy v2")
         idle = deploy_idle(docker_client, release(demo_images["v2"], service), settings, **kw)
         assert (idle.live, idle.idle, idle.replaced) == ("blue", "green", 1)
@@ -102,7 +102,9 @@ def test_ab_rollout_on_swarm_promotes_b_and_removes_a(
     router, kw = v1_live_on_swarm(bed, docker_client, demo_images, service, 3)
     settings = ABTest(steps=(25, 100), bake_time=4, poll=0.5)
     # Cookie-less clients: each request is a new client, assigned by the weights.
-    with LoadGenerator(router.url, rate=120, mix=MIX, cookies=False, max_duration=180) as load:
+    with LoadGenerator(
+        router.url(LOOPBACK), rate=120, mix=MIX, cookies=False, max_duration=180
+    ) as load:
         result = ab_deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
         load.mark("promoted")
         time.sleep(1.5)
@@ -187,7 +189,7 @@ def test_roll_back_after_rolling_deployments_redeploys_the_previous_digest(
     kw = dict(router=router, check=CHECK, owner="test", log=print)
     for name in ("v1", "v2"):
         deploy(docker_client, release(demo_images[name], service), Rolling(replicas=3), **kw)
-    with LoadGenerator(router.url, rate=120, mix=MIX, max_duration=120) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=MIX, max_duration=120) as load:
         result = roll_back(docker_client, service, "test", router=router, check=CHECK, owner="rb")
         load.mark("after")
         time.sleep(1.5)

@@ -3,6 +3,7 @@ instances on a swarm-scoped attachable bridge network, traffic through the publi
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -25,9 +26,11 @@ from docker_delivery.routing import (
     render_config,
 )
 from docker_delivery.routing.haproxy import RouterHandle
+from docker_delivery.routing.haproxy.config import CONTAINER_LOOPBACK
 from docker_delivery.targets.labels import LABEL_CONFIG_HASH, LABEL_ROLE
 
 pytestmark = pytest.mark.integration
+LOOPBACK = "127.0.0.1"
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_IMAGE = "dd-test/demo-app:haproxy-router"
@@ -59,7 +62,7 @@ class Bed:
         return self.handle.router
 
     def url(self, port: int = 8080) -> str:
-        return f"http://127.0.0.1:{self.handle.ports[port]}"
+        return f"http://{LOOPBACK}:{self.handle.ports[port]}"
 
 
 def _wait_healthy(ip: str, timeout: float = 20.0) -> None:
@@ -98,6 +101,7 @@ def rbed(bed, docker_client) -> Iterator[Bed]:  # type: ignore[no-untyped-def]
             image=bed.haproxy_image,
             config=CONFIG,
             publish={8080: 0, 8081: 0},
+            bind=LOOPBACK,
             labels={"io.docker-delivery.test": uid},
             log=log.append,
         )
@@ -317,22 +321,61 @@ def test_refused_commands_raise(rb: Bed) -> None:
         router.set_state("live", 3, "ready")
 
 
-def test_an_existing_haproxy_by_address(rb: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_runtime_api_is_reached_through_the_engine_and_never_published(
+    rb: Bed, docker_client
+) -> None:  # type: ignore[no-untyped-def]
+    container = docker_client.containers.get(rb.handle.container_id)
+    published = {key for key, bound in container.attrs["NetworkSettings"]["Ports"].items() if bound}
+    assert published == {"8080/tcp", "8081/tcp"}  # the frontends only
+    assert set(rb.handle.ports) == {8080, 8081}
+    assert "RuntimeRelay" in repr(rb.router)
+    # The stats socket listens on the container's loopback: not on its network address.
+    ip = container.attrs["NetworkSettings"]["Networks"][rb.network]["IPAddress"]
+    with pytest.raises(OSError):
+        socket.create_connection((ip, 9999), timeout=2).close()
+    # Many commands over one stream: each is a round trip to the engine, not an exec.
+    started = time.perf_counter()
+    for _ in range(50):
+        assert rb.router.info()["Name"] == "HAProxy"
+    assert time.perf_counter() - started < 10
+
+
+def test_an_existing_haproxy_by_address(
+    rb: Bed, bed, docker_client, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """An HAProxy run by its users, with its Runtime API on TCP (the ``haproxy`` connection)."""
     lines: list[str] = []
-    existing = HaproxyRouter("127.0.0.1", rb.handle.ports[9999], log=lines.append)
-    existing.assign("live", 3, rb.apps["c"], 8080, state="ready")
-    assert lines == [f"router: live/s3 -> {rb.apps['c']}:8080 ready"]
-    assert existing.servers("live") == rb.router.servers("live")
-    with httpx.Client(timeout=5) as client:
-        assert _releases(client, rb.url(), 5) == {"c": 5}
+    name = f"dd-test-router-tcp-{rb.uid}"
+    config = CONFIG.replace(f"ipv4@{CONTAINER_LOOPBACK}:9999", "ipv4@0.0.0.0:9999")
+    try:
+        handle = RouterContainer.ensure(
+            docker_client,
+            name=name,
+            network=rb.network,
+            image=bed.haproxy_image,
+            config=config,
+            publish={8080: 0, 9999: 0},
+            bind=LOOPBACK,
+            log=rb.log.append,
+        )
+        existing = HaproxyRouter(LOOPBACK, handle.ports[9999], log=lines.append)
+        existing.assign("live", 3, rb.apps["c"], 8080, state="ready")
+        assert lines == [f"router: live/s3 -> {rb.apps['c']}:8080 ready"]
+        assert existing.servers("live") == handle.router.servers("live")
+        with httpx.Client(timeout=5) as client:
+            assert _releases(client, f"http://{LOOPBACK}:{handle.ports[8080]}", 5) == {"c": 5}
 
-    from docker_delivery.hooks.haproxy import HaproxyHook
+        from docker_delivery.hooks.haproxy import HaproxyHook
 
-    monkeypatch.setenv("AIRFLOW_CONN_HAPROXY_TEST", f"haproxy://127.0.0.1:{rb.handle.ports[9999]}")
-    hook = HaproxyHook("haproxy_test")
-    assert hook.get_router().server("live", 3).address == rb.apps["c"]
-    ok, message = hook.test_connection()
-    assert ok and "HAProxy 2.6" in message
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HAPROXY_TEST", f"haproxy://{LOOPBACK}:{handle.ports[9999]}"
+        )
+        hook = HaproxyHook("haproxy_test")
+        assert hook.get_router().server("live", 3).address == rb.apps["c"]
+        ok, message = hook.test_connection()
+        assert ok and "HAProxy 2.6" in message
+    finally:
+        RouterContainer.remove(docker_client, name, log=rb.log.append)
 
 
 def test_ensure_reuses_and_guards_a_live_router(rb: Bed, bed, docker_client) -> None:  # type: ignore[no-untyped-def]
@@ -343,6 +386,7 @@ def test_ensure_reuses_and_guards_a_live_router(rb: Bed, bed, docker_client) -> 
         image=bed.haproxy_image,
         config=CONFIG,
         publish={8080: 0, 8081: 0},
+        bind=LOOPBACK,
         log=rb.log.append,
     )
     assert again.container_id == rb.handle.container_id

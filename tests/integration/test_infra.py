@@ -44,7 +44,7 @@ defaults:
   secrets: [{{name: DB_PASSWORD, from: airflow_variable, ref: dd_test_db_password}}]
   health_check: {{interval: 0.25, timeout: 1, healthy_threshold: 2, unhealthy_threshold: 3}}
   stop_grace: 10
-  router: {{image: {bed.haproxy_image}, slots: 10, check_interval_ms: 500}}
+  router: {{image: {bed.haproxy_image}, slots: 10, check_interval_ms: 500, address: 127.0.0.1}}
 {extra}
 environments:
 {envs}"""

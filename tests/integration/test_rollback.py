@@ -10,10 +10,9 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from kit.deploy import CHECK, SLOW_FEW_MIX, release
+from kit.deploy import CHECK, LOOPBACK, SLOW_FEW_MIX, local_router, release
 from kit.loadgen import LoadGenerator, RequestResult, free_port
 
-from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import ABTest, StepEvent, ab_deploy
 from docker_delivery.strategies.bluegreen import (
     BlueGreen,
@@ -51,9 +50,9 @@ def blue_green_to(docker_client, demo_images, service, router, *names: str, dela
 def test_switch_back_to_the_warm_colour_within_a_second(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
+    router = local_router(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
     blue_green_to(docker_client, demo_images, service, router, "v1", "v2")
-    with LoadGenerator(router.url, rate=200, mix=MIX, max_duration=60) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=200, mix=MIX, max_duration=60) as load:
         time.sleep(1.0)
         called_at = load.snapshot().elapsed_s
         result = roll_back(
@@ -75,14 +74,14 @@ def test_switch_back_to_the_warm_colour_within_a_second(
 def test_redeploy_of_the_previous_digest_when_nothing_warm_is_left(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
+    router = local_router(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
     blue_green_to(docker_client, demo_images, service, router, "v1", "v2", delay=0)
     kw = dict(router=router, check=CHECK, owner="deployer", log=print)
     retire(docker_client, service, "test", BlueGreen(scale_down_delay=0), **kw)
     assert {r.digest for r in list_running(docker_client, service, "test", 8080)} == {
         demo_images["v2"].split("@")[1]
     }
-    with LoadGenerator(router.url, rate=120, mix=REDEPLOY_MIX, max_duration=120) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=REDEPLOY_MIX, max_duration=120) as load:
         result = roll_back(
             docker_client, service, "test", router=router, check=CHECK, owner="rollback"
         )
@@ -108,7 +107,7 @@ class Crash(BaseException):
 def test_switch_back_from_an_ab_test_cut_short_by_a_crash(
     bed, docker_client, demo_images, service
 ) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
+    router = local_router(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
     blue_green_to(docker_client, demo_images, service, router, "v1")
 
     def crash(step: StepEvent) -> None:
@@ -116,7 +115,9 @@ def test_switch_back_from_an_ab_test_cut_short_by_a_crash(
             raise Crash
 
     with (
-        LoadGenerator(router.url, rate=100, mix=MIX, cookies=False, max_duration=60) as during,
+        LoadGenerator(
+            router.url(LOOPBACK), rate=100, mix=MIX, cookies=False, max_duration=60
+        ) as during,
         pytest.raises(Crash),
     ):
         ab_deploy(
@@ -129,7 +130,9 @@ def test_switch_back_from_an_ab_test_cut_short_by_a_crash(
             on_step=crash,
         )
     assert during.report.failed == 0, during.report.failures
-    with LoadGenerator(router.url, rate=200, mix=MIX, cookies=False, max_duration=60) as load:
+    with LoadGenerator(
+        router.url(LOOPBACK), rate=200, mix=MIX, cookies=False, max_duration=60
+    ) as load:
         time.sleep(1.0)
         called_at = load.snapshot().elapsed_s
         result = roll_back(
@@ -150,12 +153,12 @@ def test_switch_back_from_an_ab_test_cut_short_by_a_crash(
 
 
 def test_roll_back_after_min_in_service_deploys(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
-    router = RouterSettings(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
+    router = local_router(port=free_port(), image=bed.haproxy_image, check_interval_ms=500)
     kw = dict(router=router, check=CHECK, owner="deployer", log=print)
     settings = MinimumInService(replicas=3, min_in_service=2)
     deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
     deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
-    with LoadGenerator(router.url, rate=120, mix=REDEPLOY_MIX, max_duration=120) as load:
+    with LoadGenerator(router.url(LOOPBACK), rate=120, mix=REDEPLOY_MIX, max_duration=120) as load:
         result = roll_back(
             docker_client, service, "test", router=router, check=CHECK, owner="rollback"
         )

@@ -7,12 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from kit.deploy import CHECK
+from kit.deploy import CHECK, local_router
 from kit.loadgen import free_port
 
 from docker_delivery.errors import DeliveryError, InvalidReference
 from docker_delivery.images.ref import ImageRef
-from docker_delivery.routing.service import RouterSettings
 from docker_delivery.sensors import RolloutCompleteSensor
 from docker_delivery.strategies import Rolling
 from docker_delivery.strategies.deploy import deploy
@@ -54,7 +53,7 @@ def test_held_rollout_reports_k_of_n_then_completes(
     before = rollout_status(docker_client, service, "test", v2, replicas=4)
     assert not before.complete and before.backend == "" and "no router" in before.describe()
 
-    router = RouterSettings(
+    router = local_router(
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
     )
     kw: dict[str, Any] = dict(router=router, check=CHECK, owner="test", log=print)

@@ -28,8 +28,16 @@ def release(image: str, service: str, **env: str) -> Release:
     )
 
 
+LOOPBACK = "127.0.0.1"  # the bed's routers publish on this machine's loopback only
+
+
+def local_router(**settings: Any) -> RouterSettings:
+    """A router whose ports are published on the bed's loopback (not on every interface)."""
+    return RouterSettings(address=LOOPBACK, **settings)
+
+
 def router_settings(bed: Any, *, preview: bool = True) -> RouterSettings:
-    return RouterSettings(
+    return local_router(
         port=free_port(),
         preview_port=free_port() if preview else None,
         image=bed.haproxy_image,

@@ -420,7 +420,7 @@ def test_render_config_layout() -> None:
     lines = [line.strip() for line in config.splitlines()]
     for expected in [
         "log stdout format raw local0",
-        "stats socket ipv4@0.0.0.0:9100 level admin expose-fd listeners",
+        "stats socket ipv4@127.0.0.1:9100 level admin expose-fd listeners",
         "stats timeout 30s",
         "hard-stop-after 30s",
         "mode http",

@@ -607,7 +607,7 @@ def test_the_blue_green_steps_share_the_stages_settings() -> None:
         assert op.router_settings(op.environment_spec()).preview_port == 18183
         assert op.retries == 0 if step != "retire" else op.retries == 2
     preview: Any = dag.get_task("production.verify_preview")
-    assert preview.addresses == "127.0.0.1:18183"
+    assert preview.addresses == "localhost:18183"  # the local engine, every interface
     assert dag.get_task("staging.deploy").__class__.__name__ == "RollingDeployOperator"
     assert dag.get_task("approve_production").__class__.__name__ == "DeliveryApprovalOperator"
 

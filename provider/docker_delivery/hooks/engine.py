@@ -1,17 +1,183 @@
-"""Docker Engine clients for operators: the engine is named by URL, as in DockerOperator."""
+"""Docker Engines as Airflow connections (type ``docker_engine``) -> docker SDK clients.
+
+An environment names its engine by connection id (``engine: <conn_id>`` in the environment spec);
+without one, operators use ``docker_url``, else DOCKER_HOST or the local socket, as before. The
+connection's host says how the engine is reached:
+
+* ``10.0.0.5`` or ``tcp://10.0.0.5`` (port 2376 unless the connection has one): TCP with mutual
+  TLS, verified. The extras ``tls_ca``, ``tls_cert`` and ``tls_key`` hold the PEM texts of the CA
+  that signed the engine's certificate, and of the client's certificate and key; an engine on TCP
+  without them is refused (an open TCP socket is root on that machine for anyone who reaches it).
+* ``ssh://user@host``: through ``ssh`` (the worker's ssh client, keys and known_hosts).
+* ``unix:///var/run/docker.sock``: a local socket.
+
+The PEM texts go to files in a private folder (mode 0700) for the client's life and are removed
+when it closes; the key is masked in task logs. None of them is logged, put in XCom or a label.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from docker_delivery.errors import TargetError
 
 if TYPE_CHECKING:
     import docker
 
+CONN_TYPE = "docker_engine"
+TLS_PORT = 2376
+TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key")
+LOCAL_HOST = "localhost"  # the host of an engine on a local socket, as users reach it
 
-def engine_client(docker_url: str | None = None, *, timeout: int = 120) -> docker.DockerClient:
-    """A docker SDK client for ``docker_url``; ``None`` means DOCKER_HOST or the default socket."""
+
+def engine_host(base_url: str | None) -> str:
+    """The host an engine's published ports are reached at: the address in ``base_url``
+    (``tcp://h:2376``, ``https://h:2376``, ``ssh://user@h``); ``localhost`` for a local socket
+    (or no URL: the default engine)."""
+    if not base_url or base_url.startswith(("unix:", "npipe:", "http+unix:")):
+        return LOCAL_HOST
+    host = urlsplit(base_url if "://" in base_url else f"tcp://{base_url}").hostname
+    return host or LOCAL_HOST
+
+
+def _removing_on_close(client: docker.DockerClient, folder: Path) -> docker.DockerClient:
+    """``client``, whose ``close`` also removes ``folder`` (the connection's PEM files)."""
+    close = client.close
+
+    def close_and_forget() -> None:
+        try:
+            close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    client.close = close_and_forget
+    return client
+
+
+class DockerEngineHook(BaseHook):
+    """A Docker Engine reached through the connection ``engine_conn_id`` (module docstring).
+    Its form fields are declared in the provider info (``get_provider_info``)."""
+
+    conn_name_attr = "engine_conn_id"
+    default_conn_name = "docker_engine_default"
+    conn_type = CONN_TYPE
+    hook_name = "Docker Engine"
+
+    def __init__(self, engine_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine_conn_id = engine_conn_id
+
+    def base_url(self) -> str:
+        """The engine's URL as docker expects it (``https://h:2376``, ``ssh://u@h``, ``unix://``)."""
+        conn = self.get_connection(self.engine_conn_id)
+        where = f"connection {self.engine_conn_id!r}"
+        host = (conn.host or "").strip()
+        if not host:
+            raise TargetError(f"{where} has no host: set it to the engine (module docs)")
+        if host.startswith(("unix://", "npipe://")):
+            return host
+        if host.startswith("ssh://"):
+            if conn.login and "@" not in host:
+                host = f"ssh://{conn.login}@{host[len('ssh://') :]}"
+            return host + (f":{conn.port}" if conn.port and host.count(":") < 2 else "")
+        split = urlsplit(host if "://" in host else f"tcp://{host}")
+        if split.scheme not in ("tcp", "https") or not split.hostname:
+            raise TargetError(
+                f"{where}: host {host!r} is neither an address, tcp://, ssh:// nor unix://"
+            )
+        port = split.port or conn.port or TLS_PORT
+        return f"https://{split.hostname}:{port}"
+
+    def tls_texts(self) -> dict[str, str]:
+        """The connection's PEM texts (tls_ca, tls_cert, tls_key); the key is masked in logs."""
+        extra = self.get_connection(self.engine_conn_id).extra_dejson
+        texts = {name: str(extra.get(name) or "").strip() for name in TLS_FIELDS}
+        if texts["tls_key"]:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(texts["tls_key"])
+        return texts
+
+    def get_client(self, *, timeout: int = 120, version: str = "auto") -> docker.DockerClient:
+        """A docker SDK client for the engine; close it (the certificate folder goes with it).
+        ``version``: the Engine API version (``auto`` asks the engine at once)."""
+        import docker
+        from docker.tls import TLSConfig
+
+        url = self.base_url()
+        where = f"connection {self.engine_conn_id!r}"
+        if url.startswith("ssh://"):
+            return docker.DockerClient(
+                base_url=url, timeout=timeout, version=version, use_ssh_client=True
+            )
+        if not url.startswith("https://"):
+            return docker.DockerClient(base_url=url, timeout=timeout, version=version)
+        texts = self.tls_texts()
+        missing = [name for name, text in texts.items() if not text]
+        if missing:
+            raise TargetError(
+                f"{where}: an engine on tcp needs mutual TLS; the extras {', '.join(missing)} are "
+                "empty (PEM texts of the CA, the client certificate and its key)"
+            )
+        folder = Path(tempfile.mkdtemp(prefix="dd-engine-"))
+        try:
+            paths = {}
+            for name, text in texts.items():
+                path = folder / f"{name}.pem"
+                path.touch(mode=0o600)
+                path.write_text(text + "\n")
+                paths[name] = str(path)
+            tls = TLSConfig(
+                ca_cert=paths["tls_ca"],
+                client_cert=(paths["tls_cert"], paths["tls_key"]),
+                verify=True,
+            )
+            client = docker.DockerClient(base_url=url, tls=tls, timeout=timeout, version=version)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return _removing_on_close(client, folder)
+
+    def get_conn(self) -> docker.DockerClient:
+        return self.get_client()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """For the UI's Test button: the engine answers its version."""
+        try:
+            client = self.get_client(timeout=10)
+            try:
+                version = client.version().get("Version", "?")
+            finally:
+                client.close()
+        except Exception as exc:  # the button shows any failure as text
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"Docker Engine {version} answers at {self.base_url()}"
+
+
+def engine_client(
+    docker_url: str | None = None, *, engine_conn_id: str | None = None, timeout: int = 120
+) -> docker.DockerClient:
+    """A docker SDK client: the engine of connection ``engine_conn_id`` when given, else
+    ``docker_url``, else DOCKER_HOST or the default socket."""
     import docker
 
+    if engine_conn_id:
+        return DockerEngineHook(engine_conn_id).get_client(timeout=timeout)
     if docker_url:
         return docker.DockerClient(base_url=docker_url, timeout=timeout)
     return docker.from_env(timeout=timeout)
+
+
+def engine_url(docker_url: str | None = None, *, engine_conn_id: str | None = None) -> str | None:
+    """The URL :func:`engine_client` connects to (None: DOCKER_HOST or the default socket)."""
+    import os
+
+    if engine_conn_id:
+        return DockerEngineHook(engine_conn_id).base_url()
+    return docker_url or os.environ.get("DOCKER_HOST")

@@ -46,6 +46,7 @@ class BuildImageOperator(BaseOperator):
         extra_tags: Sequence[str] = (),
         push: bool = True,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         docker_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -61,6 +62,7 @@ class BuildImageOperator(BaseOperator):
         self.extra_tags = list(extra_tags)
         self.push = push
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self.docker_conn_id = docker_conn_id
 
     def execute(self, context: Context) -> str:
@@ -84,7 +86,7 @@ class BuildImageOperator(BaseOperator):
             registry_host = ImageRef.parse(self.repository).registry
             registry = RegistryHook(self.docker_conn_id).get_client(registry_host)
         with (
-            closing(engine_client(self.docker_url)) as client,
+            closing(engine_client(self.docker_url, engine_conn_id=self.engine_conn_id)) as client,
             engine_calls(f"building {self.repository}:{self.revision}"),
         ):
             result = ImageBuilder(client, registry, log=self.log.info).build(spec)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.health import HealthCheck
-from docker_delivery.hooks.engine import engine_client
+from docker_delivery.hooks.engine import engine_client, engine_host, engine_url
 from docker_delivery.operators.common import (
     lock_owner,
     says_when_nothing_changed,
@@ -76,6 +76,7 @@ class _DeployOperator(BaseOperator):
         lock_wait: float = 0.0,
         plan_only: bool = False,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         spec: Any = None,
         aws_conn_id: str = "aws_default",
         target: str | None = None,
@@ -117,6 +118,7 @@ class _DeployOperator(BaseOperator):
         self.lock_wait = lock_wait
         self.plan_only = plan_only
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
 
     # -- what the task runs with, from the environment spec when there is one (read once) --------
 
@@ -229,17 +231,27 @@ class _DeployOperator(BaseOperator):
             log=self.log.info,
         )
 
+    def engine(self, spec: ServiceSpec | None) -> str | None:
+        """The engine's connection id: ``engine_conn_id``, else the environment spec's."""
+        if self.engine_conn_id or spec is None:
+            return self.engine_conn_id
+        return spec.environment(self.environment).engine
+
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.environment_spec()
+        engine = self.engine(spec)
         with (
-            closing(engine_client(self.docker_url)) as client,
+            closing(engine_client(self.docker_url, engine_conn_id=engine)) as client,
             says_when_nothing_changed(context),
             engine_calls(f"deploying {self.service} to {self.environment}"),
         ):
             out: dict[str, Any] = self.deliver(client, spec, context).as_dict()
         settings = self.router_settings(spec)
         if settings is not None:
-            out["url"] = settings.url
+            host = engine_host(engine_url(self.docker_url, engine_conn_id=engine))
+            out["url"] = settings.url(host)
+            if (preview := settings.preview(host)) is not None:
+                out["preview_url"] = preview
             self.log.info("%s/%s answers at %s", self.service, self.environment, out["url"])
         return out
 

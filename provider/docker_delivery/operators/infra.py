@@ -31,6 +31,7 @@ class ApplyInfraOperator(BaseOperator):
         environment: str,
         plan_only: bool = False,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         lock_wait: float = 0.0,
         aws_conn_id: str = "aws_default",
         **kwargs: Any,
@@ -44,6 +45,7 @@ class ApplyInfraOperator(BaseOperator):
         self.environment = environment
         self.plan_only = plan_only
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self.lock_wait = lock_wait
         self.aws_conn_id = aws_conn_id
 
@@ -53,14 +55,16 @@ class ApplyInfraOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from docker_delivery.infra import apply_spec
 
+        spec = load_spec(self.spec)
+        engine = self.engine_conn_id or spec.environment(self.environment).engine
         with (
-            closing(engine_client(self.docker_url)) as client,
+            closing(engine_client(self.docker_url, engine_conn_id=engine)) as client,
             says_when_nothing_changed(context),
             engine_calls(f"applying the infrastructure of {self.environment}"),
         ):
             planned, result = apply_spec(
                 client,
-                load_spec(self.spec),
+                spec,
                 self.environment,
                 owner=lock_owner(context),
                 resolve_secret=self.resolve_secret,

@@ -46,6 +46,7 @@ class MigrateDatabaseOperator(BaseOperator):
         network: str | None = None,
         extra_hosts: Mapping[str, str] | None = None,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,6 +55,7 @@ class MigrateDatabaseOperator(BaseOperator):
         self.env, self.extra_hosts = dict(env or {}), dict(extra_hosts or {})
         self.timeout, self.lock_wait, self.network = timeout, lock_wait, network
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self._runner: MigrationRunner | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -72,7 +74,11 @@ class MigrateDatabaseOperator(BaseOperator):
         ti = context["ti"]
         map_index = ti.map_index if ti.map_index is not None else -1
         owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index}"
-        self._runner = MigrationRunner(engine_client(self.docker_url), self.log.info, owner=owner)
+        self._runner = MigrationRunner(
+            engine_client(self.docker_url, engine_conn_id=self.engine_conn_id),
+            self.log.info,
+            owner=owner,
+        )
         with engine_calls(f"migrating with {self.image}"):
             return self._runner.migrate(spec, database).as_dict()
 

@@ -61,6 +61,7 @@ class PromoteImageOperator(BaseOperator):
         docker_conn_id: str | None = None,
         target_docker_conn_id: str | None = None,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         service: str | None = None,
         app_port: int = 8080,
         lock_wait: float = 0.0,
@@ -79,6 +80,7 @@ class PromoteImageOperator(BaseOperator):
         self.docker_conn_id = docker_conn_id
         self.target_docker_conn_id = target_docker_conn_id
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self.service = service
         self.app_port = app_port
         self.lock_wait = lock_wait
@@ -93,7 +95,9 @@ class PromoteImageOperator(BaseOperator):
         if self.service is not None:
             result = self._promote_serving(image, context)
         elif not self.registry:
-            with closing(engine_client(self.docker_url)) as client:
+            with closing(
+                engine_client(self.docker_url, engine_conn_id=self.engine_conn_id)
+            ) as client:
                 store = EngineImageStore(client, log=self.log.info)
                 result = promote(
                     store, image, self.environment, require_tag=self.require_tag, log=self.log.info
@@ -127,7 +131,7 @@ class PromoteImageOperator(BaseOperator):
 
         assert self.service is not None
         with (
-            closing(engine_client(self.docker_url)) as client,
+            closing(engine_client(self.docker_url, engine_conn_id=self.engine_conn_id)) as client,
             engine_calls(f"moving the {self.environment} tag"),
         ):
             try:

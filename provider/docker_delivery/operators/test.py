@@ -38,6 +38,7 @@ class TestImageOperator(BaseOperator):
         workdir: str | None = None,
         user: str | None = None,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -51,6 +52,7 @@ class TestImageOperator(BaseOperator):
         self.workdir = workdir
         self.user = user
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self._runner: ImageTestRunner | None = None
         self._run_id: str | None = None
 
@@ -67,7 +69,9 @@ class TestImageOperator(BaseOperator):
             user=self.user,
         )
         ti = context["ti"]
-        self._runner = ImageTestRunner(engine_client(self.docker_url), self.log.info)
+        self._runner = ImageTestRunner(
+            engine_client(self.docker_url, engine_conn_id=self.engine_conn_id), self.log.info
+        )
         for earlier_try in range(1, ti.try_number):  # leftovers of a killed earlier try
             self._runner.cleanup(attempt_run_id(ti, earlier_try))
         self._run_id = attempt_run_id(ti, ti.try_number)

@@ -1,10 +1,11 @@
 """The router of one service in one environment: an HAProxy container on the service's network.
 
-Its ``public`` frontend is published on the host (``127.0.0.1:port``); an optional ``preview``
-frontend (a second port) serves the idle colour of a blue/green deployment. Both are switchable:
-which backend they serve is an entry of the routes map (:func:`routed_backend`), changed at run
-time by :meth:`HaproxyRouter.route`; ``public`` serves ``live`` and ``preview`` serves ``green``
-until a deployment routes them elsewhere.
+Its ``public`` frontend is published on the engine's host (on ``address``, every interface by
+default); an optional ``preview`` frontend (a second port) serves the idle colour of a blue/green
+deployment. Users, smoke tests and the preview checks reach them at :meth:`RouterSettings.url`.
+Both are switchable: which backend they serve is an entry of the routes map
+(:func:`routed_backend`), changed at run time by :meth:`HaproxyRouter.route`; ``public`` serves
+``live`` and ``preview`` serves ``green`` until a deployment routes them elsewhere.
 
 Backends (each with pre-allocated server slots, filled at run time):
 
@@ -57,15 +58,32 @@ def routed_backend(router: _Routes, frontend: str = PUBLIC) -> str:
     return router.routes().get(frontend) or DEFAULT_ROUTES[frontend]
 
 
+ANY_ADDRESS = ("0.0.0.0", "::")
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @dataclass(frozen=True)
 class RouterSettings:
-    """Where the service's router listens and what it runs."""
+    """Where the service's router listens and what it runs.
+
+    ``address``: the engine host's address the ports are published on (every interface by
+    default). ``public_url`` / ``preview_url``: where users reach the two frontends, when that is
+    not the engine's host (a load balancer, a DNS name); by default the bound address, or the
+    engine's host when the ports are bound on every interface.
+    """
 
     port: int
     preview_port: int | None = None
     image: str = "haproxy:lts"
     slots: int = 16
     check_interval_ms: int = 1000
+    address: str = "0.0.0.0"
+    public_url: str | None = None
+    preview_url: str | None = None
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("preview_port", self.preview_port)):
@@ -76,9 +94,21 @@ class RouterSettings:
         if not 1 <= self.slots <= 256:
             raise DeliveryError(f"router slots {self.slots} must be 1-256")
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+    def host_on(self, engine_host: str) -> str:
+        """The host users reach the published ports at, for an engine on ``engine_host``."""
+        return engine_host if self.address in ANY_ADDRESS else self.address
+
+    def url(self, engine_host: str) -> str:
+        """The public frontend's URL, for an engine on ``engine_host``."""
+        return self.public_url or f"http://{url_host(self.host_on(engine_host))}:{self.port}/"
+
+    def preview(self, engine_host: str) -> str | None:
+        """The preview frontend's URL (None without a preview port)."""
+        if self.preview_port is None:
+            return None
+        return self.preview_url or (
+            f"http://{url_host(self.host_on(engine_host))}:{self.preview_port}/"
+        )
 
 
 def router_name(service: str, environment: str) -> str:
@@ -139,6 +169,7 @@ def ensure_router(
         image=settings.image,
         config=render_service_config(settings, app_port, health_path),
         publish=publish,
+        bind=settings.address,
         labels={
             LABEL_SERVICE: service,
             LABEL_ENVIRONMENT: environment,

@@ -32,6 +32,7 @@ class DriftSensor(BaseSensorOperator):
         spec: str | ServiceSpec | Mapping[str, Any],
         environments: Sequence[str],
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         aws_conn_id: str = "aws_default",
         poke_interval: timedelta | float = 30.0,
         **kwargs: Any,
@@ -48,6 +49,7 @@ class DriftSensor(BaseSensorOperator):
         self.spec = spec
         self.environments = list(environments)
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self.aws_conn_id = aws_conn_id
 
     def _secret(self, ref: SecretRef) -> str:
@@ -59,7 +61,7 @@ class DriftSensor(BaseSensorOperator):
         from docker_delivery.infra import drift
 
         env_a, env_b = self.environments
-        with closing(engine_client(self.docker_url)) as client:
+        with closing(engine_client(self.docker_url, engine_conn_id=self.engine_conn_id)) as client:
             report = drift(client, load_spec(self.spec), env_a, env_b, resolve_secret=self._secret)
         self.log.info("%s", report.describe())
         return PokeReturnValue(not report.drifted, report.as_dict())

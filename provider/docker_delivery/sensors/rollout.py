@@ -36,6 +36,7 @@ class RolloutCompleteSensor(BaseSensorOperator):
         replicas: int | str,
         app_port: int = 8080,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         deferrable: bool = False,
         poke_interval: timedelta | float = 2.0,
         **kwargs: Any,
@@ -47,12 +48,13 @@ class RolloutCompleteSensor(BaseSensorOperator):
         self.replicas = replicas
         self.app_port = app_port
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self.deferrable = deferrable
 
     def poke(self, context: Context) -> PokeReturnValue:
         from docker_delivery.strategies.rollout import rollout_status
 
-        with closing(engine_client(self.docker_url)) as client:
+        with closing(engine_client(self.docker_url, engine_conn_id=self.engine_conn_id)) as client:
             status = rollout_status(
                 client,
                 self.service,
@@ -78,6 +80,7 @@ class RolloutCompleteSensor(BaseSensorOperator):
             int(self.replicas),
             port=self.app_port,
             docker_url=self.docker_url,
+            engine_conn_id=self.engine_conn_id,
             poll_s=self.poke_interval,
             deadline_s=self.timeout,
             started_at=time.time(),

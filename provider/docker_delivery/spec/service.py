@@ -41,6 +41,7 @@ This module is domain code: it never imports Airflow.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -170,6 +171,13 @@ NetworkName = Annotated[
     str, AfterValidator(_pattern(_NETWORK, "a valid network name (letters, digits, '_.-')"))
 ]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
+ConnId = Annotated[
+    str,
+    AfterValidator(
+        _pattern(re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"), "an Airflow connection id")
+    ),
+]
+"""An Airflow connection's id (e.g. the ``docker_engine`` connection an environment runs on)."""
 
 
 def _url_path(value: str) -> str:
@@ -277,18 +285,42 @@ class HealthCheckSpec(_Model):
 
 class RouterSpec(_Model):
     """The service's HAProxy router in this environment (:class:`RouterSettings`): ``port`` is
-    the published port users reach (127.0.0.1:port)."""
+    the port users reach on the engine's host, published on ``address`` (every interface by
+    default; an address of the engine's host to publish on that one only); ``public_url`` and
+    ``preview_url`` say where users reach it when that is not the engine's host."""
 
     port: Port
     preview_port: Port | None = None
     image: str = "haproxy:lts"
     slots: int = Field(default=16, ge=1, le=256)
     check_interval_ms: int = Field(default=1000, ge=100)
+    address: str = "0.0.0.0"
+    public_url: str | None = None
+    preview_url: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address of the engine's host (0.0.0.0: every interface)"
+            ) from None
+
+    @field_validator("public_url", "preview_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL (http://shop.example.com/)")
+        return value
 
     @model_validator(mode="after")
     def _ports(self) -> RouterSpec:
         if self.preview_port is not None and self.preview_port == self.port:
             raise ValueError("preview_port: must differ from port")
+        if self.preview_url is not None and self.preview_port is None:
+            raise ValueError("preview_url: needs a preview_port")
         return self
 
     def settings(self) -> RouterSettings:
@@ -299,6 +331,9 @@ class RouterSpec(_Model):
             image=self.image,
             slots=self.slots,
             check_interval_ms=self.check_interval_ms,
+            address=self.address,
+            public_url=self.public_url,
+            preview_url=self.preview_url,
         )
 
 
@@ -334,6 +369,7 @@ class EnvironmentSpec(_Model):
     """How a service runs in one environment (the defaults with the environment's overrides)."""
 
     target: Literal["engine", "swarm"] = "engine"
+    engine: ConnId | None = None
     replicas: int = Field(default=1, ge=0)
     port: Port = 8080
     command: list[str] | None = None

@@ -143,10 +143,13 @@ def health_gate(
     *,
     deadline: float,
     log: Log = print,
+    transport: Any = None,
 ) -> HealthGate:
     """A gate probing each instance with ``check`` (docker_delivery.health) until healthy.
 
     ``exit_reason`` (the target's) stops the wait at once when an instance's container exits.
+    ``transport``: how the probes travel (the router's :class:`~docker_delivery.targets.relay.
+    ProbeTransport`, so that the worker needs no route to the instances; None: from here).
     """
     import asyncio
 
@@ -167,7 +170,12 @@ def health_gate(
             return await asyncio.to_thread(exit_reason, by_address[address])
 
         wait_all_healthy_sync(
-            list(by_address), check, deadline=deadline, is_alive=is_alive, log=log
+            list(by_address),
+            check,
+            deadline=deadline,
+            is_alive=is_alive,
+            log=log,
+            transport=transport,
         )
 
     return gate

@@ -34,6 +34,7 @@ from docker_delivery.strategies.rolling import Rolling, RollingDeployment
 from docker_delivery.targets.base import Release
 from docker_delivery.targets.engine import EngineTarget, pull_if_missing, require_networks
 from docker_delivery.targets.labels import LABEL_SLOT_GROUP
+from docker_delivery.targets.relay import ProbeTransport
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def deploy(
         else:
             require_networks(client, release)
         network = target.network(release.service, release.environment)
+        transport = None
         if isinstance(router, RouterSettings):
             handle = ensure_router(
                 client,
@@ -108,6 +110,7 @@ def deploy(
                 log=log,
             )
             haproxy = handle.router
+            transport = ProbeTransport(client, handle.container_id)  # probes from the router
         else:
             haproxy = router
         if "live" not in haproxy.backends():
@@ -127,7 +130,13 @@ def deploy(
                 "the colour's instances in place); a rolling deployment on Swarm cannot take "
                 "over them"
             )
-        gate = health_gate(check, target.exit_reason, deadline=health_deadline(check), log=log)
+        gate = health_gate(
+            check,
+            target.exit_reason,
+            deadline=health_deadline(check),
+            log=log,
+            transport=transport,
+        )
         if isinstance(strategy, MinimumInService):
             assert isinstance(target, EngineTarget)
             if in_colour and dry_run:

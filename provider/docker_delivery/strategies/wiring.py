@@ -24,6 +24,7 @@ from docker_delivery.strategies.lock import DeploymentLock
 from docker_delivery.strategies.state import ServiceState, list_running, read_state, running_kind
 from docker_delivery.targets.base import SlotTarget, TargetKind
 from docker_delivery.targets.engine import EngineTarget
+from docker_delivery.targets.relay import ProbeTransport
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -105,8 +106,9 @@ def connect(
         else EngineTarget(client, port=check.port, log=log)
     )
     network = slots.network(service, environment)
+    transport = None
     if isinstance(router, RouterSettings):
-        haproxy = ensure_router(
+        handle = ensure_router(
             client,
             service,
             environment,
@@ -115,8 +117,12 @@ def connect(
             app_port=check.port,
             health_path=check.path,
             log=log,
-        ).router
+        )
+        haproxy = handle.router
+        transport = ProbeTransport(client, handle.container_id)  # probes from the router
     else:
         haproxy = router
-    gate = health_gate(check, slots.exit_reason, deadline=health_deadline(check), log=log)
+    gate = health_gate(
+        check, slots.exit_reason, deadline=health_deadline(check), log=log, transport=transport
+    )
     return Wiring(client, slots, haproxy, check, gate, log)

@@ -24,7 +24,9 @@ import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
+from docker_delivery.hooks.engine import LOCAL_HOST
 from docker_delivery.operators.approval import DeliveryApprovalOperator
+from docker_delivery.spec import EnvironmentSpec
 from docker_delivery.templates.pipeline_spec import (
     BlueGreenDeploy,
     PipelineSpec,
@@ -35,6 +37,7 @@ from docker_delivery.templates.pipeline_spec import (
 from docker_delivery.templates.plan import RELEASE, PlannedTask, plan_tasks
 from docker_delivery.templates.runtime import (
     choose_deploy,
+    engine_host_of,
     http_check,
     redeploy,
     release,
@@ -78,6 +81,17 @@ def _deploy_class(name: str, where: str) -> type[BaseOperator]:
     return cls  # type: ignore[no-any-return]
 
 
+def public_url(env: EnvironmentSpec, *, preview: bool = False) -> str:
+    """Where users reach the environment's router (``preview``: its preview frontend): the
+    spec's URL, else the engine's host, read from its connection when the task runs (the
+    ``engine_host`` macro) or ``localhost`` for the local engine."""
+    host = "{{ engine_host('" + env.engine + "') }}" if env.engine else LOCAL_HOST
+    settings = env.router.settings()
+    url = settings.preview(host) if preview else settings.url(host)
+    assert url is not None, "a preview URL needs a preview port"
+    return url
+
+
 def _build_deploy(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
     """The stage's deploy (or switch, or retire) step: its release, router and health check
     come from the environment spec, the same configuration ApplyInfraOperator applies, so a
@@ -93,6 +107,7 @@ def _build_deploy(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
         settings=spec.deploy_settings(t.stage),
         lock_wait=t.stage.lock_wait,
         docker_url=spec.pipeline.docker_url,
+        engine_conn_id=spec.env(t.stage).engine,
         **common,
     )
 
@@ -168,10 +183,7 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
         f"- image: `{IMAGE}`\n"
         f"- revision: `{REVISION}`\n"
         f"- run: `{{{{ run_id }}}}`\n"
-        + "".join(
-            f"- {name}: http://127.0.0.1:{spec.environments[name].router.port}/ serves it\n"
-            for name in before
-        )
+        + "".join(f"- {name}: {public_url(spec.environments[name])} serves it\n" for name in before)
         + "\nApprove to deliver it; Reject stops this delivery here."
     )
     users = [{"id": u, "name": u} for u in approval.assigned_users] or None
@@ -204,6 +216,7 @@ def _build_promote(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
         environment=t.stage.environment,
         docker_conn_id=spec.pipeline.docker_conn_id,
         docker_url=spec.pipeline.docker_url,
+        engine_conn_id=spec.env(t.stage).engine,
         service=spec.service,
         app_port=spec.env(t.stage).port,
         lock_wait=t.stage.lock_wait,
@@ -227,6 +240,7 @@ def _build_infra(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> 
         spec=spec.service_dict(),
         environment=t.stage.environment,
         docker_url=spec.pipeline.docker_url,
+        engine_conn_id=spec.env(t.stage).engine,
         lock_wait=t.stage.lock_wait,
         **common,
     )
@@ -252,6 +266,7 @@ def _build_migrate(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
         network=m.network,
         extra_hosts=dict(m.extra_hosts) or None,
         docker_url=spec.pipeline.docker_url,
+        engine_conn_id=spec.env(t.stage).engine if t.stage is not None else None,
         **optional,
         **common,
     )
@@ -261,10 +276,12 @@ def _build_health(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
     from docker_delivery.sensors import ServiceHealthySensor
 
     assert t.stage is not None
+    env = spec.env(t.stage)
     port = int(t.extra["port"])
-    check = {**spec.env(t.stage).health().to_dict(), "port": port}
+    check = {**env.health().to_dict(), "port": port}
+    url = public_url(env, preview=port == env.router.preview_port)
     return ServiceHealthySensor(
-        addresses=f"127.0.0.1:{port}",
+        addresses=url.split("://", 1)[1].split("/", 1)[0],
         check=check,
         timeout=t.stage.verify.timeout,
         mode="poke",
@@ -278,12 +295,11 @@ def _build_smoke(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> 
     if item.http is None:
         return _build_test(spec, t, common)
     http = item.http
-    port = spec.env(t.stage).router.port
     contains = http.contains or (DIGEST if http.expect_digest else None)
     return PythonOperator(
         python_callable=http_check,
         op_kwargs={
-            "url": f"http://127.0.0.1:{port}{http.path}",
+            "url": public_url(spec.env(t.stage)).rstrip("/") + http.path,
             "status": http.status,
             "contains": contains,
             "timeout": http.timeout,
@@ -425,6 +441,10 @@ def delivery_pipeline(
                 description=f"how this run deploys to {stage.environment}",
             )
     kwargs.update(dag_kwargs)
+    kwargs["user_defined_macros"] = {
+        "engine_host": engine_host_of,
+        **(kwargs.get("user_defined_macros") or {}),
+    }
     with DAG(**kwargs) as dag:
         groups = {s.environment: TaskGroup(group_id=s.environment) for s in p.stages}
         ops: dict[str, BaseOperator] = {}

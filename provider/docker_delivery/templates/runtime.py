@@ -112,3 +112,11 @@ def http_check(
         if attempt < attempts:
             time.sleep(interval)
     raise RuntimeError(f"smoke test failed: GET {url} {problem} after {attempts} tries")
+
+
+def engine_host_of(engine_conn_id: str) -> str:
+    """The host of the engine connection ``engine_conn_id`` (the ``engine_host`` macro of a
+    delivery DAG: the routers' public URLs on a remote engine)."""
+    from docker_delivery.hooks.engine import DockerEngineHook, engine_host
+
+    return engine_host(DockerEngineHook(engine_conn_id).base_url())

@@ -30,6 +30,7 @@ class RolloutCompleteTrigger(BaseTrigger):
         *,
         port: int = 8080,
         docker_url: str | None = None,
+        engine_conn_id: str | None = None,
         poll_s: float = 2.0,
         deadline_s: float = 600.0,
         started_at: float | None = None,
@@ -41,6 +42,7 @@ class RolloutCompleteTrigger(BaseTrigger):
         self.replicas = int(replicas)
         self.port = int(port)
         self.docker_url = docker_url
+        self.engine_conn_id = engine_conn_id
         self.poll_s = float(poll_s)
         self.deadline_s = float(deadline_s)
         self.started_at = time.time() if started_at is None else float(started_at)
@@ -55,6 +57,7 @@ class RolloutCompleteTrigger(BaseTrigger):
                 "replicas": self.replicas,
                 "port": self.port,
                 "docker_url": self.docker_url,
+                "engine_conn_id": self.engine_conn_id,
                 "poll_s": self.poll_s,
                 "deadline_s": self.deadline_s,
                 "started_at": self.started_at,
@@ -65,7 +68,7 @@ class RolloutCompleteTrigger(BaseTrigger):
         from docker_delivery.hooks.engine import engine_client
         from docker_delivery.strategies.rollout import rollout_status
 
-        with closing(engine_client(self.docker_url)) as client:
+        with closing(engine_client(self.docker_url, engine_conn_id=self.engine_conn_id)) as client:
             return rollout_status(
                 client,
                 self.service,

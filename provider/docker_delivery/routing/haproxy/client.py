@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from docker_delivery.errors import RelayError
 from docker_delivery.errors import RouterError as RouterError
 
 if TYPE_CHECKING:
-    pass
+    from docker_delivery.targets.relay import RuntimeRelay
 from docker_delivery.routing.haproxy.config import (
     ROUTES_MAP,
     SLOT_PREFIX,
@@ -41,7 +42,8 @@ _ADDR_ACCEPTED = re.compile(r"^(IP changed from|no need to change the addr)")
 
 
 class HaproxyRouter:
-    """An HAProxy's Runtime API on ``admin_host:admin_port`` (TCP, one command per connection).
+    """An HAProxy's Runtime API on ``admin_host:admin_port`` (TCP, one command per connection), or
+    carried by ``relay`` through the engine into the router container (:meth:`through`).
 
     Slots are named ``<slot_prefix><n>`` (``s1``..``sN``, as :func:`render_config` writes them);
     ``map_path`` is the routes map of switchable frontends. Every change is read back and
@@ -57,21 +59,41 @@ class HaproxyRouter:
         log: Callable[[str], None] = print,
         map_path: str = ROUTES_MAP,
         slot_prefix: str = SLOT_PREFIX,
+        relay: RuntimeRelay | None = None,
     ) -> None:
         self.admin_host = admin_host
         self.admin_port = admin_port
         self.timeout = timeout
         self.map_path = map_path
         self.slot_prefix = slot_prefix
+        self.relay = relay
         self._log = log
 
+    @classmethod
+    def through(cls, relay: RuntimeRelay, *, log: Callable[[str], None] = print) -> HaproxyRouter:
+        """The router whose Runtime API ``relay`` reaches through the engine (no open port)."""
+        return cls(relay.host, relay.port, timeout=relay.timeout, log=log, relay=relay)
+
+    @property
+    def where(self) -> str:
+        return self.relay.where if self.relay else f"{self.admin_host}:{self.admin_port}"
+
     def __repr__(self) -> str:
+        if self.relay:
+            return f"HaproxyRouter.through({self.relay!r})"
         return f"HaproxyRouter({self.admin_host!r}, {self.admin_port})"
 
     # -- transport ------------------------------------------------------------------------
 
     def _send(self, cmd: str) -> str:
-        where = f"{self.admin_host}:{self.admin_port}"
+        where = self.where
+        if self.relay is not None:
+            try:
+                return self.relay.send(cmd)
+            except RelayError as exc:
+                raise RouterError(
+                    f"HAProxy's Runtime API at {where} did not answer {cmd!r}: {exc}"
+                ) from exc
         try:
             with socket.create_connection(
                 (self.admin_host, self.admin_port), timeout=self.timeout
@@ -352,7 +374,7 @@ class HaproxyRouter:
                 problem = str(exc)
             if time.monotonic() >= deadline:
                 raise RouterError(
-                    f"HAProxy's Runtime API at {self.admin_host}:{self.admin_port} did not "
-                    f"answer within {timeout:g}s: {problem}"
+                    f"HAProxy's Runtime API at {self.where} did not answer within "
+                    f"{timeout:g}s: {problem}"
                 )
             time.sleep(poll)

@@ -36,6 +36,11 @@ UNASSIGNED = "0.0.0.0"
 DEFAULT_ADMIN_PORT = 9999
 
 
+# The Runtime API listens on the router container's own loopback: nothing outside the container
+# reaches it; the worker goes through the engine (targets.relay). Not an address of any host.
+CONTAINER_LOOPBACK = "127.0.0.1"
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
@@ -125,8 +130,9 @@ def render_config(
 ) -> str:
     """The haproxy.cfg for these frontends and backends, with the Runtime API on ``admin_port``.
 
-    The Runtime API listens with ``level admin`` on every address of the container: publish it on
-    127.0.0.1 only, and keep untrusted containers off the router's network.
+    The Runtime API listens with ``level admin`` on the container's own loopback only: neither
+    the instances on the router's network nor anything outside reach it; the worker reaches it
+    through the engine (:class:`docker_delivery.targets.relay.RuntimeRelay`).
     """
     if not backends:
         raise RouterError("render_config needs at least one backend")
@@ -153,7 +159,7 @@ def render_config(
         "# routes change at runtime through the Runtime API: the file never needs a reload.",
         "global",
         "    log stdout format raw local0",
-        f"    stats socket ipv4@0.0.0.0:{admin_port} level admin expose-fd listeners",
+        f"    stats socket ipv4@{CONTAINER_LOOPBACK}:{admin_port} level admin expose-fd listeners",
         "    stats timeout 30s",
         f"    hard-stop-after {hard_stop_after}",
         "",

@@ -1,6 +1,8 @@
 """RouterContainer: HAProxy as a container on the target's network. The configuration goes in
-with ``put_archive`` (no bind mount); the Runtime API is published on 127.0.0.1. A running router
-with the same configuration is reused; another one is replaced only while it serves nothing.
+with ``put_archive`` (no bind mount); the frontends are published on the address the environment
+gives; the Runtime API is never published: it is reached through the engine (a relay stream into
+the container, :mod:`docker_delivery.targets.relay`). A running router with the same
+configuration is reused; another one is replaced only while it serves nothing.
 
 This module is domain code: it never imports Airflow.
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from docker_delivery.errors import RouterError as RouterError
 from docker_delivery.targets.engine import start_container
 from docker_delivery.targets.labels import LABEL_CONFIG_HASH, LABEL_MANAGED, LABEL_ROLE, ROLE_ROUTER
+from docker_delivery.targets.relay import RuntimeRelay
 
 if TYPE_CHECKING:
     import docker
@@ -26,6 +29,7 @@ from docker_delivery.routing.haproxy.config import (
     ADMIN_SOCKET_LINE,
     CONFIG_DIR,
     CONFIG_PATH,
+    CONTAINER_LOOPBACK,
     DEFAULT_ADMIN_PORT,
     ROUTES_MAP,
     check_port,
@@ -35,8 +39,9 @@ from docker_delivery.routing.haproxy.config import (
 
 @dataclass(frozen=True)
 class RouterHandle:
-    """A running router container: its Runtime API client, id, published host ports
-    (container port -> host port on 127.0.0.1), and its address on the network."""
+    """A running router container: its Runtime API client (through the engine), id, published
+    host ports (container port -> host port on the bound address), and its address on the
+    network."""
 
     router: HaproxyRouter
     container_id: str
@@ -82,6 +87,7 @@ class RouterContainer:
         image: str,
         config: str,
         publish: Mapping[int, int],
+        bind: str = "0.0.0.0",
         labels: Mapping[str, str] | None = None,
         admin_port: int = DEFAULT_ADMIN_PORT,
         replace: bool = False,
@@ -90,9 +96,10 @@ class RouterContainer:
     ) -> RouterHandle:
         """Start the router, or reuse the running one with the same configuration.
 
-        ``publish``: container port -> host port on 127.0.0.1 (0 = ephemeral). The Runtime API
-        (``admin_port``, which ``config`` must declare) is published on an ephemeral 127.0.0.1
-        port. A running router with another configuration (or image, network, ports) is replaced
+        ``publish``: container port -> host port (0 = ephemeral), bound on the engine host's
+        address ``bind`` (every interface by default). The Runtime API (``admin_port``, which
+        ``config`` must declare) is not published: it is reached through the engine. A running
+        router with another configuration (or image, network, ports) is replaced
         only when it serves nothing (every slot in maint) or with ``replace=True``: replacing a
         live router drops its open connections.
         """
@@ -109,7 +116,7 @@ class RouterContainer:
             check_port(container_port, "published container port")
             if host_port != 0:
                 check_port(host_port, "published host port")
-        want_ports = {admin_port: 0, **dict(publish)}
+        want_ports = dict(publish)
         digest = config_hash(config)
         try:
             client.networks.get(network)
@@ -122,10 +129,10 @@ class RouterContainer:
         for _attempt in range(2):
             existing = cls._get(client, name)
             if existing is not None:
-                why = cls._differs(existing, digest, image, network, want_ports)
+                why = cls._differs(existing, digest, image, network, want_ports, bind)
                 if why is None:
                     log(f"router {name}: reusing running container {existing.short_id}")
-                    return cls._handle(existing, network, admin_port, timeout, log)
+                    return cls._handle(existing, network, admin_port, timeout, log, bind)
                 if existing.status == "running" and not replace:
                     serving = cls._serving(existing, admin_port)
                     if serving:
@@ -147,7 +154,7 @@ class RouterContainer:
                     name=name,
                     labels=all_labels,
                     network=network,
-                    ports={f"{c}/tcp": ("127.0.0.1", h or None) for c, h in want_ports.items()},
+                    ports={f"{c}/tcp": (bind, h or None) for c, h in want_ports.items()},
                     restart_policy={"Name": "unless-stopped"},
                     detach=True,
                 )
@@ -167,7 +174,7 @@ class RouterContainer:
                 raise RouterError(f"cannot start router container {name!r}: {exc}") from exc
             log(f"router {name}: started container {container.short_id} on {network}")
             try:
-                return cls._handle(container, network, admin_port, timeout, log)
+                return cls._handle(container, network, admin_port, timeout, log, bind)
             except RouterError:
                 container.remove(force=True)  # its logs are in the message; do not let it flap
                 raise
@@ -226,7 +233,9 @@ class RouterContainer:
             raise RouterError(f"cannot remove router container {container.name}: {exc}") from exc
 
     @staticmethod
-    def _published(attrs: Mapping[str, Any]) -> dict[int, int]:
+    def _published(attrs: Mapping[str, Any], bind: str | None = None) -> dict[int, int]:
+        """Container port -> host port, of the bindings on ``bind`` (None: on any address)."""
+        anywhere = ("0.0.0.0", "", "::")
         ports: dict[int, int] = {}
         bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
         for key, bindings in bound.items():
@@ -234,9 +243,11 @@ class RouterContainer:
             if proto != "tcp" or not bindings:
                 continue
             for binding in bindings:
-                if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", "") and binding.get(
-                    "HostPort"
-                ):
+                host_ip = binding.get("HostIp") or ""
+                on_bind = (
+                    bind is None or host_ip == bind or (bind in anywhere and host_ip in anywhere)
+                )
+                if on_bind and binding.get("HostPort"):
                     ports[int(port)] = int(binding["HostPort"])
                     break
         return ports
@@ -249,6 +260,7 @@ class RouterContainer:
         image: str,
         network: str,
         want_ports: Mapping[int, int],
+        bind: str,
     ) -> str | None:
         attrs = container.attrs
         have = (attrs.get("Config") or {}).get("Labels") or {}
@@ -260,19 +272,18 @@ class RouterContainer:
             return f"image {(attrs.get('Config') or {}).get('Image')} instead of {image}"
         if network not in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}):
             return f"not on network {network}"
-        published = cls._published(attrs)
+        published = cls._published(attrs, bind)
         for c, h in want_ports.items():
             if c not in published or (h and published[c] != h):
-                return f"port {c} not published as wanted"
+                return f"port {c} not published on {bind} as wanted"
+        if set(cls._published(attrs)) - set(want_ports):
+            return "it publishes other ports"
         return None
 
     @classmethod
     def _serving(cls, container: Container, admin_port: int) -> str | None:
         """What a running router serves ('backend/s1, ...'), None if every slot is in maint."""
-        port = cls._published(container.attrs).get(admin_port)
-        if port is None:
-            return "an unknown number of servers (its Runtime API is not published)"
-        router = HaproxyRouter("127.0.0.1", port, timeout=2.0, log=lambda _: None)
+        router = cls._router(container, admin_port, 2.0, lambda _: None)
         try:
             live = [
                 f"{s.backend}/{s.name}"
@@ -292,6 +303,7 @@ class RouterContainer:
         admin_port: int,
         timeout: float,
         log: Callable[[str], None],
+        bind: str | None = None,
     ) -> RouterHandle:
         deadline = time.monotonic() + timeout
         restarts = (container.attrs.get("State") or {}).get("RestartCount", 0)
@@ -304,15 +316,7 @@ class RouterContainer:
             ):
                 raise cls._died(container)
 
-        while True:
-            check_alive()
-            ports = cls._published(container.attrs)
-            if admin_port in ports:
-                break
-            if time.monotonic() >= deadline:
-                raise RouterError(f"router {container.name}: no host port for {admin_port}")
-            time.sleep(0.1)
-        router = HaproxyRouter("127.0.0.1", ports[admin_port], log=log)
+        router = cls._router(container, admin_port, 5.0, log)
         while True:
             try:
                 info = router.info()
@@ -323,10 +327,12 @@ class RouterContainer:
             check_alive()
             if time.monotonic() >= deadline:
                 raise RouterError(
-                    f"router {container.name}: the Runtime API on 127.0.0.1:{ports[admin_port]} "
-                    f"did not answer within {timeout:g}s; logs: {cls._logs(container)}"
+                    f"router {container.name}: the Runtime API ({router.where}) did not answer "
+                    f"within {timeout:g}s; logs: {cls._logs(container)}"
                 )
             time.sleep(0.1)
+        container.reload()
+        ports = cls._published(container.attrs, bind)
         networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
         address = cast(str, (networks.get(network) or {}).get("IPAddress", ""))
         return RouterHandle(
@@ -336,6 +342,20 @@ class RouterContainer:
             ports=ports,
             address=address,
         )
+
+    @staticmethod
+    def _router(
+        container: Container, admin_port: int, timeout: float, log: Callable[[str], None]
+    ) -> HaproxyRouter:
+        """The container's Runtime API, reached through its engine (never a published port)."""
+        relay = RuntimeRelay(
+            container.client,
+            cast(str, container.id),
+            host=CONTAINER_LOOPBACK,
+            port=admin_port,
+            timeout=timeout,
+        )
+        return HaproxyRouter.through(relay, log=log)
 
     @staticmethod
     def _logs(container: Container) -> str:
