@@ -48,6 +48,13 @@ class Bed:
     postgres_db: str = ""
     postgres_password_file: Path | None = None
     postgres_bin: Path | None = None
+    # The remote machine: its engine (TLS), its address, and the subnets of its containers and
+    # of the Swarm's overlays, which this machine cannot reach.
+    remote_url: str = ""
+    remote_tls: Path | None = None
+    remote_host: str = ""
+    remote_net: str = ""
+    remote_private_nets: tuple[str, ...] = ()
 
     def postgres_password(self) -> str:
         if self.postgres_password_file is None or not self.postgres_password_file.exists():
@@ -94,6 +101,13 @@ def bed() -> Bed:
         postgres_db=values.get("DOCKER_DELIVERY_BED_POSTGRES_DB", ""),
         postgres_password_file=_path(values.get("DOCKER_DELIVERY_BED_POSTGRES_PASSWORD_FILE")),
         postgres_bin=_path(values.get("DOCKER_DELIVERY_BED_POSTGRES_BIN")),
+        remote_url=values.get("DOCKER_DELIVERY_BED_REMOTE_URL", ""),
+        remote_tls=_path(values.get("DOCKER_DELIVERY_BED_REMOTE_TLS")),
+        remote_host=values.get("DOCKER_DELIVERY_BED_REMOTE_HOST", ""),
+        remote_net=values.get("DOCKER_DELIVERY_BED_REMOTE_NET", ""),
+        remote_private_nets=tuple(
+            n for n in values.get("DOCKER_DELIVERY_BED_REMOTE_PRIVATE_NETS", "").split(",") if n
+        ),
     )
 
 
@@ -138,6 +152,45 @@ def demo_images(bed: Bed, docker_client: object) -> dict[str, str]:
             result = ImageBuilder(docker_client, registry, log=lambda _: None).build(spec)  # type: ignore[arg-type]
             refs[release] = str(result.ref)
     return refs
+
+
+REMOTE_CONN_ID = "dd_bed_remote"
+
+
+@pytest.fixture(scope="session")
+def remote_engine(bed: Bed) -> Iterator[object]:
+    """A client of the remote machine's engine, made as operators make it: from a
+    ``docker_engine`` connection (``dd_bed_remote``) holding the bed's CA and client PEM texts."""
+    import json
+
+    from kit.loadgen import allow_network
+
+    from docker_delivery.hooks.engine import engine_client
+
+    if not bed.remote_url or bed.remote_tls is None:
+        pytest.fail("the bed has no remote machine (bed.env predates it): run tests/bed/up")
+    extra = {
+        name: (bed.remote_tls / file).read_text()
+        for name, file in (("tls_ca", "ca.pem"), ("tls_cert", "cert.pem"), ("tls_key", "key.pem"))
+    }
+    conn = {"conn_type": "docker_engine", "host": bed.remote_url, "extra": extra}
+    os.environ[f"AIRFLOW_CONN_{REMOTE_CONN_ID.upper()}"] = json.dumps(conn)
+    allow_network(bed.remote_net)  # load goes to the remote machine's published ports
+    client = engine_client(engine_conn_id=REMOTE_CONN_ID)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def remote_service(request: pytest.FixtureRequest, remote_engine: object) -> Iterator[str]:
+    """:func:`service`, on the remote engine."""
+    import uuid
+
+    from kit.cleanup import remove_service
+
+    name = f"{getattr(request.module, 'SERVICE_PREFIX', 'svc')}{uuid.uuid4().hex[:6]}"
+    yield name
+    remove_service(remote_engine, name)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,20 @@ BED_PG_PORT=${DOCKER_DELIVERY_BED_POSTGRES_PORT:-55432}
 BED_PG_USER=demo
 BED_PG_DB=demo
 BED_PG_CONTAINER_HOST=""  # set by `up`: the docker0 gateway address
+# The "remote" machine: a network namespace joined to this one by a veth pair, running a second
+# dockerd with TLS on tcp 2376 (certificates made by the bed). Its own addresses and its
+# containers' subnets are private to the bed; the host holds `unreachable` routes for the
+# subnets, so that nothing aimed at them can leave this machine by the default route.
+BED_REMOTE_NS=dd-remote
+BED_REMOTE_DIR=$BED_DIR/remote
+BED_REMOTE_HOST_IP=10.231.0.1    # this machine's end of the veth (the Swarm manager advertises it)
+BED_REMOTE_IP=10.231.0.2         # the remote machine
+BED_REMOTE_NET=10.231.0.0/24
+BED_REMOTE_PORT=2376
+BED_REMOTE_BIP=10.233.0.1/24     # the remote engine's default bridge (in BED_REMOTE_BRIDGE_NET)
+BED_REMOTE_BRIDGE_NET=10.233.0.0/24
+BED_REMOTE_POOL=10.234.0.0/16    # its other local networks
+BED_SWARM_POOL=10.232.0.0/16     # the Swarm's overlay networks
 BED_PG_BIN=""             # set by `up`: the folder of PostgreSQL's programs
 
 say() { printf '[bed] %s\n' "$*"; }
@@ -63,6 +77,11 @@ DOCKER_DELIVERY_BED_POSTGRES_USER=$BED_PG_USER
 DOCKER_DELIVERY_BED_POSTGRES_DB=$BED_PG_DB
 DOCKER_DELIVERY_BED_POSTGRES_PASSWORD_FILE=$BED_PG_DIR/password
 DOCKER_DELIVERY_BED_POSTGRES_BIN=$BED_PG_BIN
+DOCKER_DELIVERY_BED_REMOTE_URL=https://$BED_REMOTE_IP:$BED_REMOTE_PORT
+DOCKER_DELIVERY_BED_REMOTE_TLS=$BED_REMOTE_DIR/tls
+DOCKER_DELIVERY_BED_REMOTE_HOST=$BED_REMOTE_IP
+DOCKER_DELIVERY_BED_REMOTE_NET=$BED_REMOTE_NET
+DOCKER_DELIVERY_BED_REMOTE_PRIVATE_NETS=$BED_REMOTE_BRIDGE_NET,$BED_REMOTE_POOL,$BED_SWARM_POOL
 EOF
 }
 
@@ -90,3 +109,11 @@ pg_as_owner() { # command...: run as the cluster's system user (initdb refuses t
     "$@"
   fi
 }
+
+# --- The remote machine's engine (up and down) ----------------------------------------------
+remote_docker() { # docker ... against the remote engine, over TLS
+  DOCKER_HOST=tcp://$BED_REMOTE_IP:$BED_REMOTE_PORT DOCKER_TLS_VERIFY=1 \
+    DOCKER_CERT_PATH=$BED_REMOTE_DIR/tls docker "$@"
+}
+remote_answers() { remote_docker info >/dev/null 2>&1; }
+in_remote_ns() { nsenter --net="/var/run/netns/$BED_REMOTE_NS" "$@"; }

@@ -181,16 +181,32 @@ class LoadReport:
         )
 
 
+ALLOWED_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+
+
+def allow_network(network: str) -> None:
+    """Let the load generator target ``network`` too: a network of the bed's own (the remote
+    machine's address), never one that leads off this machine."""
+    net = ipaddress.ip_network(network)
+    if not net.is_private:
+        raise ValueError(f"{network} is not a private network")
+    if net not in ALLOWED_NETWORKS:
+        ALLOWED_NETWORKS.append(net)
+
+
 def _check_loopback(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"load generator target must be an http(s) URL, got {url!r}")
-    loopback = host == "localhost"
+    allowed = host == "localhost"
     with contextlib.suppress(ValueError):
-        loopback = loopback or ipaddress.ip_address(host).is_loopback
-    if not loopback:
-        raise ValueError(f"the load generator only targets loopback addresses, got {url!r}")
+        ip = ipaddress.ip_address(host)
+        allowed = allowed or ip.is_loopback or any(ip in net for net in ALLOWED_NETWORKS)
+    if not allowed:
+        raise ValueError(
+            f"the load generator only targets loopback and the bed's networks, got {url!r}"
+        )
     return url.rstrip("/")
 
 

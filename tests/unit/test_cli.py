@@ -247,7 +247,7 @@ def test_plan_lists_the_tasks_per_environment_in_order() -> None:
     heads = [i for i, line in enumerate(lines) if not line.startswith("    ")]
     sections = [lines[i].strip() for i in heads]
     assert sections[2] == "build once:"
-    assert sections[3].startswith("staging: rolling on swarm, http://127.0.0.1:18181/")
+    assert sections[3].startswith("staging: rolling on swarm, http://localhost:18181/")
     assert sections[4].startswith("production (after an approval): blue/green on swarm")
     production = [line.split()[1] for line in lines[heads[4] + 1 :]]
     assert production == [

@@ -136,5 +136,9 @@ def test_a_pipeline_environment_on_a_remote_engine(monkeypatch: pytest.MonkeyPat
     smoke: Any = dag.get_task("production.smoke_version")
     assert smoke.op_kwargs["url"] == "http://{{ engine_host('dd_remote_prod') }}:18182/version"
     assert dag.user_defined_macros["engine_host"] is engine_host_of
+    from docker_delivery.templates.pipeline_spec import load_pipeline
+    from docker_delivery.templates.plan import describe_plan
+
+    assert "http://<host of dd_remote_prod>:18182/" in describe_plan(load_pipeline(data))
     _conn(monkeypatch, "dd_remote_prod", host="tcp://10.20.0.2")
     assert engine_host_of("dd_remote_prod") == "10.20.0.2"

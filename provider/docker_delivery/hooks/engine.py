@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from docker_delivery.errors import TargetError
+from docker_delivery.targets.address import LOCAL_HOST as LOCAL_HOST
+from docker_delivery.targets.address import engine_host as engine_host
 
 if TYPE_CHECKING:
     import docker
@@ -33,17 +35,7 @@ if TYPE_CHECKING:
 CONN_TYPE = "docker_engine"
 TLS_PORT = 2376
 TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key")
-LOCAL_HOST = "localhost"  # the host of an engine on a local socket, as users reach it
-
-
-def engine_host(base_url: str | None) -> str:
-    """The host an engine's published ports are reached at: the address in ``base_url``
-    (``tcp://h:2376``, ``https://h:2376``, ``ssh://user@h``); ``localhost`` for a local socket
-    (or no URL: the default engine)."""
-    if not base_url or base_url.startswith(("unix:", "npipe:", "http+unix:")):
-        return LOCAL_HOST
-    host = urlsplit(base_url if "://" in base_url else f"tcp://{base_url}").hostname
-    return host or LOCAL_HOST
+MIN_API_VERSION = "1.24"  # docker's own minimum
 
 
 def _removing_on_close(client: docker.DockerClient, folder: Path) -> docker.DockerClient:
@@ -108,6 +100,7 @@ class DockerEngineHook(BaseHook):
         """A docker SDK client for the engine; close it (the certificate folder goes with it).
         ``version``: the Engine API version (``auto`` asks the engine at once)."""
         import docker
+        import requests
         from docker.tls import TLSConfig
 
         url = self.base_url()
@@ -138,7 +131,22 @@ class DockerEngineHook(BaseHook):
                 client_cert=(paths["tls_cert"], paths["tls_key"]),
                 verify=True,
             )
-            client = docker.DockerClient(base_url=url, tls=tls, timeout=timeout, version=version)
+            # No request before trust_env is off: requests lets REQUESTS_CA_BUNDLE (or
+            # CURL_CA_BUNDLE) replace a session's CA, which would verify the engine against the
+            # system's CAs instead of the connection's. Then the API version, as "auto" does.
+            client = docker.DockerClient(
+                base_url=url, tls=tls, timeout=timeout, version=MIN_API_VERSION
+            )
+            client.api.trust_env = False
+            if version == "auto":
+                try:
+                    client.api._version = client.api.version(api_version=False)["ApiVersion"]
+                except requests.RequestException as exc:
+                    raise TargetError(
+                        f"{where}: the engine at {url} did not answer over TLS: {exc}"
+                    ) from exc
+            else:
+                client.api._version = version
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

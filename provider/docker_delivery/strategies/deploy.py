@@ -183,6 +183,8 @@ def _into_colour(
         f"in-service replaces its {len(state.live())} instance(s) in place"
     )
     clear_other_groups(
-        Wiring(client, engine, haproxy, check, gate, log), state, grace=release.stop_grace
+        Wiring(client, engine, haproxy, check, gate, log),
+        state,
+        grace=release.stop_grace,
     )
     return replace(release, labels={**release.labels, LABEL_SLOT_GROUP: colour})

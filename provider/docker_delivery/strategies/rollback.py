@@ -270,7 +270,9 @@ class Rollback:
         servers = {s.slot: s for s in w.router.servers(plan.target)}
         down = [s.slot for _, s in members if servers[s.slot].operational != "up"]
         failed = {
-            a: d for a, (ok, d) in probe_all([r for r, _ in members], w.check).items() if not ok
+            a: d
+            for a, (ok, d) in probe_all([r for r, _ in members], w.check, w.transport).items()
+            if not ok
         }
         if down or failed:
             self._log(

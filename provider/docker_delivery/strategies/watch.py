@@ -21,16 +21,18 @@ class Prober:
     """Probes instances with ``check``, concurrently, again and again: one HTTP client (a new
     connection per probe, as health.probe does) and one thread pool for all the rounds."""
 
-    def __init__(self, check: HealthCheck, size: int) -> None:
+    def __init__(self, check: HealthCheck, size: int, transport: Any = None) -> None:
         import httpx  # here, not at module level: DAG files load this module while parsed
 
         self._http_error = httpx.HTTPError
         self._check = check
+        options: dict[str, Any] = {"transport": transport} if transport is not None else {}
         self._client = httpx.Client(
             timeout=httpx.Timeout(check.timeout),
             limits=httpx.Limits(max_keepalive_connections=0),
             trust_env=False,
             verify=False,
+            **options,
         )
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, size))
 
@@ -54,11 +56,14 @@ class Prober:
         return dict(zip(addresses, self._pool.map(self._one, addresses), strict=True))
 
 
-def probe_all(members: Sequence[Running], check: HealthCheck) -> dict[str, tuple[bool, str]]:
-    """One probe of each instance, concurrently: address -> (ok, detail)."""
+def probe_all(
+    members: Sequence[Running], check: HealthCheck, transport: Any = None
+) -> dict[str, tuple[bool, str]]:
+    """One probe of each instance, concurrently: address -> (ok, detail). ``transport``: how the
+    probes travel (the wiring's: from the router container), None: from here."""
     if not members:
         return {}
-    with Prober(check, len(members)) as prober:
+    with Prober(check, len(members), transport) as prober:
         return prober.round(members)
 
 
@@ -73,8 +78,8 @@ def watch(
     poll: float = 0.25,
 ) -> tuple[str | None, dict[str, Any]]:
     """Watch a backend that just took traffic: its router 5xx counters (deltas from now) and its
-    instances' health (probed directly; ``unhealthy_threshold`` failures in a row fail it, as an
-    exit does). Returns (why it failed or None, figures)."""
+    instances' health (probed as the health gate probes them; ``unhealthy_threshold`` failures
+    in a row fail it, as an exit does). Returns (why it failed or None, figures)."""
     check = w.check
     base = w.router.stats(backend)
     started = time.monotonic()
@@ -93,7 +98,7 @@ def watch(
             "failed_probes": failed_probes,
         }
 
-    with Prober(check, len(members)) as prober:
+    with Prober(check, len(members), w.transport) as prober:
         while True:
             stats = w.router.stats(backend)
             requests = stats.requests - base.requests

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Wiring:
-    """What a runner drives: the target, the service's router, the health check and its gate."""
+    """What a runner drives: the target, the service's router, the health check and its gate,
+    and how probes reach the instances (``transport``: from the router container, through the
+    engine; None: straight from here)."""
 
     client: Any
     target: SlotTarget
@@ -41,6 +43,7 @@ class Wiring:
     check: HealthCheck
     gate: HealthGate
     log: Log
+    transport: ProbeTransport | None = None
 
     def state(self, service: str, environment: str) -> ServiceState:
         return read_state(self.client, self.router, service, environment, port=self.check.port)
@@ -125,4 +128,4 @@ def connect(
     gate = health_gate(
         check, slots.exit_reason, deadline=health_deadline(check), log=log, transport=transport
     )
-    return Wiring(client, slots, haproxy, check, gate, log)
+    return Wiring(client, slots, haproxy, check, gate, log, transport)

@@ -221,33 +221,34 @@ def probe_in_container(
 
 
 class ProbeTransport:
-    """An httpx async transport (``AsyncClient(transport=...)``) that runs each request as a probe
-    inside ``container`` (only ``GET``, ``http``; the status is what the probe reports, the body
-    is not read)."""
+    """An httpx transport, for ``Client`` and ``AsyncClient`` (``transport=...``), that runs each
+    request as a probe inside ``container``: only plain ``http`` GETs; the response is the
+    status the probe got (its body is not read)."""
 
     def __init__(self, client: docker.DockerClient, container: str) -> None:
         self.client = client
         self.container = container
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def __repr__(self) -> str:
+        return f"ProbeTransport({self.container!r})"
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         import httpx
 
-        if request.method != "GET" or request.url.scheme != "http":
+        url = request.url
+        if request.method != "GET" or url.scheme != "http":
             raise httpx.UnsupportedProtocol(
                 f"probes through container {self.container} are plain http GETs, not "
-                f"{request.method} {request.url.scheme}"
+                f"{request.method} {url.scheme}"
             )
         timeout = (request.extensions.get("timeout") or {}).get("read") or 5.0
-        url = request.url
-        path = url.raw_path.decode("ascii")
         try:
-            status = await asyncio.to_thread(
-                probe_in_container,
+            status = probe_in_container(
                 self.client,
                 self.container,
                 url.host,
                 url.port or 80,
-                path,
+                url.raw_path.decode("ascii"),
                 timeout,
             )
         except ConnectionRefusedError as exc:
@@ -258,8 +259,20 @@ class ProbeTransport:
             raise httpx.ConnectError(str(exc), request=request) from exc
         return httpx.Response(status, request=request)
 
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await asyncio.to_thread(self.handle_request, request)
+
+    def close(self) -> None:
+        """Nothing to close: each probe is one exec."""
+
     async def aclose(self) -> None:
         """Nothing to close: each probe is one exec."""
+
+    def __enter__(self) -> ProbeTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
     async def __aenter__(self) -> ProbeTransport:
         return self

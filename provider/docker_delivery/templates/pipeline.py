@@ -24,9 +24,7 @@ import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
-from docker_delivery.hooks.engine import LOCAL_HOST
 from docker_delivery.operators.approval import DeliveryApprovalOperator
-from docker_delivery.spec import EnvironmentSpec
 from docker_delivery.templates.pipeline_spec import (
     BlueGreenDeploy,
     PipelineSpec,
@@ -34,7 +32,7 @@ from docker_delivery.templates.pipeline_spec import (
     TestSpec,
     load_pipeline,
 )
-from docker_delivery.templates.plan import RELEASE, PlannedTask, plan_tasks
+from docker_delivery.templates.plan import RELEASE, PlannedTask, plan_tasks, public_url
 from docker_delivery.templates.runtime import (
     choose_deploy,
     engine_host_of,
@@ -79,17 +77,6 @@ def _deploy_class(name: str, where: str) -> type[BaseOperator]:
     if cls is None:
         raise ImportError(f"docker_delivery.operators.deploy has no {name}, needed by {where}")
     return cls  # type: ignore[no-any-return]
-
-
-def public_url(env: EnvironmentSpec, *, preview: bool = False) -> str:
-    """Where users reach the environment's router (``preview``: its preview frontend): the
-    spec's URL, else the engine's host, read from its connection when the task runs (the
-    ``engine_host`` macro) or ``localhost`` for the local engine."""
-    host = "{{ engine_host('" + env.engine + "') }}" if env.engine else LOCAL_HOST
-    settings = env.router.settings()
-    url = settings.preview(host) if preview else settings.url(host)
-    assert url is not None, "a preview URL needs a preview port"
-    return url
 
 
 def _build_deploy(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:

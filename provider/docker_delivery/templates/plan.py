@@ -31,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from docker_delivery.spec import EnvironmentSpec
+from docker_delivery.targets.address import LOCAL_HOST
 from docker_delivery.templates.pipeline_spec import (
     ABDeploy,
     BlueGreenDeploy,
@@ -224,7 +226,7 @@ def _stage_tasks(
                 "verify_health",
                 "verify",
                 f"ServiceHealthySensor: the new colour answers {env.health_check.path} on "
-                f"127.0.0.1:{env.router.preview_port}",
+                f"{public_url(env, preview=True, shown=True)}",
                 at=at,
                 extra={"port": env.router.preview_port},
             )
@@ -277,7 +279,7 @@ def _stage_tasks(
             ends.append(last[0])
         choose.extra["paths"] = paths
         last, join = tuple(ends), "none_failed_min_one_success"
-    router = f"127.0.0.1:{env.router.port}"
+    router = public_url(env, shown=True).split("://", 1)[1].rstrip("/")
     if stage.verify.health:
         add(
             "verify_health",
@@ -390,9 +392,26 @@ def describe_plan(spec: PipelineSpec) -> str:
         chosen = f" (param {stage.choice_param})" if stage.alternatives else ""
         lines.append(
             f"  {stage.environment}{gate}: {kinds}{chosen} on {env.target}, "
-            f"http://127.0.0.1:{env.router.port}/"
+            f"{public_url(env, shown=True)}"
         )
         for task in tasks:  # a choice's paths carry a copy of the stage (another deploy)
             if task.stage is not None and task.stage.environment == stage.environment:
                 lines.append(row(task))
     return "\n".join(lines)
+
+
+def public_url(env: EnvironmentSpec, *, preview: bool = False, shown: bool = False) -> str:
+    """Where users reach the environment's router (``preview``: its preview frontend): the
+    spec's URL, else the engine's host: ``localhost`` for the local engine, or the host of the
+    environment's engine connection, read when the task runs (the delivery DAG's
+    ``engine_host`` macro; ``shown``: a placeholder for a printed plan)."""
+    if not env.engine:
+        host = LOCAL_HOST
+    elif shown:
+        host = f"<host of {env.engine}>"
+    else:
+        host = "{{ engine_host('" + env.engine + "') }}"
+    settings = env.router.settings()
+    url = settings.preview(host) if preview else settings.url(host)
+    assert url is not None, "a preview URL needs a preview port"
+    return url
