@@ -21,11 +21,14 @@ that shares count per request; no cookies unless said), and prints the figures o
    requests (bar: 0), duration.
 
 With ``--swarm`` every part runs on the bed's Swarm (a Swarm service per colour and variant;
-the redeploy of part 5 is a staged rollout) instead of containers of the engine.
+the redeploy of part 5 is a staged rollout) instead of containers of the engine. With
+``--remote`` it runs on the bed's remote machine (its engine over TLS, through a
+``docker_engine`` connection; the load goes to the router published there), and each rollback
+of part 4 makes a new client, as a RollbackOperator's task does: nothing is kept warm.
 
 Prints figures, asserts nothing; removes what it created. Needs the test bed (tests/bed/up).
-Usage: ``.venv/bin/python scripts/bench_bluegreen_ab.py [--swarm] [part ...]`` (parts 1-5;
-default all).
+Usage: ``.venv/bin/python scripts/bench_bluegreen_ab.py [--swarm | --remote] [part ...]``
+(parts 1-5; default all).
 """
 
 from __future__ import annotations
@@ -59,7 +62,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from kit.cleanup import remove_service  # noqa: E402
 from kit.deploy import LOOPBACK  # noqa: E402
-from kit.loadgen import LoadGenerator, LoadReport, RequestResult, free_port  # noqa: E402
+from kit.loadgen import (  # noqa: E402
+    ALLOWED_NETWORKS,
+    LoadGenerator,
+    LoadReport,
+    RequestResult,
+    allow_network,
+    free_port,
+)
 
 RATE, SHARDS, TARGET, RUNS = 150, 2, 5000, 3
 MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}
@@ -67,6 +77,7 @@ CHECK = HealthCheck(
     interval=0.25, healthy_threshold=2, unhealthy_threshold=3, timeout=1.0, start_period=10
 )
 APP_ENV = {"EXIT_ON_SIGTERM_IMMEDIATELY": "1"}
+REMOTE_PEMS = {"tls_ca": "ca.pem", "tls_cert": "cert.pem", "tls_key": "key.pem"}
 QUIET: Callable[[str], None] = lambda _: None  # noqa: E731
 
 
@@ -81,6 +92,21 @@ def bed_values() -> dict[str, str]:
         sys.exit(f"the test bed is not up ({env_file} is missing): run tests/bed/up")
     lines = env_file.read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def remote_engine(bed: Mapping[str, str]) -> Callable[[], docker.DockerClient]:
+    """New clients of the bed's remote engine, each from a ``docker_engine`` connection holding
+    the bed's CA and client PEM texts, as operators make them."""
+    import json
+
+    from docker_delivery.hooks.engine import engine_client
+
+    tls = Path(bed["DOCKER_DELIVERY_BED_REMOTE_TLS"])
+    extra = {k: (tls / f).read_text() for k, f in REMOTE_PEMS.items()}
+    conn = {"conn_type": "docker_engine", "host": bed["DOCKER_DELIVERY_BED_REMOTE_URL"]}
+    os.environ["AIRFLOW_CONN_DD_BENCH_REMOTE"] = json.dumps({**conn, "extra": extra})
+    allow_network(bed["DOCKER_DELIVERY_BED_REMOTE_NET"])
+    return lambda: engine_client(engine_conn_id="dd_bench_remote")
 
 
 def build_images(client: docker.DockerClient, bed: Mapping[str, str]) -> dict[str, str]:
@@ -104,9 +130,13 @@ def build_images(client: docker.DockerClient, bed: Mapping[str, str]) -> dict[st
 # -- load from child processes (neither the deployment's threads nor other shards hold the GIL)
 
 
-def load_worker(conn: Connection, url: str, rate: float, cookies: bool) -> None:
+def load_worker(
+    conn: Connection, url: str, rate: float, cookies: bool, allowed: tuple[str, ...]
+) -> None:
     with contextlib.suppress(OSError):  # ahead of other work on a busy machine (needs root)
         os.nice(-10)
+    for network in allowed:  # the parent's (a spawned child starts without them)
+        allow_network(network)
     t0 = time.monotonic()
     load = LoadGenerator(
         url,
@@ -133,7 +163,11 @@ class Load:
         pipes = [ctx.Pipe() for _ in range(shards)]
         self.conns = [parent for parent, _ in pipes]
         self.procs = [
-            ctx.Process(target=load_worker, args=(child, url, rate / shards, cookies), daemon=True)
+            ctx.Process(
+                target=load_worker,
+                args=(child, url, rate / shards, cookies, tuple(map(str, ALLOWED_NETWORKS))),
+                daemon=True,
+            )
             for _, child in pipes
         ]
         self.rate = rate
@@ -209,17 +243,20 @@ class Bench:
         bed: Mapping[str, str],
         images: dict[str, str],
         target: str = "engine",
+        remote: Callable[[], docker.DockerClient] | None = None,
     ):
         self.client = client
         self.images = images
+        self.remote = remote  # makes a new client of the remote engine
         self.service = f"bn{uuid.uuid4().hex[:6]}"
         self.router = RouterSettings(
             port=free_port(),
             image=bed["DOCKER_DELIVERY_BED_HAPROXY_IMAGE"],
             slots=8,
             check_interval_ms=500,
-            address=LOOPBACK,
+            address="0.0.0.0" if remote else LOOPBACK,
         )
+        self.host = bed["DOCKER_DELIVERY_BED_REMOTE_HOST"] if remote else LOOPBACK
         self.kw: dict[str, Any] = dict(
             router=self.router, check=CHECK, owner="bench", target=target, log=QUIET
         )
@@ -255,7 +292,7 @@ def part_blue_green(b: Bench) -> None:
     settings = BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=2)
     b.blue_green("v1", settings)
     times: list[float] = []
-    with Load(b.router.url(LOOPBACK)) as load:
+    with Load(b.router.url(b.host)) as load:
         name, n = "v2", 0
         while True:
             n += 1
@@ -281,8 +318,8 @@ def part_ab(b: Bench) -> None:
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     settings = ABTest(steps=(5, 25, 50, 100), bake_time=8, poll=0.5)
     with (
-        Load(b.router.url(LOOPBACK)) as load,
-        Load(b.router.url(LOOPBACK), rate=20, shards=1, cookies=True) as sticky,
+        Load(b.router.url(b.host)) as load,
+        Load(b.router.url(b.host), rate=20, shards=1, cookies=True) as sticky,
     ):
 
         def on_step(step: StepEvent) -> None:
@@ -323,7 +360,7 @@ def part_fault(b: Bench) -> None:
     header(f"3. fault injection: B with ERROR_RATE=0.2, steps 5 -> 50 -> 100, {RUNS} runs")
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     settings = ABTest(steps=(5, 50, 100), bake_time=20, poll=0.5)
-    with Load(b.router.url(LOOPBACK)) as load:
+    with Load(b.router.url(b.host)) as load:
         rows = []
         for run in range(1, RUNS + 1):
             aborted: dict[str, Any] = {}
@@ -386,16 +423,23 @@ def part_switch_back(b: Bench) -> None:
     b.blue_green("v1", BlueGreen(replicas=3, post_switch_check=0))
     b.blue_green("v2", BlueGreen(replicas=3, post_switch_check=0), retire_after=False)
     calls: list[tuple[float, str, str, float]] = []  # (called at, old, new, switch_s)
-    with Load(b.router.url(LOOPBACK)) as load:
+    with Load(b.router.url(b.host)) as load:
         live, n = "v2", 0
         while True:
             n += 1
             time.sleep(1.0)
             load.mark(f"rollback {n}")
             called = load.now()
-            result = roll_back(
-                b.client, b.service, "bench", router=b.router, check=CHECK, owner="bench", log=QUIET
-            )
+            with contextlib.closing(b.remote() if b.remote else b.client) as client:
+                result = roll_back(
+                    client,
+                    b.service,
+                    "bench",
+                    router=b.router,
+                    check=CHECK,
+                    owner="bench",
+                    log=QUIET,
+                )
             old = "v1" if live == "v2" else "v2"
             calls.append((called, old, live, result.switch_s or float("nan")))
             live = old
@@ -433,14 +477,21 @@ def part_redeploy(b: Bench) -> None:
     b.blue_green("v1", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     b.blue_green("v2", BlueGreen(replicas=3, scale_down_delay=0, post_switch_check=0))
     durations = []
-    with Load(b.router.url(LOOPBACK)) as load:
+    with Load(b.router.url(b.host)) as load:
         n = 0
         while True:
             n += 1
             load.mark(f"rollback {n}")
-            result = roll_back(
-                b.client, b.service, "bench", router=b.router, check=CHECK, owner="bench", log=QUIET
-            )
+            with contextlib.closing(b.remote() if b.remote else b.client) as client:
+                result = roll_back(
+                    client,
+                    b.service,
+                    "bench",
+                    router=b.router,
+                    check=CHECK,
+                    owner="bench",
+                    log=QUIET,
+                )
             durations.append((result.kind, result.duration_s))
             if (load.now() - 1.0) * RATE >= TARGET:
                 break
@@ -470,17 +521,19 @@ PARTS: dict[str, Callable[[Bench], None]] = {
 def main() -> None:
     args = sys.argv[1:]
     target = "swarm" if "--swarm" in args else "engine"
-    wanted = [a for a in args if a != "--swarm"] or list(PARTS)
+    wanted = [a for a in args if a not in ("--swarm", "--remote")] or list(PARTS)
     client = docker.from_env()
     bed = bed_values()
     images = build_images(client, bed)
+    remote = remote_engine(bed) if "--remote" in args else None
     print(
-        f"target {target}; rate {RATE} req/s from {SHARDS} processes, mix {MIX}; "
+        f"target {target}{' on the remote engine' if remote else ''}; "
+        f"rate {RATE} req/s from {SHARDS} processes, mix {MIX}; "
         "3 instances per colour; "
         f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs"
     )
     for key in wanted:
-        bench = Bench(client, bed, images, target)
+        bench = Bench(remote() if remote else client, bed, images, target, remote)
         try:
             PARTS[key](bench)
         finally:

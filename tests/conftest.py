@@ -154,9 +154,6 @@ def demo_images(bed: Bed, docker_client: object) -> dict[str, str]:
     return refs
 
 
-REMOTE_CONN_ID = "dd_bed_remote"
-
-
 @pytest.fixture(scope="session")
 def remote_engine(bed: Bed) -> Iterator[object]:
     """A client of the remote machine's engine, made as operators make it: from a
@@ -164,6 +161,7 @@ def remote_engine(bed: Bed) -> Iterator[object]:
     import json
 
     from kit.loadgen import allow_network
+    from kit.remote import REMOTE_CONN_ID
 
     from docker_delivery.hooks.engine import engine_client
 

@@ -42,7 +42,8 @@ defaults:
   replicas: {replicas}
   env: {{APP_RELEASE: v1, SETTING: "{setting}", EXIT_ON_SIGTERM_IMMEDIATELY: "1"}}
   secrets: [{{name: DB_PASSWORD, from: airflow_variable, ref: dd_test_db_password}}]
-  health_check: {{interval: 0.25, timeout: 1, healthy_threshold: 2, unhealthy_threshold: 3}}
+  health_check: {{interval: 0.25, timeout: 1, healthy_threshold: 2, unhealthy_threshold: 3,
+                 start_period: 10}}
   stop_grace: 10
   router: {{image: {bed.haproxy_image}, slots: 10, check_interval_ms: 500, address: 127.0.0.1}}
 {extra}

@@ -9,6 +9,7 @@ from typing import Any
 from docker_delivery.routing.service import RouterSettings
 from kit.loadgen import LoadGenerator, LoadReport, free_port
 
+REMOTE_CONN_ID = "dd_bed_remote"  # the docker_engine connection of the bed's remote engine
 AT_LEAST = 5000  # requests sent while deliveries run, per deployment type
 RATE = 200
 RELEASES = ("v1", "v2", "v3")

@@ -34,7 +34,6 @@ from docker_delivery.strategies.rolling import Rolling, RollingDeployment
 from docker_delivery.targets.base import Release
 from docker_delivery.targets.engine import EngineTarget, pull_if_missing, require_networks
 from docker_delivery.targets.labels import LABEL_SLOT_GROUP
-from docker_delivery.targets.relay import ProbeTransport
 from docker_delivery.targets.swarm import SwarmTarget
 
 if TYPE_CHECKING:
@@ -110,7 +109,7 @@ def deploy(
                 log=log,
             )
             haproxy = handle.router
-            transport = ProbeTransport(client, handle.container_id)  # probes from the router
+            transport = handle.probes  # probes from the router container
         else:
             haproxy = router
         if "live" not in haproxy.backends():

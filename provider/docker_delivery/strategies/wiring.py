@@ -122,7 +122,7 @@ def connect(
             log=log,
         )
         haproxy = handle.router
-        transport = ProbeTransport(client, handle.container_id)  # probes from the router
+        transport = handle.probes  # probes from the router container
     else:
         haproxy = router
     gate = health_gate(

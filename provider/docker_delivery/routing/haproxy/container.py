@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from docker_delivery.errors import RouterError as RouterError
 from docker_delivery.targets.engine import start_container
 from docker_delivery.targets.labels import LABEL_CONFIG_HASH, LABEL_MANAGED, LABEL_ROLE, ROLE_ROUTER
-from docker_delivery.targets.relay import RuntimeRelay
+from docker_delivery.targets.relay import ProbeTransport, RuntimeRelay
 
 if TYPE_CHECKING:
     import docker
@@ -48,6 +48,12 @@ class RouterHandle:
     name: str
     ports: dict[int, int]
     address: str
+
+    @property
+    def probes(self) -> ProbeTransport:
+        """An httpx transport probing instances from this router's container (its relay)."""
+        assert self.router.relay is not None, "a router container is reached through its relay"
+        return ProbeTransport(self.router.relay)
 
 
 def _config_archive(config: str, routes_map: str) -> bytes:
@@ -348,7 +354,7 @@ class RouterContainer:
         container: Container, admin_port: int, timeout: float, log: Callable[[str], None]
     ) -> HaproxyRouter:
         """The container's Runtime API, reached through its engine (never a published port)."""
-        relay = RuntimeRelay(
+        relay = RuntimeRelay.kept(
             container.client,
             cast(str, container.id),
             host=CONTAINER_LOOPBACK,
