@@ -55,7 +55,7 @@ from docker_delivery.images.registry import RegistryClient
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.ab import ABTest, ABTestAborted, StepEvent, ab_deploy
 from docker_delivery.strategies.bluegreen import BlueGreen, deploy_idle, retire, switch_traffic
-from docker_delivery.strategies.rollback import roll_back
+from docker_delivery.strategies.rollback import RollbackResult, roll_back
 from docker_delivery.targets.base import Release
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,6 +257,9 @@ class Bench:
             address="0.0.0.0" if remote else LOOPBACK,
         )
         self.host = bed["DOCKER_DELIVERY_BED_REMOTE_HOST"] if remote else LOOPBACK
+        self.rollback_kw: dict[str, Any] = dict(
+            router=self.router, check=CHECK, owner="bench", log=QUIET
+        )
         self.kw: dict[str, Any] = dict(
             router=self.router, check=CHECK, owner="bench", target=target, log=QUIET
         )
@@ -271,6 +274,14 @@ class Bench:
         switch_traffic(self.client, self.release(name), settings, **self.kw)
         if retire_after:
             retire(self.client, self.service, "bench", settings, **self.kw)
+
+    def roll_back(self) -> RollbackResult:
+        """A rollback as a RollbackOperator's task runs it: on the remote engine, from a new
+        client (nothing kept warm); on the local one, with the bench's client."""
+        if self.remote is None:
+            return roll_back(self.client, self.service, "bench", **self.rollback_kw)
+        with contextlib.closing(self.remote()) as client:
+            return roll_back(client, self.service, "bench", **self.rollback_kw)
 
     def cleanup(self) -> None:
         remove_service(self.client, self.service, "bench")
@@ -430,16 +441,7 @@ def part_switch_back(b: Bench) -> None:
             time.sleep(1.0)
             load.mark(f"rollback {n}")
             called = load.now()
-            with contextlib.closing(b.remote() if b.remote else b.client) as client:
-                result = roll_back(
-                    client,
-                    b.service,
-                    "bench",
-                    router=b.router,
-                    check=CHECK,
-                    owner="bench",
-                    log=QUIET,
-                )
+            result = b.roll_back()
             old = "v1" if live == "v2" else "v2"
             calls.append((called, old, live, result.switch_s or float("nan")))
             live = old
@@ -482,16 +484,7 @@ def part_redeploy(b: Bench) -> None:
         while True:
             n += 1
             load.mark(f"rollback {n}")
-            with contextlib.closing(b.remote() if b.remote else b.client) as client:
-                result = roll_back(
-                    client,
-                    b.service,
-                    "bench",
-                    router=b.router,
-                    check=CHECK,
-                    owner="bench",
-                    log=QUIET,
-                )
+            result = b.roll_back()
             durations.append((result.kind, result.duration_s))
             if (load.now() - 1.0) * RATE >= TARGET:
                 break
