@@ -119,13 +119,16 @@ class Answers:
     dags_dir: str = "dags"
 
 
+DEFAULT_REGISTRY = "localhost:5000"  # a registry on the machine that runs the builds
+
+
 def _default_type(env: str, last: bool) -> str:
     return "blue_green" if last and env.startswith("prod") else "min_in_service"
 
 
 def _fill_defaults(a: Answers) -> None:
     if not a.repository:
-        a.repository = f"127.0.0.1:5000/{a.service}"
+        a.repository = f"{DEFAULT_REGISTRY}/{a.service}"
     for i, env in enumerate(a.environments):
         a.deploy.setdefault(env, _default_type(env, i == len(a.environments) - 1))
         a.router_ports.setdefault(env, 18100 + 10 * i)
@@ -139,7 +142,9 @@ def _ask_all(a: Answers, given: set[str], ask: Ask) -> None:
     if "service" not in given:
         a.service = ask("Service name (lower-case letters, digits, '-')", a.service or "web")
     if "repository" not in given:
-        a.repository = ask("Image repository the pipeline pushes to", f"127.0.0.1:5000/{a.service}")
+        a.repository = ask(
+            "Image repository the pipeline pushes to", f"{DEFAULT_REGISTRY}/{a.service}"
+        )
     if "context" not in given:
         a.context = ask("Build context (the directory with the Dockerfile)", a.context)
     if "port" not in given:
@@ -369,7 +374,7 @@ def parser() -> argparse.ArgumentParser:
         "init", help="write a starter spec and DAG file (asks for what flags do not give)"
     )
     i.add_argument("--service", help="service name (lower-case letters, digits, '-')")
-    i.add_argument("--repository", help="image repository (default 127.0.0.1:5000/SERVICE)")
+    i.add_argument("--repository", help=f"image repository (default {DEFAULT_REGISTRY}/SERVICE)")
     i.add_argument("--context", help="build context directory (default .)")
     i.add_argument("--dockerfile", help="Dockerfile in the context (default Dockerfile)")
     i.add_argument("--port", type=int, help="the app's port in its container (default 8080)")

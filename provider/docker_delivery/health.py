@@ -77,7 +77,7 @@ class HealthCheck:
     """An HTTP health check: ``GET <path>`` must answer ``expected_status``.
 
     ``port`` is used for addresses given without one (``"10.0.0.5"``); an address with a port
-    (``"127.0.0.1:32768"``, e.g. a published port or a router frontend) is probed on that port.
+    (``"10.0.0.5:32768"``, e.g. a published port or a router frontend) is probed on that port.
     Times are in seconds. Invalid settings raise :class:`HealthCheckInvalid` (a ValueError).
     With ``scheme="https"`` the certificate is not verified (instances are probed by address,
     as load balancers do).

@@ -377,7 +377,7 @@ def test_init_asks_in_a_terminal(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "Service name" in text and "Deployment type for staging" in text
     data = yaml.safe_load((tmp_path / "dags" / "pipelines" / "shop.yaml").read_text())
-    assert data["image"] == "127.0.0.1:5000/shop"
+    assert data["image"] == "localhost:5000/shop"
     assert data["defaults"]["port"] == 9000
     assert data["environments"] == {"staging": {"target": "swarm", "router": {"port": 18400}}}
     assert data["pipeline"]["mode"] == "continuous_delivery"

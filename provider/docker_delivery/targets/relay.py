@@ -111,7 +111,7 @@ class ExecStream:
         timeout: float = 5.0,
         what: str = "a relay",
     ) -> None:
-        self.api = client.api  # not the client: kept streams must not keep their client alive
+        self.api = client.api  # not the client: a kept relay must not keep its client alive
         self.container = container
         self.argv = argv
         self.timeout = timeout
@@ -207,19 +207,6 @@ class ExecStream:
                     ) from exc
 
 
-_KEPT: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], list[ExecStream]]] = (
-    weakref.WeakKeyDictionary()
-)
-_KEPT_LOCK = threading.Lock()
-
-
-def _kept(client: Any, key: tuple[str, ...]) -> list[ExecStream]:
-    """The idle streams kept for ``key`` (container and program) on ``client``: they live as
-    long as the client, so that the next step of a delivery finds them open."""
-    with _KEPT_LOCK:
-        return _KEPT.setdefault(client, {}).setdefault(key, [])
-
-
 class RuntimeRelay(ExecStream):
     """HAProxy's Runtime API at ``host:port`` inside container ``container`` (id or name), a
     command a line over one kept stream; a read command (``show ...``) is sent again once when
@@ -251,15 +238,14 @@ class RuntimeRelay(ExecStream):
         port: int,
         timeout: float = 5.0,
     ) -> RuntimeRelay:
-        """The relay kept for this container on ``client`` (one stream for every router object
-        of it), made on first use."""
-        kept = _kept(client, ("runtime", container, host, str(port)))
+        """The relay kept for this container on ``client``, made on first use: every router
+        object of it, and every step of a delivery run with that client, share its streams."""
+        key = (container, host, str(port))
         with _KEPT_LOCK:
-            if not kept:
-                kept.append(cls(client, container, host=host, port=port, timeout=timeout))
-            relay = kept[0]
-        assert isinstance(relay, RuntimeRelay)
-        return relay
+            relays = _KEPT.setdefault(client, {})
+            if key not in relays:
+                relays[key] = cls(client, container, host=host, port=port, timeout=timeout)
+            return relays[key]
 
     def __repr__(self) -> str:
         return f"RuntimeRelay({self.container!r}, {self.host}:{self.port})"
@@ -280,6 +266,13 @@ class RuntimeRelay(ExecStream):
         if client is None:
             raise RelayError(f"the docker client of {self!r} is closed")
         return RuntimeRelay(client, self.container, host=self.host, port=self.port)
+
+
+# The relays kept per docker client (weakly: they go with their client, which they do not hold).
+_KEPT: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str], RuntimeRelay]] = (
+    weakref.WeakKeyDictionary()
+)
+_KEPT_LOCK = threading.Lock()
 
 
 class _Pool:

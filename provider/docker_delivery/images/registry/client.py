@@ -42,7 +42,7 @@ _DOCKER_HUB_API: Final = "registry-1.docker.io"
 
 
 class RegistryClient:
-    """A client of ONE registry (``host[:port]``), e.g. ``RegistryClient("127.0.0.1:5000")``.
+    """A client of ONE registry (``host[:port]``), e.g. ``RegistryClient("localhost:5000")``.
 
     ``scheme`` defaults to ``http`` for loopback registries (``localhost``, ``127.0.0.0/8``,
     ``[::1]``) and ``https`` otherwise; ``docker.io`` is served by ``registry-1.docker.io``.
