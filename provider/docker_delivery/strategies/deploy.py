@@ -16,7 +16,6 @@ from docker_delivery.routing.service import (
     AB,
     COLOURS,
     RouterSettings,
-    ensure_router,
     routed_backend,
 )
 from docker_delivery.strategies.base import (
@@ -64,7 +63,7 @@ def deploy(
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
         )
-    from docker_delivery.strategies.wiring import require_target
+    from docker_delivery.strategies.wiring import require_target, service_router
 
     if isinstance(router, RouterSettings):  # its own router: too few slots is refused now
         kind = "minimum in-service" if isinstance(strategy, MinimumInService) else "rolling"
@@ -96,22 +95,9 @@ def deploy(
         else:
             require_networks(client, release)
         network = target.network(release.service, release.environment)
-        transport = None
-        if isinstance(router, RouterSettings):
-            handle = ensure_router(
-                client,
-                release.service,
-                release.environment,
-                network,
-                router,
-                app_port=release.port,
-                health_path=check.path,
-                log=log,
-            )
-            haproxy = handle.router
-            transport = handle.probes  # probes from the router container
-        else:
-            haproxy = router
+        haproxy, transport = service_router(
+            client, release.service, release.environment, network, router, check=check, log=log
+        )
         if "live" not in haproxy.backends():
             raise DeploySettingsInvalid("the router has no backend named 'live' to deploy into")
         serving = routed_backend(haproxy)

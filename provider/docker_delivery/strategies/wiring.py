@@ -87,6 +87,34 @@ def require_target(
         )
 
 
+def service_router(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    network: str,
+    router: RouterSettings | HaproxyRouter,
+    *,
+    check: HealthCheck,
+    log: Log,
+) -> tuple[HaproxyRouter, ProbeTransport | None]:
+    """The service's router (its container started from ``router``'s settings unless it runs
+    with them) and how probes reach its instances: from that container, through the engine;
+    None (from here) for an HAProxy given as it is."""
+    if not isinstance(router, RouterSettings):
+        return router, None
+    handle = ensure_router(
+        client,
+        service,
+        environment,
+        network,
+        router,
+        app_port=check.port,
+        health_path=check.path,
+        log=log,
+    )
+    return handle.router, handle.probes
+
+
 def connect(
     client: docker.DockerClient,
     service: str,
@@ -109,22 +137,9 @@ def connect(
         else EngineTarget(client, port=check.port, log=log)
     )
     network = slots.network(service, environment)
-    transport = None
-    if isinstance(router, RouterSettings):
-        handle = ensure_router(
-            client,
-            service,
-            environment,
-            network,
-            router,
-            app_port=check.port,
-            health_path=check.path,
-            log=log,
-        )
-        haproxy = handle.router
-        transport = handle.probes  # probes from the router container
-    else:
-        haproxy = router
+    haproxy, transport = service_router(
+        client, service, environment, network, router, check=check, log=log
+    )
     gate = health_gate(
         check, slots.exit_reason, deadline=health_deadline(check), log=log, transport=transport
     )
