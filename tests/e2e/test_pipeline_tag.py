@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit.loadgen import free_port
-from kit.pipeline import register, states
+from kit.pipeline import one_stage_pipeline, register, states
 
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.images.registry import RegistryClient
@@ -44,42 +43,9 @@ def unhealthy_image(bed: Any, docker_client: Any, demo_images: dict[str, str]) -
 
 
 def pipeline(bed: Any, service: str, env: str, ledger: Path) -> dict[str, Any]:
-    health = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
-    return {
-        "service": service,
-        "image": f"{bed.registry}/dd-test/demo-app",
-        "defaults": {
-            "replicas": 2,
-            "stop_grace": 5,
-            "env": {"EXIT_ON_SIGTERM_IMMEDIATELY": "1"},
-            "health_check": health,
-            "router": {
-                "image": bed.haproxy_image,
-                "check_interval_ms": 500,
-                "slots": 4,
-                "address": "127.0.0.1",
-            },
-        },
-        "environments": {env: {"router": {"port": free_port(), "preview_port": free_port()}}},
-        "pipeline": {
-            "dag_id": f"dd_test_tag_{service}",
-            "mode": "continuous_deployment",
-            "ledger": str(ledger),
-            "build": {"context": str(Path(__file__).resolve().parents[2] / "dags" / "demo_app")},
-            "stages": [
-                {
-                    "environment": env,
-                    "deploy": {"type": "min_in_service", "min_in_service": 1},
-                    "alternatives": [{"type": "blue_green", "scale_down_delay": 0}],
-                    "verify": {
-                        "smoke": [
-                            {"name": "version", "http": {"path": "/version", "expect_digest": True}}
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    data = one_stage_pipeline(bed, service, env, ledger, dag_id=f"dd_test_tag_{service}")
+    data["defaults"]["router"]["address"] = "127.0.0.1"  # this machine's loopback only
+    return data
 
 
 def asset_events(name: str) -> int:

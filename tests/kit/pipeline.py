@@ -100,3 +100,48 @@ def carry_on(dag: Any, run_id: str, timeout: float = 600) -> str:
             for ti in scheduled:
                 _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
         return str(dr.state)
+
+
+def one_stage_pipeline(
+    bed: Any, service: str, env: str, ledger: Any, *, dag_id: str, **environment: Any
+) -> dict[str, Any]:
+    """A pipeline spec of the demo app with one stage, ``env``: minimum in-service or (the run's
+    choice) blue/green, then a smoke test that /version serves the digest. ``environment``: what
+    the environment adds (e.g. ``engine``); its router gets free ports."""
+    from pathlib import Path
+
+    from kit.loadgen import free_port
+
+    health = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
+    return {
+        "service": service,
+        "image": f"{bed.registry}/dd-test/demo-app",
+        "defaults": {
+            "replicas": 2,
+            "stop_grace": 5,
+            "env": {"EXIT_ON_SIGTERM_IMMEDIATELY": "1"},
+            "health_check": health,
+            "router": {"image": bed.haproxy_image, "check_interval_ms": 500, "slots": 4},
+        },
+        "environments": {
+            env: {"router": {"port": free_port(), "preview_port": free_port()}, **environment}
+        },
+        "pipeline": {
+            "dag_id": dag_id,
+            "mode": "continuous_deployment",
+            "ledger": str(ledger),
+            "build": {"context": str(Path(__file__).resolve().parents[2] / "dags" / "demo_app")},
+            "stages": [
+                {
+                    "environment": env,
+                    "deploy": {"type": "min_in_service", "min_in_service": 1},
+                    "alternatives": [{"type": "blue_green", "scale_down_delay": 0}],
+                    "verify": {
+                        "smoke": [
+                            {"name": "version", "http": {"path": "/version", "expect_digest": True}}
+                        ]
+                    },
+                }
+            ],
+        },
+    }
