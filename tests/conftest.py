@@ -155,24 +155,27 @@ def demo_images(bed: Bed, docker_client: object) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def remote_engine(bed: Bed) -> Iterator[object]:
+def bed_connections(bed: Bed) -> dict[str, str]:
+    """The bed's ``docker_engine`` connections (kit.remote.bed_connections), set in this process's
+    environment (and so in every Airflow process a test starts from it)."""
+    from kit.remote import bed_connections
+
+    if not bed.remote_url or bed.remote_tls is None:
+        pytest.fail("the bed has no remote machine (bed.env predates it): run tests/bed/up")
+    conns = bed_connections(bed)
+    os.environ.update(conns)
+    return conns
+
+
+@pytest.fixture(scope="session")
+def remote_engine(bed: Bed, bed_connections: dict[str, str]) -> Iterator[object]:
     """A client of the remote machine's engine, made as operators make it: from a
     ``docker_engine`` connection (``dd_bed_remote``) holding the bed's CA and client PEM texts."""
-    import json
-
     from kit.loadgen import allow_network
     from kit.remote import REMOTE_CONN_ID
 
     from docker_delivery.hooks.engine import engine_client
 
-    if not bed.remote_url or bed.remote_tls is None:
-        pytest.fail("the bed has no remote machine (bed.env predates it): run tests/bed/up")
-    extra = {
-        name: (bed.remote_tls / file).read_text()
-        for name, file in (("tls_ca", "ca.pem"), ("tls_cert", "cert.pem"), ("tls_key", "key.pem"))
-    }
-    conn = {"conn_type": "docker_engine", "host": bed.remote_url, "extra": extra}
-    os.environ[f"AIRFLOW_CONN_{REMOTE_CONN_ID.upper()}"] = json.dumps(conn)
     allow_network(bed.remote_net)  # load goes to the remote machine's published ports
     client = engine_client(engine_conn_id=REMOTE_CONN_ID)
     yield client
@@ -192,10 +195,14 @@ def remote_service(request: pytest.FixtureRequest, remote_engine: object) -> Ite
 
 
 @pytest.fixture(scope="session")
-def docker_client(bed: Bed) -> Iterator[object]:
-    import docker
+def docker_client(bed: Bed, bed_connections: dict[str, str]) -> Iterator[object]:
+    """This machine's engine, the manager of the bed's two-node Swarm, made as operators make
+    it: from its ``docker_engine`` connection, which names the second node's engine."""
+    from kit.remote import SWARM_CONN_ID
 
-    client = docker.from_env()
+    from docker_delivery.hooks.engine import engine_client
+
+    client = engine_client(engine_conn_id=SWARM_CONN_ID)
     yield client
     client.close()
 

@@ -88,6 +88,13 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Client key (PEM)",
                         "schema": {"type": ["string", "null"], "format": "password"},
                     },
+                    "swarm_nodes": {
+                        "label": "Swarm nodes' engines (JSON)",
+                        "description": "For a Swarm manager: the docker_engine connection of each "
+                        'other node, e.g. {"10.0.0.6": "swarm_node_2"}; rolling deployments '
+                        "stop drained tasks through them.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "password"],

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from kit.cleanup import remove_containers
+from kit.remote import SWARM_CONN_ID, bed_connections
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -119,6 +120,9 @@ def deliver(bed: Any, revision: str, choice: str = "Approve") -> dict[str, Any]:
         "DOCKER_DELIVERY_BED_REGISTRY": bed.registry,
         "DOCKER_DELIVERY_BED_PYTHON_IMAGE": bed.python_image,
         "DOCKER_DELIVERY_BED_HAPROXY_IMAGE": bed.haproxy_image,
+        # The bed's Swarm has two nodes: its manager's connection names the second one's engine.
+        **bed_connections(bed),
+        "DOCKER_DELIVERY_SWARM_ENGINE": SWARM_CONN_ID,
     }
     airflow = str(Path(sys.executable).parent / "airflow")
     stop, answered = threading.Event(), []

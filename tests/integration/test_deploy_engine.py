@@ -86,7 +86,7 @@ def test_impossible_settings_are_refused_before_anything_changes(
     )
 
 
-def test_engine_networks_are_local_and_swarm_networks_swarm_scoped(docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_engine_networks_are_local_and_swarm_networks_overlays(docker_client) -> None:  # type: ignore[no-untyped-def]
     from docker_delivery.targets import SwarmTarget, TargetError
 
     name = f"net{uuid.uuid4().hex[:6]}"
@@ -99,15 +99,23 @@ def test_engine_networks_are_local_and_swarm_networks_swarm_scoped(docker_client
         with pytest.raises(TargetError, match="local-scoped and in use"):
             swarm.network(name, "test")
         user.remove(force=True)
-        # Unused, it is made again in the scope asked for: swarm-scoped and attachable...
+        # Unused, it is made again as asked for: an attachable overlay (tasks on every node)...
         made = docker_client.networks.get(swarm.network(name, "test"))
         assert made.attrs["Scope"] == "swarm" and made.attrs["Attachable"] is True
+        assert made.attrs["Driver"] == "overlay"
         assert made.id != local.id
         assert swarm.network(name, "test") == made.name  # ...once
         # and local again for an engine target (an earlier version made every network
         # swarm-scoped inside a Swarm).
         again = docker_client.networks.get(engine.network(name, "test"))
         assert again.attrs["Scope"] == "local" and again.id != made.id
+        # An earlier version's swarm-scoped bridge (one per node) is made an overlay when unused.
+        again.remove()
+        old = docker_client.networks.create(
+            f"dd-{name}-test", driver="bridge", scope="swarm", attachable=True
+        )
+        overlay = docker_client.networks.get(swarm.network(name, "test"))
+        assert overlay.attrs["Driver"] == "overlay" and overlay.id != old.id
     finally:
         for c in docker_client.containers.list(
             ignore_removed=True, all=True, filters={"network": f"dd-{name}-test"}

@@ -71,14 +71,15 @@ def exec_out(client: Any, container: Any, script: str) -> str:
 
 
 def app_containers(client: Any, service: str, environment: str = "test") -> list[Any]:
-    filters = {
-        "label": [
-            f"io.docker-delivery.service={service}",
-            f"io.docker-delivery.environment={environment}",
-            "io.docker-delivery.role=app",
-        ]
-    }
-    return list(client.containers.list(ignore_removed=True, filters=filters))
+    """The running containers of the service's instances: an engine's, or Swarm tasks' on
+    whichever node of the bed's Swarm runs them (through that node's engine)."""
+    from docker_delivery.targets.inventory import Inventory
+    from docker_delivery.targets.nodes import node_engine
+
+    return [
+        node_engine(client, i.node, what=i.name).containers.get(i.id)
+        for i in Inventory(client).instances(service, environment)
+    ]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,31 @@ from docker_delivery.routing.service import RouterSettings
 from kit.loadgen import LoadGenerator, LoadReport, free_port
 
 REMOTE_CONN_ID = "dd_bed_remote"  # the docker_engine connection of the bed's remote engine
+SWARM_CONN_ID = "dd_bed_swarm"  # the Swarm manager's (this machine's engine), naming node 2's
 AT_LEAST = 5000  # requests sent while deliveries run, per deployment type
 RATE = 200
 RELEASES = ("v1", "v2", "v3")
+
+
+def bed_connections(bed: Any) -> dict[str, str]:
+    """The ``docker_engine`` connections of the bed, as Airflow reads them from the environment
+    (``AIRFLOW_CONN_<ID>``): the remote engine over TLS (the bed's CA and client PEM texts), and
+    the Swarm manager (this machine's socket) whose ``swarm_nodes`` names the remote engine for
+    the Swarm's second node."""
+    tls = {
+        name: (bed.remote_tls / file).read_text()
+        for name, file in (("tls_ca", "ca.pem"), ("tls_cert", "cert.pem"), ("tls_key", "key.pem"))
+    }
+    remote = {"conn_type": "docker_engine", "host": bed.remote_url, "extra": tls}
+    swarm = {
+        "conn_type": "docker_engine",
+        "host": "unix:///var/run/docker.sock",
+        "extra": {"swarm_nodes": {bed.remote_host: REMOTE_CONN_ID}},
+    }
+    return {
+        f"AIRFLOW_CONN_{REMOTE_CONN_ID.upper()}": json.dumps(remote),
+        f"AIRFLOW_CONN_{SWARM_CONN_ID.upper()}": json.dumps(swarm),
+    }
 
 
 def remote_router(bed: Any) -> RouterSettings:

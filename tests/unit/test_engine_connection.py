@@ -142,3 +142,53 @@ def test_a_pipeline_environment_on_a_remote_engine(monkeypatch: pytest.MonkeyPat
     assert "http://<host of dd_remote_prod>:18182/" in describe_plan(load_pipeline(data))
     _conn(monkeypatch, "dd_remote_prod", host="tcp://10.20.0.2")
     assert engine_host_of("dd_remote_prod") == "10.20.0.2"
+
+
+@pytest.mark.parametrize(
+    ("swarm_nodes", "error"),
+    [
+        ("{not json", "extra swarm_nodes: not JSON"),
+        (["10.0.0.6"], "must map each node"),
+        ({"10.0.0.6": ""}, "must map each node"),
+        ({"10.0.0.6": "dd_mgr"}, "names the manager's own connection"),
+    ],
+)
+def test_bad_swarm_nodes_are_refused_before_any_client(
+    monkeypatch: pytest.MonkeyPatch, swarm_nodes: Any, error: str
+) -> None:
+    _conn(monkeypatch, "dd_mgr", host="unix:///nowhere.sock", extra={"swarm_nodes": swarm_nodes})
+    with pytest.raises(TargetError, match=error):
+        engine_client(engine_conn_id="dd_mgr")
+
+
+def test_swarm_nodes_name_each_nodes_engine_made_on_first_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from docker_delivery.targets.nodes import NodeEngines, attach_nodes, nodes_of
+
+    nodes = {"10.0.0.6": "dd_node2", "node-3": "dd_node3"}
+    _conn(monkeypatch, "dd_mgr", host="unix:///nowhere.sock", extra={"swarm_nodes": nodes})
+    engines = DockerEngineHook("dd_mgr").node_engines()
+    assert engines is not None and engines.keys == ["10.0.0.6", "node-3"]
+    by_addr = {"ID": "n2", "Status": {"Addr": "10.0.0.6"}, "Description": {"Hostname": "h"}}
+    by_name = {"ID": "n3", "Status": {"Addr": "10.0.0.7"}, "Description": {"Hostname": "node-3"}}
+    other = {"ID": "n4", "Status": {"Addr": "10.0.0.8"}, "Description": {"Hostname": "h"}}
+    assert [engines.key_for(n) for n in (by_addr, by_name, other)] == ["10.0.0.6", "node-3", None]
+    # Each node's client is made on first use, once, and closed with the manager's.
+    _conn(monkeypatch, "dd_node2", host="10.0.0.6")  # TLS without its PEM texts: refused
+    with pytest.raises(TargetError, match="'dd_node2': an engine on tcp needs mutual TLS"):
+        engines.client("10.0.0.6")
+
+    class Client:
+        closed = 0
+
+        def close(self) -> None:
+            Client.closed += 1
+
+    made: list[Client] = []
+    fake = NodeEngines({"10.0.0.6": lambda: made.append(Client()) or made[-1]})
+    manager = attach_nodes(Client(), fake)  # type: ignore[arg-type]
+    assert nodes_of(manager) is fake  # type: ignore[arg-type]
+    assert fake.client("10.0.0.6") is fake.client("10.0.0.6") and len(made) == 1
+    manager.close()
+    assert Client.closed == 2  # the node's and the manager's

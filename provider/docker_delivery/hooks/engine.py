@@ -13,12 +13,20 @@ connection's host says how the engine is reached:
 
 The PEM texts go to files in a private folder (mode 0700) for the client's life and are removed
 when it closes; the key is masked in task logs. None of them is logged, put in XCom or a label.
+
+A Swarm manager's connection may name the engines of the Swarm's other nodes, in the extra
+``swarm_nodes``: ``{"<node address, hostname or id>": "<docker_engine connection id>"}``. Everything
+is read and changed through the manager; a node's own engine is used for one thing, stopping a
+drained task there (:mod:`docker_delivery.targets.nodes`), which rolling deployments and
+scaling in need on a Swarm of several nodes.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -31,6 +39,8 @@ from docker_delivery.targets.address import engine_host as engine_host
 
 if TYPE_CHECKING:
     import docker
+
+    from docker_delivery.targets.nodes import NodeEngines
 
 CONN_TYPE = "docker_engine"
 TLS_PORT = 2376
@@ -152,6 +162,35 @@ class DockerEngineHook(BaseHook):
             raise
         return _removing_on_close(client, folder)
 
+    def node_engines(self, *, timeout: int = 120) -> NodeEngines | None:
+        """The engines of the Swarm's other nodes the extra ``swarm_nodes`` names (module
+        docstring), each made on first use; None without the extra."""
+        from docker_delivery.targets.nodes import NodeEngines
+
+        raw = self.get_connection(self.engine_conn_id).extra_dejson.get("swarm_nodes")
+        if raw is None:
+            return None
+        where = f"connection {self.engine_conn_id!r}, extra swarm_nodes"
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError as exc:
+                raise TargetError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in raw.items()
+        ):
+            raise TargetError(
+                f"{where}: must map each node (address, hostname or id) to a docker_engine "
+                'connection id, e.g. {"10.0.0.6": "swarm_node_2"}'
+            )
+        if self.engine_conn_id in raw.values():
+            raise TargetError(f"{where}: names the manager's own connection for another node")
+
+        def factory(conn_id: str) -> Callable[[], docker.DockerClient]:
+            return lambda: DockerEngineHook(conn_id).get_client(timeout=timeout)
+
+        return NodeEngines({node: factory(conn_id) for node, conn_id in raw.items()})
+
     def get_conn(self) -> docker.DockerClient:
         return self.get_client()
 
@@ -176,7 +215,12 @@ def engine_client(
     import docker
 
     if engine_conn_id:
-        return DockerEngineHook(engine_conn_id).get_client(timeout=timeout)
+        from docker_delivery.targets.nodes import attach_nodes
+
+        hook = DockerEngineHook(engine_conn_id)
+        nodes = hook.node_engines(timeout=timeout)  # bad extras refused before any client
+        client = hook.get_client(timeout=timeout)
+        return client if nodes is None else attach_nodes(client, nodes)
     if docker_url:
         return docker.DockerClient(base_url=docker_url, timeout=timeout)
     return docker.from_env(timeout=timeout)

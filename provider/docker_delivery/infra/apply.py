@@ -123,6 +123,8 @@ def _scale_down(client: Any, plan: InfraPlan, keep: int, log: Log) -> None:
     services = [s for s in swarm.services(plan.service, plan.environment) if s.replicas]
     tasks = [t for s in services for t in swarm.tasks(s.name)]
     victims = sorted(tasks, key=lambda t: -t.slot)[: max(0, len(tasks) - keep)]
+    if victims:
+        swarm.require_node_engines("scaling in")
     _take_out(router, victims, lambda t: swarm.stop_task(t, grace=grace), timeout)
     for svc in services:
         left = len([t for t in tasks if t.swarm_service == svc.name and t not in victims])

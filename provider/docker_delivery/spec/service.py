@@ -384,6 +384,12 @@ class EnvironmentSpec(_Model):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     stop_grace: float = Field(default=30.0, ge=0)
 
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _no_engine(cls, value: Any) -> Any:
+        """An empty engine (as ``${NAME:-}`` gives when NAME is unset) is the local default."""
+        return None if value == "" else value
+
     @field_validator("secrets", mode="before")
     @classmethod
     def _secrets_list(cls, value: Any) -> Any:

@@ -94,6 +94,7 @@ def deploy(
             target.check(release)  # what the engine cannot run is refused before any change
         else:
             require_networks(client, release)
+            target.require_node_engines("a rolling deployment")
         network = target.network(release.service, release.environment)
         haproxy, transport = service_router(
             client, release.service, release.environment, network, router, check=check, log=log

@@ -394,13 +394,18 @@ class Rollback:
     def _run_env(self, member: Running) -> dict[str, str]:
         """The live instance's run-time environment: the names in its env-keys label with the
         values of its configuration; without the label, what differs from its image's ENV."""
-        attrs = self._w.client.api.inspect_container(member.id)
-        pairs = [e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e]
-        env = {k: v for k, v in pairs}
+        api = self._w.client.api
+        if member.task_id:  # a Swarm task, on any node: its spec, from the manager
+            spec = api.inspect_task(member.task_id)["Spec"]["ContainerSpec"]
+            variables, image_id = spec.get("Env") or [], member.image or spec["Image"]
+        else:
+            attrs = api.inspect_container(member.id)
+            variables, image_id = (attrs.get("Config") or {}).get("Env") or [], attrs["Image"]
+        env = {k: v for k, v in (e.split("=", 1) for e in variables if "=" in e)}
         keys = member.env_keys
         if keys is not None:
             return {k: env[k] for k in keys if k in env}
-        image = self._w.client.api.inspect_image(attrs["Image"])
+        image = api.inspect_image(image_id)
         image_pairs = [
             e.split("=", 1) for e in (image.get("Config") or {}).get("Env") or [] if "=" in e
         ]

@@ -9,8 +9,9 @@ replicas from old to new in user-defined stages (e.g. ``[1, "50%", "100%"]``):
 1. the new service is scaled up to the stage's target; its new tasks must pass the health gate,
    then enter the router (``live`` backend) and be seen up by HAProxy's check;
 2. as many old tasks as are now surplus are drained at the router, their in-flight requests are
-   waited for, their containers are stopped (SIGTERM, grace period), and right after that the old
-   service is scaled down by as many. Swarm removes non-running tasks first when it scales down
+   waited for, their containers are stopped (SIGTERM, grace period; through the engine of the
+   node that runs each, see targets.nodes), and right after that the old service is scaled down
+   by as many. Swarm removes non-running tasks first when it scales down
    (swarmkit's replicated orchestrator sorts running tasks first and deletes from the end), so
    the tasks it removes are the ones already drained and stopped; the restart delay of our
    services (10 s) leaves it the time to do so before any restart;

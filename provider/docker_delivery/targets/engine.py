@@ -41,8 +41,12 @@ def network_name(service: str, environment: str) -> str:
     return network_name_of(check_name("service", service), check_name("environment", environment))
 
 
-def network_exists(client: docker.DockerClient, name: str) -> bool:
-    return any(n.name == name for n in client.networks.list(names=[name]))  # names= is a prefix
+def network_exists(client: docker.DockerClient, name: str, *, scope: str | None = None) -> bool:
+    """Whether network ``name`` exists (in ``scope`` when given: ``local`` or ``swarm``)."""
+    return any(  # names= filters by prefix
+        n.name == name and scope in (None, n.attrs.get("Scope"))
+        for n in client.networks.list(names=[name])
+    )
 
 
 def require_networks(client: docker.DockerClient, release: Release) -> None:
@@ -58,22 +62,21 @@ def require_networks(client: docker.DockerClient, release: Release) -> None:
 def create_network(
     client: docker.DockerClient, name: str, service: str, environment: str, *, swarm: bool
 ) -> bool:
-    """Create the bridge network ``name`` unless it exists; True if this call created it.
+    """Create the network ``name`` unless it exists; True if this call created it.
 
-    ``swarm`` networks are swarm-scoped and attachable, so Swarm tasks and plain containers (the
-    router) can share them. Engine targets use local-scope networks: attaching a container to a
-    swarm-scoped network goes through the Swarm manager, which makes every start slower (about
-    0.35 s here) and lets a busy manager fail it ("attaching to network failed").
+    ``swarm`` networks are attachable overlays, so Swarm tasks on every node and plain
+    containers (the router) share them. Engine targets use local bridge networks: attaching a
+    container to a swarm-scoped network goes through the Swarm manager, which makes every start
+    slower (about 0.35 s here) and lets a busy manager fail it ("attaching to network failed").
     """
     if network_exists(client, name):
         return False
     in_swarm = swarm and client.info().get("Swarm", {}).get("LocalNodeState") == "active"
-    options: dict[str, Any] = {"scope": "swarm", "attachable": True} if in_swarm else {}
     client.networks.create(
         name,
-        driver="bridge",
+        driver="overlay" if in_swarm else "bridge",
         labels={LABEL_MANAGED: "true", LABEL_SERVICE: service, LABEL_ENVIRONMENT: environment},
-        **options,
+        **({"attachable": True} if in_swarm else {}),
     )
     return True
 
@@ -81,18 +84,26 @@ def create_network(
 def ensure_network(
     client: docker.DockerClient, service: str, environment: str, *, swarm: bool = False
 ) -> str:
-    """The service's network, created once (swarm-scoped and attachable for a Swarm target).
+    """The service's network, created once (an attachable overlay for a Swarm target).
 
-    A network of that name in the other scope (made by an earlier version, which made every
-    network swarm-scoped inside a Swarm, or for the other kind of target) is made again in the
-    right one when nothing is attached to it. An engine target keeps using a swarm-scoped one
-    in use (its starts are slower, nothing is cut off); a Swarm target cannot use a local one.
+    A network of that name of the other kind (made by an earlier version, which made every
+    network swarm-scoped inside a Swarm, and swarm-scoped bridges for Swarm targets; or for the
+    other kind of target) is made again as it should be when nothing is attached to it. An
+    engine target keeps using a swarm-scoped one in use (its starts are slower, nothing is cut
+    off), a Swarm target a swarm-scoped bridge in use (:func:`overlay_or_warning` says what that
+    costs); a Swarm target cannot use a local one.
     """
     name = network_name(service, environment)
     in_swarm = swarm and client.info().get("Swarm", {}).get("LocalNodeState") == "active"
-    wrong = "local" if in_swarm else "swarm"
-    in_use = _drop_unused_network(client, name, scope=wrong)
-    if not create_network(client, name, service, environment, swarm=swarm) and in_use and swarm:
+
+    def wrong(net: Any) -> bool:
+        if in_swarm:
+            return bool(net.attrs.get("Scope") != "swarm" or net.attrs.get("Driver") != "overlay")
+        return bool(net.attrs.get("Scope") == "swarm")
+
+    in_use = _drop_unused_network(client, name, wrong)
+    created = create_network(client, name, service, environment, swarm=swarm)
+    if not created and in_use and swarm and not network_exists(client, name, scope="swarm"):
         raise TargetError(
             f"network {name} is local-scoped and in use (containers of an engine target); a "
             "Swarm service needs it swarm-scoped: remove the service's containers (the network "
@@ -101,13 +112,27 @@ def ensure_network(
     return name
 
 
-def _drop_unused_network(client: docker.DockerClient, name: str, *, scope: str) -> bool:
-    """Remove network ``name`` if it is ``scope``-scoped and nothing uses it; True if such a
-    network is kept because it is in use."""
+def overlay_or_warning(client: docker.DockerClient, name: str) -> str | None:
+    """None when the Swarm network ``name`` is an overlay; else what its kind costs."""
+    for net in client.networks.list(names=[name]):
+        if net.name == name and net.attrs.get("Driver") != "overlay":
+            return (
+                f"network {name} is a {net.attrs.get('Driver')} network on each node (made by an "
+                "earlier version): the router reaches only the tasks on its own node; it is "
+                "made an overlay once nothing uses it (remove the service's Swarm services)"
+            )
+    return None
+
+
+def _drop_unused_network(
+    client: docker.DockerClient, name: str, wrong: Callable[[Any], bool]
+) -> bool:
+    """Remove network ``name`` if it is of the ``wrong`` kind and nothing uses it; True if such
+    a network is kept because it is in use."""
     import docker.errors
 
     for net in client.networks.list(names=[name]):
-        if net.name != name or net.attrs.get("Scope") != scope:
+        if net.name != name or not wrong(net):
             continue
         net.reload()
         if net.attrs.get("Containers"):
@@ -171,10 +196,28 @@ def log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
         raw = container.logs(stdout=True, stderr=True, tail=lines)
     except docker.errors.APIError:
         return ""
-    text = bytes(raw).decode("utf-8", "replace").strip()
-    kept = [line.rstrip()[:200] for line in text.splitlines() if line.strip()][-lines:]
+    return last_lines(bytes(raw).decode("utf-8", "replace"), lines)
+
+
+def last_lines(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` non-empty lines of ``text`` joined by `` | ``, each cut at 200
+    characters, at most :data:`LOG_TAIL_CHARS` in all."""
+    kept = [line.rstrip()[:200] for line in text.strip().splitlines() if line.strip()][-lines:]
     out = " | ".join(kept)
     return out if len(out) <= LOG_TAIL_CHARS else "..." + out[-LOG_TAIL_CHARS:]
+
+
+def demux_log(raw: bytes) -> str:
+    """The text of a log the engine sent multiplexed (8-byte frame headers: stream, 0, 0, 0,
+    big-endian size), as for a container or task without a TTY; raw text is returned as is."""
+    if len(raw) < 8 or raw[0] not in (0, 1, 2) or raw[1:4] != b"\0\0\0":
+        return raw.decode("utf-8", "replace")
+    out, at = [], 0
+    while at + 8 <= len(raw):
+        size = int.from_bytes(raw[at + 4 : at + 8], "big")
+        out.append(raw[at + 8 : at + 8 + size])
+        at += 8 + size
+    return b"".join(out).decode("utf-8", "replace")
 
 
 def exit_message(name: str, container: Any) -> str:

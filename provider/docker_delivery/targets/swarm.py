@@ -10,6 +10,11 @@ A release's secrets with a value become Docker secrets named after a fingerprint
 (:func:`swarm_secret_name`), created once and mounted at ``/run/secrets/<name>``; a new value is
 a new Docker secret, so a service never changes under a running task. Resource limits go into
 the service's resources, extra networks into its networks.
+
+What runs is read from the manager's Swarm API (tasks on every node, their addresses on the
+service's overlay network, their states and logs): a Swarm of several nodes is driven through
+its manager. Stopping one drained task is the exception: it goes through the engine of the node
+that runs it (:mod:`.nodes`).
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from docker_delivery.errors import DeliveryError
 from docker_delivery.targets.base import Instance, Release, SecretMount, TargetError
 from docker_delivery.targets.engine import (
+    LOG_TAIL_LINES,
+    demux_log,
     ensure_network,
     exit_message,
+    last_lines,
+    overlay_or_warning,
     pull_if_missing,
 )
-from docker_delivery.targets.inventory import Inventory
+from docker_delivery.targets.inventory import Inventory, is_swarm_manager
 from docker_delivery.targets.labels import (
     LABEL_CONFIG,
     LABEL_DIGEST,
@@ -38,6 +47,7 @@ from docker_delivery.targets.labels import (
     LABEL_SLOT_GROUP,
 )
 from docker_delivery.targets.labels import LABEL_SECRET_NAME as LABEL_SECRET_NAME
+from docker_delivery.targets.nodes import NEEDS_NODE_ENGINE, node_engine, nodes_without_engine
 
 if TYPE_CHECKING:
     import docker
@@ -148,9 +158,19 @@ class SwarmTarget:
         return self._client
 
     def network(self, service: str, environment: str) -> str:
-        if self._client.info().get("Swarm", {}).get("LocalNodeState") != "active":
+        swarm = self._client.info().get("Swarm", {})
+        if swarm.get("LocalNodeState") != "active":
             raise TargetError("this engine is not in a Swarm: run `docker swarm init` first")
-        return ensure_network(self._client, service, environment, swarm=True)
+        if not swarm.get("ControlAvailable"):
+            raise TargetError(
+                "this engine is a Swarm worker: give the environment a manager's engine (only a "
+                "manager answers for the services and tasks of every node)"
+            )
+        name = ensure_network(self._client, service, environment, swarm=True)
+        warning = overlay_or_warning(self._client, name)
+        if warning:
+            self._log(warning)
+        return name
 
     def service_name(self, release: Release) -> str:
         """``<service>-<env>-<config12>``, or ``<service>-<env>-<group>-<config12>`` for a
@@ -376,21 +396,51 @@ class SwarmTarget:
             svc = self._client.services.get(name)
         except docker.errors.NotFound:
             return
-        grace = svc.attrs["Spec"]["TaskTemplate"].get("ContainerSpec", {}).get("StopGracePeriod")
+        spec = svc.attrs["Spec"]
+        grace = spec["TaskTemplate"].get("ContainerSpec", {}).get("StopGracePeriod")
         with contextlib.suppress(docker.errors.NotFound):
             svc.remove()
         deadline = time.monotonic() + (grace or 10 * _NS) / _NS + 10
-        while self.tasks(name) and time.monotonic() < deadline:
+        while self._stopping(svc.id, spec.get("Labels") or {}) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = len(self.tasks(name))
+        left = self._stopping(svc.id, spec.get("Labels") or {})
         self._log(
             f"removed Swarm service {name}"
             + (f"; {left} task container(s) still stopping" if left else "")
         )
 
+    def _stopping(self, service_id: str, labels: dict[str, str]) -> int:
+        """How many tasks of the removed service ``service_id`` still run (on any node)."""
+        if not is_swarm_manager(self._client):
+            return len(self.tasks(service_id))
+        keys = (LABEL_SERVICE, LABEL_ENVIRONMENT)
+        filters = {"label": [f"{k}={labels[k]}" for k in keys if k in labels]}
+        return len(
+            [
+                t
+                for t in self._client.api.tasks(filters=filters)
+                if t.get("ServiceID") == service_id and t["Status"].get("State") == "running"
+            ]
+        )
+
     def tasks(self, name: str) -> list[Instance]:
-        """The running task containers of one Swarm service, ordered by task slot."""
+        """The running tasks of one Swarm service (on every node), ordered by task slot."""
         return Inventory(self._client).tasks(name)
+
+    def require_node_engines(self, what: str) -> None:
+        """Refuse ``what`` (which stops given tasks) when a node that runs or may run tasks has
+        no engine this manager can reach (:mod:`.nodes`): before anything changes."""
+        nodes = {
+            n.id
+            for n in self._client.nodes.list()
+            if n.attrs.get("Spec", {}).get("Availability") == "active"
+            and n.attrs.get("Status", {}).get("State") == "ready"
+        }
+        missing = nodes_without_engine(self._client, nodes)
+        if missing:
+            raise TargetError(
+                f"{what} stops old tasks one by one on {', '.join(missing)}: {NEEDS_NODE_ENGINE}"
+            )
 
     def instances(self, service: str, environment: str) -> list[Instance]:
         return [i for s in self.services(service, environment) for i in self.tasks(s.name)]
@@ -428,22 +478,61 @@ class SwarmTarget:
         return "; ".join(sorted(m for m in msgs if m))[:500]
 
     def stop_task(self, instance: Instance, *, grace: float) -> None:
-        """Stop one task's container (SIGTERM, SIGKILL after ``grace``): it has been drained."""
+        """Stop one task's container (SIGTERM, SIGKILL after ``grace``): it has been drained. On
+        another node than the manager's, through that node's engine (:mod:`.nodes`)."""
         import docker.errors
 
+        engine = node_engine(self._client, instance.node, what=f"task {instance.name}")
         try:
-            self._client.containers.get(instance.id).stop(timeout=int(grace))
+            engine.containers.get(instance.id).stop(timeout=int(grace))
         except docker.errors.NotFound:
             return
         self._log(f"stopped task {instance.name}")
 
     def exit_reason(self, instance: Instance) -> str | None:
+        """None while the task runs; else why it stopped, as Swarm reports it (state, exit
+        code, error) with the last lines it printed (read through the manager, on any node)."""
         import docker.errors
 
+        if not instance.task_id:  # a task read from a worker's containers
+            try:
+                container = self._client.containers.get(instance.id)
+            except docker.errors.NotFound:
+                return f"task {instance.name} is gone"
+            if container.attrs.get("State", {}).get("Running"):
+                return None
+            return exit_message(f"task {instance.name}", container)
         try:
-            container = self._client.containers.get(instance.id)
+            task = self._client.api.inspect_task(instance.task_id)
         except docker.errors.NotFound:
             return f"task {instance.name} is gone"
-        if container.attrs.get("State", {}).get("Running"):
+        status = task.get("Status") or {}
+        if status.get("State") == "running" and task.get("DesiredState") == "running":
             return None
-        return exit_message(f"task {instance.name}", container)
+        code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        what = f"task {instance.name} is {status.get('State', '?')}"
+        if code is not None and status.get("State") in ("failed", "complete", "shutdown"):
+            what += f" (exit code {code})"
+        if status.get("Err"):
+            what += f": {status['Err']}"
+        tail = task_log_tail(self._client, instance.task_id)
+        return f"{what}; its last output: {tail}" if tail else what
+
+
+def task_log_tail(client: docker.DockerClient, task_id: str) -> str:
+    """The last lines a Swarm task printed, read through the manager ("" when none or when its
+    log driver keeps none to read)."""
+    import docker.errors
+
+    api = client.api
+    try:
+        response = api._get(
+            api._url("/tasks/{0}/logs", task_id),
+            params={"stdout": 1, "stderr": 1, "tail": LOG_TAIL_LINES},
+            stream=False,
+            timeout=5,
+        )
+        api._raise_for_status(response)
+    except (docker.errors.APIError, OSError):
+        return ""
+    return last_lines(demux_log(response.content))
