@@ -127,9 +127,14 @@ def test_a_pipeline_environment_on_a_remote_engine(monkeypatch: pytest.MonkeyPat
     data = yaml.safe_load((root / "dags" / "pipelines" / "two_envs.yaml").read_text())
     data["pipeline"]["build"]["context"] = str(root / "dags" / "demo_app")
     data["environments"]["production"]["engine"] = "dd_remote_prod"
+    data["pipeline"]["engine"] = "dd_builder"  # builds the image and runs its tests
+    data["pipeline"]["stages"][1]["verify"]["smoke"].append({"name": "cmd", "command": ["true"]})
     dag = delivery_pipeline(data)
     for task_id in ("production.deploy", "production.switch", "production.promote"):
         assert dag.get_task(task_id).engine_conn_id == "dd_remote_prod", task_id
+    assert dag.get_task("production.smoke_cmd").engine_conn_id == "dd_remote_prod"
+    for task_id in ("build", "test_unit", "test_smoke"):
+        assert dag.get_task(task_id).engine_conn_id == "dd_builder", task_id
     assert dag.get_task("staging.deploy").engine_conn_id is None
     preview: Any = dag.get_task("production.verify_preview")
     assert preview.addresses == "{{ engine_host('dd_remote_prod') }}:18183"

@@ -123,6 +123,7 @@ def _build_build(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> 
         extra_tags=list(b.extra_tags),
         docker_conn_id=b.docker_conn_id or spec.pipeline.docker_conn_id,
         docker_url=spec.pipeline.docker_url,
+        engine_conn_id=spec.pipeline.engine,
         **common,
     )
 
@@ -140,6 +141,7 @@ def _build_test(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> B
         test_timeout=item.timeout,
         junit_path=item.junit_path if isinstance(item, TestSpec) else None,
         docker_url=spec.pipeline.docker_url,
+        engine_conn_id=spec.env(t.stage).engine if t.stage is not None else spec.pipeline.engine,
         **common,
     )
 

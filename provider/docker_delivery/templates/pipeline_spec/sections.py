@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from docker_delivery.spec.service import UrlPath
+from docker_delivery.spec.service import ConnId, UrlPath
 from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInService, Rolling
 
 DeployType = Literal["min_in_service", "rolling", "blue_green", "ab"]
@@ -304,6 +304,9 @@ class PipelineSettings(_Model):
     tasks: dict[TaskKind, TaskPolicy] = Field(default_factory=_policies_default)
     docker_conn_id: str | None = None
     docker_url: str | None = None
+    # the docker_engine connection of the engine that builds the image and runs its tests (a
+    # stage's smoke commands run on that environment's engine); None: docker_url, else local
+    engine: ConnId | None = None
     # where each stage's DeploymentRecord goes (a JSON Lines file on a path every worker
     # shares); None: $AIRFLOW_HOME/docker-delivery/ledger.jsonl of the worker
     ledger: str | None = None
