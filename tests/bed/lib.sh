@@ -10,6 +10,11 @@ BED_REGISTRY=${DOCKER_DELIVERY_BED_REGISTRY:-127.0.0.1:5000}
 BED_DEBIAN_IMAGE=docker-delivery-bed/debian:bookworm
 BED_PYTHON_IMAGE=docker-delivery-bed/python:3
 BED_HAPROXY_IMAGE=docker-delivery-bed/haproxy:lts
+# The Airflow stack (docker-compose.yml): PostgreSQL and Redis, and the base the stack's Airflow
+# image is built on (the bed's Python, trusting this machine's CA bundle for pip's downloads).
+BED_POSTGRES_IMAGE=docker-delivery-bed/postgres:15
+BED_REDIS_IMAGE=docker-delivery-bed/redis:7
+BED_AIRFLOW_BASE_IMAGE=docker-delivery-bed/python-ca:3
 # PostgreSQL for migrations: a cluster of the bed's own (not the distribution's), data under
 # $BED_PG_DIR, reached from the host on 127.0.0.1 and from containers on the docker0 gateway.
 BED_PG_DIR=$BED_DIR/postgres
@@ -70,6 +75,10 @@ DOCKER_DELIVERY_BED_REGISTRY=$BED_REGISTRY
 DOCKER_DELIVERY_BED_REGISTRY_LOG=$BED_DIR/registry/registry.log
 DOCKER_DELIVERY_BED_PYTHON_IMAGE=$BED_PYTHON_IMAGE
 DOCKER_DELIVERY_BED_HAPROXY_IMAGE=$BED_HAPROXY_IMAGE
+DOCKER_DELIVERY_BED_STACK_POSTGRES_IMAGE=$BED_POSTGRES_IMAGE
+DOCKER_DELIVERY_BED_STACK_REDIS_IMAGE=$BED_REDIS_IMAGE
+DOCKER_DELIVERY_BED_STACK_BASE_IMAGE=$BED_AIRFLOW_BASE_IMAGE
+DOCKER_DELIVERY_BED_STACK_REGISTRY=$BED_REMOTE_HOST_IP:${BED_REGISTRY##*:}
 DOCKER_DELIVERY_BED_POSTGRES_HOST=127.0.0.1
 DOCKER_DELIVERY_BED_POSTGRES_CONTAINER_HOST=$BED_PG_CONTAINER_HOST
 DOCKER_DELIVERY_BED_POSTGRES_PORT=$BED_PG_PORT

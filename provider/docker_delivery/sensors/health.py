@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk import BaseSensorOperator, Context, conf
 
 # The same classes airflow.exceptions re-exports (it warns for AirflowSensorTimeout).
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
@@ -24,7 +24,8 @@ class ServiceHealthySensor(BaseSensorOperator):
 
     Poke and reschedule modes probe each address once per poke (every ``poke_interval``, which
     defaults to ``check.interval``) and succeed on the first poke where all pass, until
-    ``timeout``. With ``deferrable=True`` the wait runs in the triggerer with the check's full
+    ``timeout``. With ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait
+    runs in the triggerer with the check's full
     semantics (``healthy_threshold`` passes in a row, ``unhealthy_threshold`` failures fail the
     task at once, deadline ``timeout``); the task then returns the reports (XCom).
     """
@@ -37,7 +38,7 @@ class ServiceHealthySensor(BaseSensorOperator):
         *,
         addresses: list[str] | str,
         check: HealthCheck | dict[str, Any] | None = None,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
