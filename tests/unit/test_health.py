@@ -51,8 +51,15 @@ def fast(**overrides: float) -> HealthCheck:
     return HealthCheck(**settings)  # type: ignore[arg-type]
 
 
-def health_requests(app: DemoAppProcess) -> int:
-    return app.log_text().count("path=/health ")
+def health_requests(app: DemoAppProcess, *, at_least: int = 0, wait: float = 3.0) -> int:
+    """How many /health requests the app logged; waiting up to ``wait`` seconds for ``at_least``
+    (it logs a request after answering it, so the last line may come a moment after)."""
+    deadline = time.monotonic() + wait
+    while (count := app.log_text().count("path=/health ")) < at_least:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return count
 
 
 # -- the spec ------------------------------------------------------------------------------------
@@ -149,7 +156,7 @@ def test_a_healthy_app_passes_after_threshold_probes(demo_app: StartApp) -> None
     # (threshold - 1) x interval at best; loose upper bound for a busy machine.
     assert check.min_time_to_healthy() - 0.05 <= report.elapsed_s < 2.0
     assert any("healthy after 3 probe(s)" in line for line in lines)
-    assert health_requests(app) == 3
+    assert health_requests(app, at_least=3) == 3
 
 
 def test_one_probe_is_enough_with_a_threshold_of_one(demo_app: StartApp) -> None:
