@@ -15,8 +15,11 @@ BED_HAPROXY_IMAGE=docker-delivery-bed/haproxy:lts
 BED_POSTGRES_IMAGE=docker-delivery-bed/postgres:15
 BED_REDIS_IMAGE=docker-delivery-bed/redis:7
 BED_AIRFLOW_BASE_IMAGE=docker-delivery-bed/python-ca:3
+# The demo app's base where its build cannot reach a package mirror (the remote machine).
+BED_DEMO_BASE_IMAGE=docker-delivery-bed/python-pg:3
 # PostgreSQL for migrations: a cluster of the bed's own (not the distribution's), data under
-# $BED_PG_DIR, reached from the host on 127.0.0.1 and from containers on the docker0 gateway.
+# $BED_PG_DIR, reached from the host on 127.0.0.1, from containers on the docker0 gateway and
+# from the remote machine's containers on this machine's end of the veth.
 BED_PG_DIR=$BED_DIR/postgres
 BED_PG_PORT=${DOCKER_DELIVERY_BED_POSTGRES_PORT:-55432}
 BED_PG_USER=demo
@@ -79,6 +82,8 @@ DOCKER_DELIVERY_BED_STACK_POSTGRES_IMAGE=$BED_POSTGRES_IMAGE
 DOCKER_DELIVERY_BED_STACK_REDIS_IMAGE=$BED_REDIS_IMAGE
 DOCKER_DELIVERY_BED_STACK_BASE_IMAGE=$BED_AIRFLOW_BASE_IMAGE
 DOCKER_DELIVERY_BED_STACK_REGISTRY=$BED_REMOTE_HOST_IP:${BED_REGISTRY##*:}
+DOCKER_DELIVERY_BED_STACK_DEMO_BASE_IMAGE=$BED_DEMO_BASE_IMAGE
+DOCKER_DELIVERY_BED_STACK_POSTGRES_HOST=$BED_REMOTE_HOST_IP
 DOCKER_DELIVERY_BED_POSTGRES_HOST=127.0.0.1
 DOCKER_DELIVERY_BED_POSTGRES_CONTAINER_HOST=$BED_PG_CONTAINER_HOST
 DOCKER_DELIVERY_BED_POSTGRES_PORT=$BED_PG_PORT

@@ -12,7 +12,10 @@ is cleared through the endpoint the UI's "Clear" calls; the same run then comple
 running the finished tasks again (the build keeps its one try), and the history read back
 (task instances and their tries) says so. Before the stage, an approval gate waits for its
 answer and is answered through the HITL API; the stage's health sensor is deferred to the
-triggerer (the stack's ``[operators] default_deferrable``). The stack is taken down at the end.
+triggerer (the stack's ``[operators] default_deferrable``). Then the example ``delivery_demo``
+is triggered as the UI's Trigger button does, with the connections the README's section names
+(engine, registry, database), and delivers the demo app to the remote engine, its database
+migrated. The stack is taken down at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import httpx
 import pytest
 import yaml
 from kit.loadgen import free_port
+from kit.postgres import psql
 from kit.remote import bed_connections
 
 pytestmark = pytest.mark.timeout(1800)
@@ -44,6 +48,8 @@ SENSOR = "staging.verify_health"  # deferrable by [operators] default_deferrable
 FLAG = "dd_stack_fail_smoke"
 ENGINE_CONN = "dd_stack_engine"
 REGISTRY_CONN = "dd_stack_registry"
+DEMO = "delivery_demo"
+DEMO_PORT = 18080  # the staging router's port in dags/pipelines/delivery_demo.yaml
 
 
 def bed_env(bed: Any) -> dict[str, str]:
@@ -53,17 +59,14 @@ def bed_env(bed: Any) -> dict[str, str]:
     return {k: v for k, v in values.items() if k.startswith("DOCKER_DELIVERY_BED_STACK_")}
 
 
-def write_dags(folder: Path, bed: Any, registry: str, service: str, port: int) -> None:
-    """The DAG folder the stack mounts: the demo app and one pipeline, delivering to the remote
-    engine through ENGINE_CONN and promoting in the registry through REGISTRY_CONN."""
-    shutil.copytree(ROOT / "dags" / "demo_app", folder / "demo_app")
-    # The remote engine builds it, and the bed's remote machine has no way out to a package
-    # mirror: the app without its PostgreSQL driver (no database here), from the bed's base.
-    (folder / "demo_app" / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG RELEASE=dev\n"
-        "ENV APP_RELEASE=${RELEASE} PYTHONUNBUFFERED=1\nWORKDIR /app\nCOPY . /app\n"
-        'CMD ["python3", "/app/app.py"]\n'
-    )
+def write_dags(folder: Path, bed: Any, images: dict[str, str], service: str, port: int) -> None:
+    """The DAG folder the stack mounts: the examples (dags/) and one pipeline more, delivering
+    to the remote engine through ENGINE_CONN and promoting in the registry through REGISTRY_CONN.
+    The remote engine builds the demo app, and the bed's remote machine has no way out to a
+    package mirror: its base is the bed's Python with its PostgreSQL driver."""
+    shutil.copytree(ROOT / "dags", folder, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    registry = images["DOCKER_DELIVERY_BED_STACK_REGISTRY"]
     once = [
         "sh",
         "-c",
@@ -87,7 +90,10 @@ def write_dags(folder: Path, bed: Any, registry: str, service: str, port: int) -
             "trigger": {"schedule": None},
             "docker_conn_id": REGISTRY_CONN,
             "engine": ENGINE_CONN,
-            "build": {"context": "demo_app", "build_args": {"BASE_IMAGE": bed.python_image}},
+            "build": {
+                "context": "demo_app",
+                "build_args": {"BASE_IMAGE": images["DOCKER_DELIVERY_BED_STACK_DEMO_BASE_IMAGE"]},
+            },
             "tests": [{"name": "quick", "command": ["python3", "-c", "print('quick: ok')"]}],
             "stages": [
                 {
@@ -145,19 +151,19 @@ class Api:
         )
         return response.json() if response.content else None
 
-    def run_state(self, run_id: str) -> str:
-        return str(self.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"])
+    def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
+        return str(self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
-    def wait_run(self, run_id: str, states: set[str], timeout: float) -> str:
+    def wait_run(self, run_id: str, states: set[str], timeout: float, dag_id: str = DAG_ID) -> str:
         deadline = time.monotonic() + timeout
-        while (state := self.run_state(run_id)) not in states:
+        while (state := self.run_state(run_id, dag_id)) not in states:
             assert time.monotonic() < deadline, f"run {run_id} still {state} after {timeout:.0f}s"
             time.sleep(3)
         return state
 
-    def task_instances(self, run_id: str) -> dict[str, dict[str, Any]]:
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict[str, Any]]:
         found = self.call(
-            "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100}
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100}
         )
         return {ti["task_id"]: ti for ti in found["task_instances"]}
 
@@ -198,7 +204,7 @@ def stack(bed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     dags = tmp_path_factory.mktemp("stack-dags")
     service = f"ddstack{uuid.uuid4().hex[:6]}"
     registry = images["DOCKER_DELIVERY_BED_STACK_REGISTRY"]  # reached by workers and engine
-    write_dags(dags, bed, registry, service, free_port())
+    write_dags(dags, bed, images, service, free_port())
     port = free_port()
     password = uuid.uuid4().hex
     env = {
@@ -211,6 +217,14 @@ def stack(bed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         "AIRFLOW_API_PORT": str(port),
         "AIRFLOW_ADMIN_PASSWORD": password,
         "AIRFLOW_DAGS_DIR": str(dags),
+        # where delivery_demo delivers (the README's section): the remote engine, the registry
+        # as it reaches it, the address its router publishes on
+        "DOCKER_DELIVERY_DEMO_ENGINE": ENGINE_CONN,
+        "DOCKER_DELIVERY_DEMO_REGISTRY_CONN": REGISTRY_CONN,
+        "DOCKER_DELIVERY_DEMO_ADDRESS": bed.remote_host,
+        "DOCKER_DELIVERY_BED_REGISTRY": registry,
+        "DOCKER_DELIVERY_BED_PYTHON_IMAGE": images["DOCKER_DELIVERY_BED_STACK_DEMO_BASE_IMAGE"],
+        "DOCKER_DELIVERY_BED_HAPROXY_IMAGE": bed.haproxy_image,
     }
     script = str(ROOT / "scripts" / "airflow-stack")
     subprocess.run([script, "down", "--swarm"], env=env, check=False, capture_output=True)
@@ -226,6 +240,7 @@ def stack(bed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
             "registry": registry,
             "up_s": time.monotonic() - started,
             "dags": dags,
+            "images": images,
         }
     finally:
         logs = subprocess.run(
@@ -236,6 +251,7 @@ def stack(bed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         print(logs.stdout[-6000:], logs.stderr[-3000:])
         subprocess.run([script, "down", "--swarm"], env=env, check=False)
         remote_cleanup(bed, service)
+        remote_cleanup(bed, "demo-app")
 
 
 def remote_cleanup(bed: Any, service: str) -> None:
@@ -247,14 +263,15 @@ def remote_cleanup(bed: Any, service: str) -> None:
     os.environ.update(bed_connections(bed))
     client = engine_client(engine_conn_id=REMOTE_CONN_ID)
     try:
-        remove_service(client, service)
+        remove_service(client, service, "staging")
     finally:
         client.close()
 
 
-def test_a_failed_stage_cleared_through_the_rest_api_completes_the_run_on_the_celery_worker(
-    bed: Any, stack: dict[str, Any]
-) -> None:
+@pytest.fixture(scope="module")
+def connected(bed: Any, stack: dict[str, Any]) -> Api:
+    """The engine's and the registry's connections added as the UI's form does (REST API), and
+    both DAGs parsed by the DAG processor."""
     api: Api = stack["api"]
     print(f"stack up in {stack['up_s']:.0f}s (image build included)")
     remote = json.loads(bed_connections(bed)[f"AIRFLOW_CONN_{'dd_bed_remote'.upper()}"])
@@ -277,11 +294,19 @@ def test_a_failed_stage_cleared_through_the_rest_api_completes_the_run_on_the_ce
             "host": f"http://{stack['registry']}",
         },
     )
-    api.call("POST", "/variables", json={"key": FLAG, "value": "the dependency is down"})
     deadline = time.monotonic() + 300
-    while api.http.get(f"/dags/{DAG_ID}").status_code != 200:  # parsed by the DAG processor
-        assert time.monotonic() < deadline, "the DAG processor never parsed the stack's DAG"
-        time.sleep(3)
+    for dag_id in (DAG_ID, DEMO):
+        while api.http.get(f"/dags/{dag_id}").status_code != 200:  # parsed by the DAG processor
+            assert time.monotonic() < deadline, f"the DAG processor never parsed {dag_id}"
+            time.sleep(3)
+    return api
+
+
+def test_a_failed_stage_cleared_through_the_rest_api_completes_the_run_on_the_celery_worker(
+    bed: Any, connected: Api
+) -> None:
+    api = connected
+    api.call("POST", "/variables", json={"key": FLAG, "value": "the dependency is down"})
     api.call("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
     run = api.call("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
     run_id = run["dag_run_id"]
@@ -353,3 +378,50 @@ def test_a_failed_stage_cleared_through_the_rest_api_completes_the_run_on_the_ce
         (run_id, "failed"),
         (run_id, "success"),
     ], records
+
+
+def test_delivery_demo_triggered_as_from_the_ui_delivers_to_the_remote_engine(
+    bed: Any, stack: dict[str, Any], connected: Api
+) -> None:
+    """The README's section: the stack started with the demo's environment, its database's
+    connection added, the DAG unpaused and triggered without parameters (the UI's Trigger
+    button); built, tested, promoted, migrated and deployed on the remote engine by the Celery
+    worker; the app answers through its router there, with its digest and the migrated table."""
+    api = connected
+    database = f"dd_stack_demo_{os.urandom(4).hex()}"  # a new, empty database: every migration
+    psql(bed, bed.postgres_db, f"CREATE DATABASE {database}")
+    try:
+        api.call(
+            "POST",
+            "/connections",
+            json={
+                "connection_id": "demo_db",
+                "conn_type": "postgres",
+                "host": stack["images"]["DOCKER_DELIVERY_BED_STACK_POSTGRES_HOST"],
+                "port": bed.postgres_port,
+                "login": bed.postgres_user,
+                "password": bed.postgres_password(),
+                "schema": database,
+            },
+        )
+        api.call("PATCH", f"/dags/{DEMO}", json={"is_paused": False})
+        run_id = api.call("POST", f"/dags/{DEMO}/dagRuns", json={"logical_date": None})[
+            "dag_run_id"
+        ]
+        t0 = time.monotonic()
+        state = api.wait_run(run_id, {"failed", "success"}, timeout=900, dag_id=DEMO)
+        tis = api.task_instances(run_id, DEMO)
+        print(f"delivery_demo in the stack: {state} in {time.monotonic() - t0:.0f}s")
+        assert state == "success", {k: v["state"] for k, v in tis.items()}
+        assert tis["build"]["try_number"] == 1
+        assert tis["staging.migrate_contract"]["state"] == "success"
+        url = f"http://{bed.remote_host}:{DEMO_PORT}"
+        version = httpx.get(f"{url}/version", timeout=5).json()
+        built = api.call(
+            "GET", f"/dags/{DEMO}/dagRuns/{run_id}/taskInstances/build/xcomEntries/return_value"
+        )["value"]
+        assert version["digest"].startswith("sha256:") and version["digest"] in str(built)
+        assert httpx.get(f"{url}/greetings", timeout=5).status_code == 200
+        assert psql(bed, database, "SELECT count(*) FROM greetings") != ""
+    finally:
+        psql(bed, bed.postgres_db, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

@@ -13,23 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from kit.postgres import psql
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 PORT = 18080  # the staging router's port in dags/pipelines/delivery_demo.yaml
-
-
-def psql(bed, database: str, sql: str) -> str:  # type: ignore[no-untyped-def]
-    run = subprocess.run(
-        [str(bed.postgres_bin / "psql"), "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-h",
-         bed.postgres_host, "-p", str(bed.postgres_port), "-U", bed.postgres_user, "-d", database,
-         "-c", sql],
-        capture_output=True, text=True, timeout=30,
-        env={**os.environ, "PGPASSWORD": bed.postgres_password()},
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    return run.stdout.strip()
 
 
 def run_demo(bed, database: str, revision: str, **params: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]

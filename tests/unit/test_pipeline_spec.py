@@ -168,6 +168,17 @@ def test_environment_references_are_filled_from_the_environment() -> None:
     assert spec.image == "127.0.0.1:5000/docker-delivery/demo-two-envs"
 
 
+def test_a_default_stands_for_an_empty_name_as_in_a_shell_and_empty_connections_are_none() -> None:
+    """A compose file passes ``NAME: ${NAME:-}`` to the services: set, but empty."""
+    data = two_envs()
+    data["pipeline"]["build"]["build_args"] = {"A": "${DD_EMPTY:-fallback}", "B": "${DD_EMPTY}"}
+    data["pipeline"]["docker_conn_id"] = "${DD_EMPTY:-}"
+    data["pipeline"]["engine"] = "${DD_EMPTY}"
+    spec = spec_of(data, DD_EMPTY="")
+    assert spec.pipeline.build.build_args == {"A": "fallback", "B": ""}
+    assert spec.pipeline.docker_conn_id is None and spec.pipeline.engine is None
+
+
 def test_a_spec_from_text_and_the_model_itself() -> None:
     text = (PIPELINES / "two_envs.yaml").read_text().replace("../demo_app", str(APP))
     spec = load_pipeline(text)

@@ -26,7 +26,8 @@ more key, ``pipeline``: how a commit gets there::
           verify: {smoke: [{name: version, http: {path: /version, expect_digest: true}}]}
 
 String values may use ``${NAME}`` or ``${NAME:-default}``: the process environment, read when
-the spec is loaded (``$$`` is a literal ``$``). :func:`load_pipeline` validates everything
+the spec is loaded (``$$`` is a literal ``$``; the default stands for a name unset or empty, as
+in a shell). :func:`load_pipeline` validates everything
 before a DAG exists and raises :class:`~docker_delivery.spec.SpecInvalid`, whose ``problems``
 are one ``field.path: message`` line each.
 

@@ -23,14 +23,15 @@ _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
-    """``${NAME}`` / ``${NAME:-default}`` in every string of ``value``, from ``env``."""
+    """``${NAME}`` / ``${NAME:-default}`` in every string of ``value``, from ``env``. As in a
+    shell (and a compose file), the default stands for a name that is unset or empty."""
     if isinstance(value, str):
 
         def one(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
-            if name in env:
+            if env.get(name) or (name in env and default is None):
                 return env[name]
             if default is not None:
                 return default

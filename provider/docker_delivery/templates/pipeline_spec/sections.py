@@ -313,3 +313,9 @@ class PipelineSettings(_Model):
     # names that say secret (DB_PASSWORD, ...) but are not, in build args and the migrations'
     # and tests' environments
     not_secrets: list[str] = Field(default_factory=list)
+
+    @field_validator("docker_conn_id", "docker_url", "engine", mode="before")
+    @classmethod
+    def _unset(cls, value: object) -> object:
+        """Empty (as ``${NAME:-}`` gives when NAME is unset) is the default: no connection."""
+        return None if value == "" else value
