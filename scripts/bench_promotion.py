@@ -13,10 +13,20 @@ large one (3 x 100 MiB of random data in three layers), pushes each once to the 
 * baseline with upload: the same, but each run pushes into an empty registry the script starts on
   127.0.0.1:5012 (not timed), so the push uploads every layer as well. Median of 3 runs.
 
-The registries' access logs tell what crossed the wire in each case; the table shows it. Prints
-figures, asserts nothing. Needs the test bed (tests/bed/up) and ``docker-registry``. Usage:
+The registries' access logs tell what crossed the wire in each case; the table shows it.
 
-    .venv/bin/python scripts/bench_promotion.py
+Then promotion on Amazon ECR, against moto's server (started on loopback, not timed): the ECR
+client's ``tag`` (DescribeRepositories for the tag's mutability, DescribeImages, BatchGetImage,
+PutImage of the same manifest bytes), median of 5 runs, for a small manifest (3 layers, under
+1 KB), a large one (1,500 layers, about 360 KB) and a multi-platform index (40 platforms of 120
+layers each: the index moves, its manifests stay; about 1 MB in all).
+moto answers in-process on loopback: the figures are the client's own cost and the API calls'
+round trips here, not AWS's latency.
+
+Prints figures, asserts nothing. Needs the test bed (tests/bed/up) and ``docker-registry``
+(``--ecr``: only the ECR part, which needs neither). Usage:
+
+    .venv/bin/python scripts/bench_promotion.py [--ecr]
 """
 
 from __future__ import annotations
@@ -319,7 +329,111 @@ def bench_image(bed: Bed, client: RegistryClient, label: str, layers_mib: list[i
     )
 
 
+ECR_ACCOUNT, ECR_REGION = "123456789012", "us-east-1"
+
+
+def ecr_manifests(platforms: int, layers: int) -> list[tuple[str, str]]:
+    """(media type, bytes) of the manifests of one image: ``platforms`` manifests of ``layers``
+    layers each, then their index (or the one manifest when ``platforms`` is 1)."""
+    import hashlib
+    import json
+
+    def digest(text: str) -> str:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    nonce = uuid.uuid4().hex
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    children = []
+    for p in range(platforms):
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": oci,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": digest(f"c{p}{nonce}"), "size": 1500},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": digest(f"l{p}.{i}{nonce}"), "size": 10_000 + i}
+                       for i in range(layers)],
+        }  # fmt: skip
+        children.append((oci, json.dumps(manifest, indent=2)))
+    if platforms == 1:
+        return children
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": oci, "digest": digest(raw), "size": len(raw),
+                       "platform": {"os": "linux", "architecture": f"arch{n}"}}
+                      for n, (_, raw) in enumerate(children)],
+    }  # fmt: skip
+    return [*children, ("application/vnd.oci.image.index.v1+json", json.dumps(index, indent=2))]
+
+
+def bench_ecr() -> list[tuple[str, int, float, float]]:
+    """(label, manifest bytes, median ms, max ms) of ECR promotions against moto."""
+    import hashlib
+
+    import boto3
+
+    from docker_delivery.images.registry.ecr import EcrRegistryClient
+
+    port = 47100 + os.getpid() % 500
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/moto-api/data.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        ecr = boto3.client("ecr", endpoint_url=url, region_name=ECR_REGION,
+                           aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+        registry = f"{ECR_ACCOUNT}.dkr.ecr.{ECR_REGION}.amazonaws.com"
+        rows = []
+        with EcrRegistryClient(registry, ecr) as client:
+            shapes = (("small", 1, 3), ("large", 1, 1500), ("index", 40, 120))
+            for label, platforms, layers in shapes:
+                repo = f"bench/{label}-{uuid.uuid4().hex[:6]}"
+                ecr.create_repository(repositoryName=repo)
+                manifests = ecr_manifests(platforms, layers)
+                for media_type, raw in manifests:
+                    ecr.put_image(repositoryName=repo, imageManifest=raw,
+                                  imageManifestMediaType=media_type,
+                                  imageDigest="sha256:" + hashlib.sha256(raw.encode()).hexdigest(),
+                                  imageTag=f"build-{uuid.uuid4().hex[:8]}")  # fmt: skip
+                raw = manifests[-1][1]
+                image = ImageRef(
+                    registry, repo, None, "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+                )
+                times = []
+                for run in range(PROMOTION_RUNS):
+                    t0 = time.perf_counter()
+                    client.tag(image, f"env{run}")
+                    times.append((time.perf_counter() - t0) * 1000)
+                size = sum(len(r) for _, r in manifests)
+                rows.append((label, size, statistics.median(times), max(times)))
+        return rows
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def print_ecr(rows: list[tuple[str, int, float, float]]) -> None:
+    print()
+    print("Promotion on ECR (moto server on loopback): EcrRegistryClient.tag, 4 API calls")
+    print(f"{'image':<7} {'manifests KB':>13} {'median ms':>10} {'max ms':>8}")
+    for label, size, median, top in rows:
+        print(f"{label:<7} {size / 1024:>13.1f} {median:>10.1f} {top:>8.1f}")
+    print(f"median and max of {PROMOTION_RUNS} tags each; no layer is read or written.")
+
+
 def main() -> None:
+    if "--ecr" in sys.argv[1:]:
+        print_ecr(bench_ecr())
+        return
     bed = Bed.load()
     rows = []
     with RegistryClient(bed.registry) as client:
@@ -358,6 +472,7 @@ def main() -> None:
         f"The base image's layers stay in the engine (shared with {bed.python_image}), so a "
         "pull downloads the added layers only."
     )
+    print_ecr(bench_ecr())
 
 
 if __name__ == "__main__":

@@ -155,6 +155,25 @@ def demo_images(bed: Bed, docker_client: object) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def moto() -> Iterator[str]:
+    """moto's server on loopback (this test process's own): its URL. The ``aws_default``
+    connection points at it while the session runs."""
+    from kit.moto import CREDENTIALS, aws_connection, moto_server
+
+    with moto_server() as url:
+        saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_AWS_DEFAULT", *CREDENTIALS)}
+        os.environ.update({"AIRFLOW_CONN_AWS_DEFAULT": aws_connection(url), **CREDENTIALS})
+        try:
+            yield url
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
 def bed_connections(bed: Bed) -> dict[str, str]:
     """The bed's ``docker_engine`` connections (kit.remote.bed_connections), set in this process's
     environment (and so in every Airflow process a test starts from it)."""

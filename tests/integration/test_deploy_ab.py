@@ -119,10 +119,12 @@ def test_a_faulty_variant_is_aborted_at_its_first_step(
     assert figures["b_5xx"] >= 1 and figures["b_requests"] >= settings.min_requests
     assert figures["seconds"] < settings.bake_time
     assert all(why == "status 500" for (_, why) in report.failures), report.failures
-    assert report.failed == step["failed"] + to_a["failed"], "failures only while B took 5 %"
-    assert step["failed"] <= 3 * expected + 5
     after = report.by_phase["aborted"]
     assert after["total"] >= 100 and after["failed"] == 0
+    # Failures only while B took 5 %: a request is counted in the phase it was sent in, and the
+    # step's mark follows its weight change, so one sent in that instant counts before it.
+    assert report.failed - step["failed"] - to_a["failed"] <= 1, report.by_phase
+    assert step["failed"] <= 3 * expected + 5
     assert set(after) - {"total", "failed"} == {"v1"}
     running = list_running(docker_client, service, "test", 8080)
     assert {r.digest for r in running} == {demo_images["v1"].split("@")[1]} and len(running) == 3

@@ -39,6 +39,9 @@ class MemoryStore:
     def image_labels(self, ref: ImageRef) -> dict[str, str]:
         return self.digests[self.resolve(ref)]
 
+    def check_movable(self, ref: ImageRef, digest: str) -> None:
+        pass
+
 
 def clock():  # type: ignore[no-untyped-def]
     ticks = itertools.count()

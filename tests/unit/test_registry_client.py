@@ -212,6 +212,39 @@ def test_401_with_wrong_password_is_unauthorized_without_the_password() -> None:
         assert SECRET not in text
 
 
+def test_an_expiring_login_is_fetched_when_asked_and_again_when_refused() -> None:
+    """As ECR's authorization tokens: the source gives a login when the registry first asks,
+    and a fresh one when the registry refuses the one it was sent (it expired)."""
+    valid = {"token": "token-1"}
+    issued: list[str] = []
+    seen: list[str | None] = []
+
+    def login() -> tuple[str, str]:
+        issued.append(valid["token"])
+        return "AWS", valid["token"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != basic("AWS", valid["token"]):
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="ecr"'})
+        return manifest_ok(request)
+
+    ref = ImageRef.parse(f"{REGISTRY}/app:v1")
+    with client(handler, credentials=login) as registry:
+        assert registry.resolve(ref) == DIGEST
+        assert registry.resolve(ref) == DIGEST  # the login kept while it is valid
+        valid["token"] = "token-2"  # the first one expires
+        assert registry.resolve(ref) == DIGEST
+    assert issued == ["token-1", "token-2"]
+    assert seen == [
+        None,
+        basic("AWS", "token-1"),
+        basic("AWS", "token-1"),
+        basic("AWS", "token-1"),
+        basic("AWS", "token-2"),
+    ]
+
+
 def test_401_without_credentials_asks_for_a_login() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})

@@ -44,6 +44,9 @@ class EngineImageStore:
         """The image ID that ``ref`` (tag or digest) names in this engine."""
         return str(self._image(ref).id)
 
+    def check_movable(self, ref: ImageRef, digest: str) -> None:
+        """An engine's local tags always move."""
+
     def tag(self, pinned: ImageRef, tag: str) -> ImageRef:
         pinned = pinned.require_pinned()
         image = self._image(pinned)

@@ -29,6 +29,7 @@ class TagStore(Protocol):
     def tag(self, pinned: ImageRef, tag: str) -> ImageRef: ...
     def list_tags(self, ref: ImageRef) -> list[str]: ...
     def image_labels(self, ref: ImageRef) -> dict[str, str]: ...
+    def check_movable(self, ref: ImageRef, digest: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def promote(
         copy(image, dest.with_digest(digest))
 
     env_ref = dest.with_tag(environment)
+    dest_store.check_movable(env_ref, digest)  # e.g. an immutable tag: refused before any change
     previous = current_digest(dest_store, env_ref)
     if previous == digest:
         earlier = _previous_from_history(dest_store, dest, environment, digest)

@@ -64,6 +64,7 @@ class RegistryClient:
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
         log: Callable[[str], None] | None = None,
+        credentials: Callable[[], tuple[str, str]] | None = None,
     ) -> None:
         self.registry = _normalise_registry(registry)
         if scheme is None:
@@ -77,7 +78,7 @@ class RegistryClient:
         self.http = RegistryHttp(
             self.registry,
             self.base_url,
-            RegistryAuth(self.registry, username, password),
+            RegistryAuth(self.registry, username, password, credentials),
             timeout=timeout,
             retries=retries,
             backoff=backoff,
@@ -187,6 +188,9 @@ class RegistryClient:
         """Every tag of ``ref``'s repository (what promotion's tag store offers)."""
         self._check_ref(ref)
         return self.tags(ref.repository)
+
+    def check_movable(self, ref: ImageRef, digest: str) -> None:
+        """Tags of the OCI Distribution API always move (the ECR client reads its rules)."""
 
     def image_labels(self, ref: ImageRef) -> dict[str, str]:
         """The labels of the image ``ref`` names (of its linux/amd64 image for an index)."""

@@ -60,21 +60,42 @@ def delete(repository: str) -> str:
 class RegistryAuth:
     """Who we are to one registry, and what it granted: the login, Basic once the registry
     asked for it, bearer tokens per scope. :meth:`for_scope` gives the ``httpx.Auth`` of one
-    request."""
+    request.
 
-    def __init__(self, registry: str, username: str | None, password: str | None) -> None:
+    ``credentials``, instead of a fixed login: a source of ``(username, password)`` read when
+    the registry first asks, and again when it refuses what it was sent (an expiring token, as
+    Amazon ECR's authorization tokens are: 12 hours)."""
+
+    def __init__(
+        self,
+        registry: str,
+        username: str | None,
+        password: str | None,
+        credentials: Callable[[], tuple[str, str]] | None = None,
+    ) -> None:
         self.registry = registry
         self.username = username
         self._password = password
+        self._credentials = credentials
         self._use_basic = False
         self._tokens: dict[str, str] = {}
         self.fetch_token: Callable[[str, str | None, str], str] | None = None
 
     @property
     def has_credentials(self) -> bool:
-        return self.username is not None or self._password is not None
+        return (
+            self.username is not None or self._password is not None or self._credentials is not None
+        )
+
+    def _renew(self) -> None:
+        """A fresh login from ``credentials``; the tokens granted for the old one are dropped."""
+        assert self._credentials is not None
+        self.username, self._password = self._credentials()
+        self._tokens.clear()
 
     def basic_header(self) -> str:
+        if self._credentials is not None and self._password is None:
+            self._renew()  # the first login from the source
         pair = f"{self.username or ''}:{self._password or ''}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
 
@@ -97,8 +118,11 @@ class RegistryAuth:
         if scheme == "basic":
             if not self.has_credentials:
                 raise self.unauthorized(f"requires a login ({where}) and none was given")
-            if sent is not None and sent.startswith("Basic "):
+            refused = sent is not None and sent.startswith("Basic ")
+            if refused and self._credentials is None:
                 raise self.unauthorized(f"refused the credentials ({where})")
+            if refused:
+                self._renew()  # an expired login: a fresh one, once for this request
             self._use_basic = True
             return
         if scheme == "bearer":
