@@ -157,20 +157,15 @@ def demo_images(bed: Bed, docker_client: object) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def moto() -> Iterator[str]:
     """moto's server on loopback (this test process's own): its URL. The ``aws_default``
-    connection points at it while the session runs."""
-    from kit.moto import CREDENTIALS, aws_connection, moto_server
+    connection points at it while the session runs. Its ECS services report every task running
+    (moto's deployments do not progress by themselves)."""
+    from kit.moto import CREDENTIALS, aws_connection, environment, moto_server
 
-    with moto_server() as url:
-        saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_AWS_DEFAULT", *CREDENTIALS)}
-        os.environ.update({"AIRFLOW_CONN_AWS_DEFAULT": aws_connection(url), **CREDENTIALS})
-        try:
-            yield url
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with (
+        moto_server(MOTO_ECS_SERVICE_RUNNING="1000") as url,  # deployments complete
+        environment(AIRFLOW_CONN_AWS_DEFAULT=aws_connection(url), **CREDENTIALS),
+    ):
+        yield url
 
 
 @pytest.fixture(scope="session")

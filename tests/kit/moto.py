@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -128,3 +129,34 @@ def throttling_proxy(url: str, failures: int) -> Iterator[tuple[str, dict[str, i
     finally:
         server.shutdown()
         server.server_close()
+
+
+def clients(url: str, *names: str) -> dict[str, Any]:
+    """boto3 clients of ``names`` (ecs, elbv2, ...) for the moto server at ``url``."""
+    import boto3
+
+    return {
+        name: boto3.client(
+            name,
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        for name in names
+    }
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """``values`` in this process's environment meanwhile; what was there before, after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

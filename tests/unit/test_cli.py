@@ -222,6 +222,57 @@ def test_the_installed_command_lists_every_broken_spec_without_a_traceback(
         assert f"  - {expected}" in block
 
 
+def ecs_router(d: dict[str, Any]) -> dict[str, Any]:
+    return d["environments"]["production"]["aws"]["router"]  # type: ignore[no-any-return]
+
+
+ARN = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/t{}/0"
+DNS = {
+    "type": "route53",
+    "zone_id": "Z0123",
+    "record_name": "api.shop.example.com",
+    "ttl": 60,
+    "connection_lifetime": 30,
+    "retire_wait": 45,
+    "targets": {"blue": {"values": ["10.0.0.5"]}, "green": {"values": ["10.0.0.6"]}},
+}
+# What AWS cannot do, refused by validate before anything runs (dags/pipelines/ecs.yaml broken).
+BROKEN_AWS: dict[str, tuple[Mutation, str]] = {
+    "six_target_groups": (
+        lambda d: ecs_router(d)["target_groups"].update({f"g{i}": ARN.format(i) for i in range(4)}),
+        "environments.production.aws.router.target_groups: 6 given; an ALB listener forwards to "
+        "at most 5",
+    ),
+    "weight_over_999": (
+        lambda d: ecs_router(d)["target_groups"].update(
+            blue={"arn": ARN.format(1), "weight": 1000}
+        ),
+        "environments.production.aws.router.target_groups.blue.weight: must be <= 999",
+    ),
+    "ttl_wait_shorter_than_the_ttl": (
+        lambda d: d["environments"]["production"]["aws"].update(router=DNS),
+        "environments.production.aws.router.retire_wait: 45s is shorter than the record's TTL "
+        "plus the connection lifetime (60s + 30s = 90s)",
+    ),
+    "a_secret_that_is_no_arn": (
+        lambda d: d["defaults"]["secrets"][0].update({"from": "airflow_connection", "ref": "db"}),
+        "environments.staging.secrets[DATABASE_URL].from: on ECS a secret is a Secrets Manager ARN",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_AWS))
+def test_validate_refuses_what_aws_cannot_do(tmp_path: Path, name: str) -> None:
+    breaks, expected = BROKEN_AWS[name]
+    data = yaml.safe_load((PIPELINES / "ecs.yaml").read_text())
+    data["pipeline"]["build"]["context"] = str(APP)
+    breaks(data)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, out = run("validate", str(path))
+    assert code == 1 and f"  - {expected}" in out, out
+
+
 def test_validate_accepts_the_examples() -> None:
     specs = sorted(str(p) for p in PIPELINES.glob("*.yaml"))
     code, out = run("validate", *specs)

@@ -63,6 +63,7 @@ def test_examples_cover_every_deployment_type_and_avoid_the_demo_port() -> None:
         port
         for spec in specs
         for env in spec.environments.values()
+        if env.target != "ecs"  # its load balancer's or DNS name's ports
         for port in (env.router.port, env.router.preview_port)
         if port is not None
     ]
@@ -720,8 +721,8 @@ def test_blue_green_runs_on_swarm_when_the_environment_says_so() -> None:
     data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service"}
     at = "pipeline.stages[staging].deploy.type"
     assert (
-        f"{at}: min_in_service runs on target engine, and environments.staging.target is swarm"
-        in (problems_of(data))
+        f"{at}: min_in_service runs on target engine or ecs, and "
+        "environments.staging.target is swarm" in (problems_of(data))
     )
 
 
@@ -737,7 +738,7 @@ def test_alternatives_are_checked_like_deploy() -> None:
     problems = problems_of(data)
     at = "pipeline.stages[staging]"
     assert (
-        f"{at}.alternatives[0].type: rolling runs on target swarm, and "
+        f"{at}.alternatives[0].type: rolling runs on target swarm or ecs, and "
         "environments.staging.target is engine" in problems
     )
     assert (

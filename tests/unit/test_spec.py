@@ -223,8 +223,12 @@ BROKEN = [
         "prefix 'io.docker-delivery.' is reserved",
     ),
     (
-        "router: {port: 1}\ntarget: ecs",
-        "environments.prod.target: must be one of 'engine' or 'swarm'",
+        "router: {port: 1}\ntarget: k8s",
+        "environments.prod.target: must be one of 'engine', 'swarm' or 'ecs'",
+    ),
+    (
+        "target: ecs",
+        "environments.prod.aws: target ecs needs the aws section (cluster, network, router)",
     ),
     (
         "router: {port: 1}\nhealth_check: {path: health}",
@@ -331,7 +335,7 @@ def test_a_problem_in_the_defaults_is_reported_once_at_its_place() -> None:
 
 
 def test_every_problem_is_listed_at_once() -> None:
-    body = "router: {port: 1}\nreplicas: -1\ntarget: ecs\nenv: {x-y: z}\nfoo: 1"
+    body = "router: {port: 1}\nreplicas: -1\ntarget: k8s\nenv: {x-y: z}\nfoo: 1"
     with pytest.raises(SpecInvalid) as caught:
         load_spec(spec_text("prod", body))
     assert len(caught.value.problems) == 4

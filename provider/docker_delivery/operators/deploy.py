@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 from airflow.sdk import BaseOperator, Context
 
+from docker_delivery.errors import TargetError
 from docker_delivery.health import HealthCheck
 from docker_delivery.hooks.engine import engine_client, engine_host, engine_url
 from docker_delivery.operators.common import (
@@ -36,6 +37,7 @@ from docker_delivery.targets.engine_errors import engine_calls
 if TYPE_CHECKING:
     from docker_delivery.routing.haproxy import HaproxyRouter
     from docker_delivery.spec import ServiceSpec
+    from docker_delivery.strategies.aws import EcsContext
     from docker_delivery.targets.base import Release, TargetKind
 
 _S = TypeVar("_S", bound=DeploySettings)
@@ -148,7 +150,9 @@ class _DeployOperator(BaseOperator):
         if self.target is not None:
             return cast("TargetKind", self.target)
         if spec is not None:
-            return spec.environment(self.environment).target
+            target = spec.environment(self.environment).target
+            assert target != "ecs", "an ECS environment runs through execute_on_ecs"
+            return target
         return "engine"
 
     def check(self, spec: ServiceSpec | None) -> HealthCheck:
@@ -237,8 +241,35 @@ class _DeployOperator(BaseOperator):
             return self.engine_conn_id
         return spec.environment(self.environment).engine
 
+    def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
+        """This step on Amazon ECS (the environment's target): its deployment type's runner."""
+        from docker_delivery.strategies.aws import run_on_ecs
+
+        return run_on_ecs(ctx, self.deploy_settings(spec))
+
+    def execute_on_ecs(self, spec: ServiceSpec, context: Context) -> dict[str, Any]:
+        from docker_delivery.hooks.aws import aws_client
+        from docker_delivery.strategies.aws import context_for
+
+        aws = spec.environment(self.environment).aws
+        assert aws is not None
+        ctx = context_for(
+            spec,
+            self.environment,
+            self.image,
+            lambda name: aws_client(name, aws.conn_id, aws.region),
+            log=self.log.info,
+        )
+        with says_when_nothing_changed(context):
+            out: dict[str, Any] = self.on_ecs(ctx, spec).as_dict()
+        if aws.public_url:
+            out["url"] = aws.public_url
+        return out
+
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.environment_spec()
+        if spec is not None and spec.environment(self.environment).target == "ecs":
+            return self.execute_on_ecs(spec, context)
         engine = self.engine(spec)
         with (
             closing(engine_client(self.docker_url, engine_conn_id=engine)) as client,
@@ -338,6 +369,9 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
     """Move all traffic to the colour running ``image`` at once (atomic at the router), after
     bringing it to full capacity; a failed post-switch check switches back by itself."""
 
+    def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
+        raise TargetError("on ECS the blue/green deploy step checks, switches and retires")
+
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.bluegreen import switch_traffic
 
@@ -355,6 +389,9 @@ class RetireOperator(BlueGreenDeployOperator):
 
     def __init__(self, *, image: str = "", **kwargs: Any) -> None:
         super().__init__(image=image, **kwargs)
+
+    def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
+        raise TargetError("on ECS the blue/green deploy step checks, switches and retires")
 
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.bluegreen import retire
@@ -414,6 +451,12 @@ class RollbackOperator(_DeployOperator):
         self.migration_status_command = migration_status_command
         self.repository = repository
         self.docker_conn_id = docker_conn_id
+
+    def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
+        """A switch back to the colour still warm (blue/green, A/B on ECS)."""
+        from docker_delivery.strategies.aws import switch_back
+
+        return switch_back(ctx)
 
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.rollback import roll_back

@@ -1,5 +1,7 @@
-"""How traffic moves between releases: HAProxy driven through its Runtime API."""
+"""How traffic moves between releases: HAProxy driven through its Runtime API (Docker), an
+ALB listener's weights or Route 53 weighted records (AWS)."""
 
+from docker_delivery.routing.alb import AlbRouter
 from docker_delivery.routing.haproxy import (
     BackendSpec,
     BackendStats,
@@ -12,16 +14,21 @@ from docker_delivery.routing.haproxy import (
     ServerStats,
     render_config,
 )
+from docker_delivery.routing.route53 import Route53Router
+from docker_delivery.routing.weighted import WeightedRouter
 
 __all__ = [
+    "AlbRouter",
     "BackendSpec",
     "BackendStats",
     "FrontendSpec",
     "HaproxyRouter",
+    "Route53Router",
     "RouterContainer",
     "RouterError",
     "RouterHandle",
     "ServerState",
     "ServerStats",
+    "WeightedRouter",
     "render_config",
 ]

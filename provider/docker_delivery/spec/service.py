@@ -9,7 +9,7 @@ merged in: mappings (``env``, ``labels``, ``router``, ``health_check``, ``resour
     service: web
     image: 127.0.0.1:5000/shop/web          # the repository the pipeline builds (optional)
     defaults:
-      target: engine                        # engine | swarm
+      target: engine                        # engine | swarm | ecs (with an aws section)
       replicas: 2
       port: 8080                            # the app's port in its containers
       env: {LOG_LEVEL: info}
@@ -62,6 +62,7 @@ from docker_delivery.errors import DeliveryError, SpecInvalid, clip
 from docker_delivery.health import HealthCheck, HealthCheckInvalid
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.service import RouterSettings
+from docker_delivery.spec.aws import AwsSpec
 from docker_delivery.spec.loader import load_yaml, read_source
 from docker_delivery.spec.messages import describe_errors
 from docker_delivery.targets.base import Limits, Release, SecretMount
@@ -368,8 +369,9 @@ class RolloutSpec(_Model):
 class EnvironmentSpec(_Model):
     """How a service runs in one environment (the defaults with the environment's overrides)."""
 
-    target: Literal["engine", "swarm"] = "engine"
+    target: Literal["engine", "swarm", "ecs"] = "engine"
     engine: ConnId | None = None
+    aws: AwsSpec | None = None  # target ecs: the cluster, its network, alarms, the router
     replicas: int = Field(default=1, ge=0)
     port: Port = 8080
     command: list[str] | None = None
@@ -389,6 +391,14 @@ class EnvironmentSpec(_Model):
     def _no_engine(cls, value: Any) -> Any:
         """An empty engine (as ``${NAME:-}`` gives when NAME is unset) is the local default."""
         return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ecs_needs_no_haproxy(cls, data: Any) -> Any:
+        """On ECS the router is the ``aws`` section's; the HAProxy one is not used."""
+        if isinstance(data, Mapping) and data.get("target") == "ecs" and not data.get("router"):
+            data = {**data, "router": {"port": data.get("port", 8080)}}
+        return data
 
     @field_validator("secrets", mode="before")
     @classmethod
@@ -420,6 +430,15 @@ class EnvironmentSpec(_Model):
                 out.append(f"{at}: env sets {secret.name}_FILE, which points at the secret's file")
             if secret.source == "docker_secret" and self.target != "swarm":
                 out.append(f"{at}.from: a docker_secret needs target swarm (this is {self.target})")
+            if self.target == "ecs" and secret.source != "aws_secret_arn":
+                out.append(
+                    f"{at}.from: on ECS a secret is a Secrets Manager ARN (aws_secret_arn), "
+                    "which ECS injects at run time; its value never passes through Airflow"
+                )
+        if self.target == "ecs" and self.aws is None:
+            out.append("aws: target ecs needs the aws section (cluster, network, router)")
+        if self.target != "ecs" and self.aws is not None:
+            out.append(f"aws: only for target ecs (this is {self.target})")
         for name, value in self.env.items():
             if value and looks_secret(name) and name not in self.not_secrets:
                 out.append(
@@ -458,7 +477,7 @@ class EnvironmentSpec(_Model):
                 resolve_stages(self.rollout.stages, self.replicas)
             except DeliveryError as exc:
                 out.append(f"rollout.stages: {exc}")
-        if self.replicas > self.router.slots:
+        if self.target != "ecs" and self.replicas > self.router.slots:
             out.append(
                 f"router.slots: {self.router.slots} slots cannot hold {self.replicas} replicas "
                 f"(one instance per slot); give router.slots >= {self.replicas} or fewer replicas"
@@ -485,6 +504,7 @@ class EnvironmentDefaults(EnvironmentSpec):
     with a router port). Checks across fields run on each environment, not here."""
 
     router: RouterDefaults | None = None  # type: ignore[assignment]
+    aws: dict[str, Any] | None = None  # type: ignore[assignment]  # checked per environment
 
     def problems(self) -> list[str]:
         return []

@@ -1,4 +1,4 @@
-"""Where releases run: Docker Engine containers and Docker Swarm services."""
+"""Where releases run: Docker Engine containers, Docker Swarm services, Amazon ECS services."""
 
 from docker_delivery.targets.base import (
     Instance,
@@ -8,10 +8,13 @@ from docker_delivery.targets.base import (
     SlotTarget,
     TargetError,
 )
+from docker_delivery.targets.ecs import EcsRelease, EcsTarget
 from docker_delivery.targets.engine import EngineTarget
 from docker_delivery.targets.swarm import SwarmService, SwarmTarget, UpdatePolicy
 
 __all__ = [
+    "EcsRelease",
+    "EcsTarget",
     "EngineTarget",
     "Instance",
     "Limits",

@@ -23,6 +23,7 @@ LABEL_ENVIRONMENT: Final = LABEL_PREFIX + "environment"
 # -- an instance of a release (a container, or a Swarm service and its tasks) -----------------
 LABEL_DIGEST: Final = LABEL_PREFIX + "digest"
 LABEL_IMAGE: Final = LABEL_PREFIX + "image"  # the digest-pinned reference
+LABEL_COLOUR: Final = LABEL_PREFIX + "colour"  # an ECS service's: blue, green, or an A/B variant
 LABEL_SLOT: Final = LABEL_PREFIX + "slot"  # 1..N on the engine; a Swarm task's is its task slot
 LABEL_CONFIG: Final = LABEL_PREFIX + "config"  # Release.config_id
 LABEL_PORT: Final = LABEL_PREFIX + "port"  # the app's port in the instance

@@ -199,16 +199,20 @@ def _build_promote(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
     from docker_delivery.operators.promote import PromoteImageOperator
 
     assert t.stage is not None
+    env = spec.env(t.stage)
+    serving: dict[str, Any] = {  # the tag follows what serves, checked on the engine
+        "docker_url": spec.pipeline.docker_url,
+        "engine_conn_id": env.engine,
+        "service": spec.service,
+        "app_port": env.port,
+        "lock_wait": t.stage.lock_wait,
+    }
     return PromoteImageOperator(
         image=IMAGE,
         repository=spec.repository,
         environment=t.stage.environment,
         docker_conn_id=spec.pipeline.docker_conn_id,
-        docker_url=spec.pipeline.docker_url,
-        engine_conn_id=spec.env(t.stage).engine,
-        service=spec.service,
-        app_port=spec.env(t.stage).port,
-        lock_wait=t.stage.lock_wait,
+        **({} if env.target == "ecs" else serving),
         **common,
     )
 

@@ -90,6 +90,9 @@ def _deploy_summary(spec: PipelineSpec, stage: StageSpec) -> str:
     if isinstance(d, RollingDeploy):
         stages = ", ".join(str(s) for s in spec.rolling_stages(stage))
         return f"{head}, stages [{stages}], on failure {d.failure_action}"
+    if isinstance(d, BlueGreenDeploy) and env.target == "ecs":
+        router = env.aws.router.type if env.aws and env.aws.router else "?"
+        return f"{head}: the idle colour's service, checked, then one {router} weight change"
     if isinstance(d, BlueGreenDeploy):
         return f"{head}: the new colour on :{env.router.preview_port} (preview)"
     assert isinstance(d, ABDeploy)
@@ -179,6 +182,7 @@ def _stage_tasks(
     spec: PipelineSpec, stage: StageSpec, previous: StageSpec | None, leaves: tuple[str, ...]
 ) -> list[PlannedTask]:
     env = spec.env(stage)
+    ecs = env.target == "ecs"  # the deploy task checks, switches and retires on its own
     name = stage.environment
     out: list[PlannedTask] = []
     last = leaves
@@ -220,7 +224,7 @@ def _stage_tasks(
     def deploy(at: StageSpec, suffix: str = "") -> PlannedTask:
         """deploy [-> verify preview -> switch]; returns the deploy task."""
         task = add(f"deploy{suffix}", "deploy", "deploy", _deploy_summary(spec, at), at=at)
-        if isinstance(at.deploy, BlueGreenDeploy):
+        if isinstance(at.deploy, BlueGreenDeploy) and not ecs:
             add(
                 "verify_preview",
                 "verify_health",
@@ -280,7 +284,7 @@ def _stage_tasks(
         choose.extra["paths"] = paths
         last, join = tuple(ends), "none_failed_min_one_success"
     router = public_url(env, shown=True).split("://", 1)[1].rstrip("/")
-    if stage.verify.health:
+    if stage.verify.health and not ecs:
         add(
             "verify_health",
             "verify_health",
@@ -309,12 +313,14 @@ def _stage_tasks(
         "promote",
         "promote",
         "promote",
-        f"PromoteImageOperator: tag {name} -> the digest, once it serves there and passed its "
-        "checks (under the deployment lock)",
+        f"PromoteImageOperator: tag {name} -> the digest, once it passed its checks there"
+        if ecs
+        else f"PromoteImageOperator: tag {name} -> the digest, once it serves there and passed "
+        "its checks (under the deployment lock)",
     )
     verified = last
     colour = next((d for d in choices if isinstance(d, BlueGreenDeploy)), None)
-    if colour is not None:
+    if colour is not None and not ecs:
         # After a choice, retire follows the switch too: skipped when blue/green was not chosen.
         switch = (f"{name}.switch",) if len(choices) > 1 else ()
         last = (*last, *switch)
@@ -402,9 +408,12 @@ def describe_plan(spec: PipelineSpec) -> str:
 
 def public_url(env: EnvironmentSpec, *, preview: bool = False, shown: bool = False) -> str:
     """Where users reach the environment's router (``preview``: its preview frontend): the
-    spec's URL, else the engine's host: ``localhost`` for the local engine, or the host of the
-    environment's engine connection, read when the task runs (the delivery DAG's
-    ``engine_host`` macro; ``shown``: a placeholder for a printed plan)."""
+    spec's URL (on ECS: ``aws.public_url``), else the engine's host: ``localhost`` for the
+    local engine, or the host of the environment's engine connection, read when the task runs
+    (the delivery DAG's ``engine_host`` macro; ``shown``: a placeholder for a printed plan)."""
+    if env.target == "ecs":
+        aws = env.aws
+        return aws.public_url if aws and aws.public_url else "http://<no aws.public_url>/"
     if not env.engine:
         host = LOCAL_HOST
     elif shown:

@@ -12,10 +12,10 @@ from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInServ
 
 DeployType = Literal["min_in_service", "rolling", "blue_green", "ab"]
 DEPLOY_TARGETS: dict[str, tuple[str, ...]] = {
-    "min_in_service": ("engine",),
-    "rolling": ("swarm",),
-    "blue_green": ("engine", "swarm"),
-    "ab": ("engine", "swarm"),
+    "min_in_service": ("engine", "ecs"),
+    "rolling": ("swarm", "ecs"),
+    "blue_green": ("engine", "swarm", "ecs"),
+    "ab": ("engine", "swarm", "ecs"),
 }
 """Where each deployment type runs (the environment's ``target``)."""
 

@@ -75,6 +75,8 @@ class PipelineSpec(ServiceSpec):
         configuration themselves (and infra.plan refuses a service serving in two groups)."""
         if stage.apply_infra is not None:
             return stage.apply_infra
+        if self.env(stage).target == "ecs":
+            return False  # on ECS the environment's configuration is in each task definition
         return stage.deploy.type in ("min_in_service", "rolling")
 
     def deploy_settings(self, stage: StageSpec) -> DeploySettings:
@@ -132,6 +134,8 @@ class PipelineSpec(ServiceSpec):
                 )
         ports: dict[int, str] = {}
         for name, env in self.environments.items():
+            if env.target == "ecs":
+                continue  # no HAProxy: its load balancer or DNS name
             for field, port in (
                 ("port", env.router.port),
                 ("preview_port", env.router.preview_port),
@@ -267,11 +271,52 @@ class PipelineSpec(ServiceSpec):
                 out.append(f"{at}.{field}: {rest}" if named else f"{at}: {exc}")
             else:
                 out += self._slot_problems(at, stage)
+        if env.target == "ecs":
+            return out + self._ecs_problems(at, stage)
         if isinstance(stage.deploy, BlueGreen) and env.router.preview_port is None:
             out.append(
                 f"{where}.router.preview_port: required by blue_green (the new colour is "
                 "checked there before the switch)"
             )
+        return out
+
+    def _ecs_problems(self, at: str, stage: StageSpec) -> list[str]:
+        """What an ECS environment cannot do for ``stage``."""
+        env, where = self.environments[stage.environment], f"environments.{stage.environment}"
+        out = []
+        aws = env.aws
+        if aws is not None and aws.router is None and stage.deploy.type in ("blue_green", "ab"):
+            out.append(
+                f"{where}.aws.router: {stage.deploy.type} on ECS moves traffic by an ALB "
+                "listener's weights (type: alb) or Route 53 weighted records (type: route53)"
+            )
+        try:
+            staged = isinstance(stage.deploy, RollingDeploy) and self.rolling_stages(stage) != [
+                "100%"
+            ]
+        except DeliveryError:
+            staged = False  # bad settings: reported on their own
+        if staged:
+            out.append(
+                f"{at}.stages: ECS rolls a service's tasks by its deployment configuration, "
+                "in one go; for stages with traffic shares use ab with an alb router"
+            )
+        if self.applies_infra(stage):
+            out.append(
+                f"{at}.apply_infra: on ECS the environment's variables, secrets and limits are "
+                "part of each release's task definition: there is no separate change to apply"
+            )
+        if self.migrates(stage):
+            out.append(
+                f"{at}.migrate: migrations run as a one-off container on a Docker engine; on ECS "
+                "run them from a stage on an engine, or as their own task"
+            )
+        if any(s.http is None for s in stage.verify.smoke):
+            out.append(
+                f"{at}.verify.smoke: on ECS smoke tests are HTTP checks (a command needs an engine)"
+            )
+        if stage.verify.smoke and (aws is None or aws.public_url is None):
+            out.append(f"{where}.aws.public_url: the smoke tests reach the service there")
         return out
 
     def slots_needed(self, stage: StageSpec) -> tuple[int, str]:

@@ -1,0 +1,366 @@
+"""The deployment types on Amazon ECS, with the same settings models as on Docker.
+
+* minimum in-service and rolling: one ECS service per environment, updated in place with the
+  deployment configuration the settings map to (:func:`~docker_delivery.targets.ecs.
+  deployment_configuration`), the circuit breaker and the environment's alarms; then watched
+  until ECS says COMPLETED, and baked against the alarms.
+* blue/green: one ECS service per colour, each behind its own target group (ALB) or weighted
+  record set (Route 53). The idle colour gets the release, its deployment completes, the health
+  gate checks it (the test listener, its targets' health), then one weight change sends every
+  request to it, read back. The old colour keeps serving for ``scale_down_delay`` (ALB) or the
+  record's TTL plus the connection lifetime (Route 53, whichever is longer), watched against the
+  alarms: one in ALARM switches back; then the old colour is scaled to 0.
+* A/B: the live colour is variant A, the release goes to the idle one (B) beside it; each step
+  sets the weights (ALB: 0-999; Route 53: 0-255), bakes for ``bake_time`` against the alarms
+  (one in ALARM sets every request back to A and aborts), up to 100 %: then B is live and A is
+  scaled to 0 after ``stop_grace``.
+
+Every step first reads where things stand (the router's weights, the services' tags and
+deployments) and does only what is missing: a retried task goes on where it stopped.
+
+This module is domain code: it never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from docker_delivery.errors import ABTestAborted, DeployAborted, TargetError
+from docker_delivery.routing.alb import AlbRouter
+from docker_delivery.routing.route53 import Route53Router
+from docker_delivery.routing.weighted import WeightedRouter, all_to, live_group, split
+from docker_delivery.spec.aws import AlbRouterSpec, Route53RouterSpec
+from docker_delivery.strategies.base import DeployResult, result_dict
+from docker_delivery.strategies.settings import (
+    ABTest,
+    BlueGreen,
+    DeploySettings,
+    MinimumInService,
+    Rolling,
+)
+from docker_delivery.targets.ecs import (
+    EcsDeploymentSettings,
+    EcsRelease,
+    EcsTarget,
+    deployment_configuration,
+)
+
+if TYPE_CHECKING:
+    from docker_delivery.spec import ServiceSpec
+
+COLOURS = ("blue", "green")
+
+
+@dataclass
+class EcsContext:
+    """What one deployment on ECS works with. ``release`` has no colour; ``target_groups``
+    names each colour's (or variant's) target group, when an ALB routes; ``health_gate`` checks
+    a colour before it takes traffic (raises to stop)."""
+
+    target: EcsTarget
+    release: EcsRelease
+    replicas: int
+    router: WeightedRouter | None = None
+    target_groups: dict[str, str] = field(default_factory=dict)
+    alarms: tuple[str, ...] = ()
+    deploy_timeout: float = 900.0
+    bake_s: float = 0.0
+    health_gate: Callable[[str], None] | None = None
+    log: Callable[[str], None] = print
+    sleep: Callable[[float], None] = time.sleep
+
+    def needs_router(self) -> WeightedRouter:
+        if self.router is None:
+            raise TargetError(
+                "blue/green and A/B on ECS need a router (alb or route53) in the environment"
+            )
+        return self.router
+
+
+def deploy_in_place(ctx: EcsContext, settings: MinimumInService | Rolling) -> DeployResult:
+    """Minimum in-service or rolling: the environment's one service moves to the release."""
+    started = time.monotonic()
+    release = ctx.release
+    before = ctx.target.service(release.name)
+    previous = before.digest if before is not None else None
+    if isinstance(settings, MinimumInService):
+        config = deployment_configuration(
+            "min_in_service", ctx.replicas, keep=settings.min_in_service, alarms=ctx.alarms
+        )
+    else:
+        config = deployment_configuration(
+            "rolling",
+            ctx.replicas,
+            batch=settings.update_config.parallelism or ctx.replicas,
+            alarms=ctx.alarms,
+        )
+    ctx.log(
+        f"ECS {settings.type}: minimum healthy {config.minimum_healthy_percent} %, maximum "
+        f"{config.maximum_percent} %, circuit breaker with rollback, alarms {list(ctx.alarms)}"
+    )
+    ctx.target.apply(release, ctx.replicas, config, target_group_arn=ctx.target_groups.get("live"))
+    ctx.target.wait(release.name, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
+    if ctx.bake_s:
+        ctx.log(f"baking {ctx.bake_s:.0f}s against the alarms")
+        ctx.target.bake(release.name, ctx.bake_s, ctx.alarms)
+    return DeployResult(
+        release.service,
+        release.environment,
+        release.digest,
+        previous_digests=[previous] if previous else [],
+        previous_digest=previous,
+        replaced=ctx.replicas if previous and previous != release.digest else 0,
+        already_current=ctx.replicas if previous == release.digest else 0,
+        steps=[f"ECS {settings.type} deployment of {release.name}"],
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _coloured(ctx: EcsContext, colour: str) -> EcsRelease:
+    return replace(ctx.release, colour=colour)
+
+
+def _serving(ctx: EcsContext, groups: Sequence[str]) -> tuple[str | None, dict[str, str | None]]:
+    """The live group (the router sends it the most requests and its service runs tasks) and
+    each group's digest (by its tags; None when it runs none)."""
+    router = ctx.needs_router()
+    digests = {}
+    for group in groups:
+        service = ctx.target.service(_coloured(ctx, group).name)
+        digests[group] = service.digest if service is not None and service.desired else None
+    live = live_group(router.weights())
+    return (live if live is not None and digests.get(live) else None), digests
+
+
+def _start(ctx: EcsContext, group: str, replicas: int) -> None:
+    release = _coloured(ctx, group)
+    ctx.target.apply(
+        release,
+        replicas,
+        EcsDeploymentSettings(minimum_healthy_percent=100, maximum_percent=200, alarms=ctx.alarms),
+        target_group_arn=ctx.target_groups.get(group),
+    )
+    ctx.target.wait(release.name, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
+    if ctx.health_gate is not None:
+        ctx.health_gate(group)
+
+
+def _retire_after(ctx: EcsContext, group: str, wait_s: float, why: str) -> None:
+    name = _coloured(ctx, group).name
+    if wait_s > 0:
+        ctx.log(f"{name} keeps serving {wait_s:.0f}s before it is scaled to 0: {why}")
+        ctx.target.bake(name, wait_s, ctx.alarms)
+    ctx.target.scale(name, 0)
+
+
+def deploy_blue_green(ctx: EcsContext, settings: BlueGreen) -> DeployResult:
+    started = time.monotonic()
+    router = ctx.needs_router()
+    live, digests = _serving(ctx, COLOURS)
+    release = ctx.release
+    previous = digests.get(live) if live else None
+    if live is not None and previous == release.digest:
+        ctx.log(f"{release.digest} already serves in {live}: nothing to switch")
+        return DeployResult(
+            release.service, release.environment, release.digest, [previous], previous, 0,
+            ctx.replicas, [f"{live} already serves it"], time.monotonic() - started,
+        )  # fmt: skip
+    idle = "green" if live == "blue" else "blue"
+    ctx.log(f"live: {live or '(none)'}; the release goes to {idle}")
+    _start(ctx, idle, settings.preview_replicas or ctx.replicas)
+    router.set_weights(all_to(idle, {c: 1 for c in COLOURS}, router.max_weight))
+    steps = [f"{idle} deployed", f"switched to {idle}"]
+    if live is not None:
+        try:
+            if settings.post_switch_check:
+                ctx.log(f"post-switch check: {settings.post_switch_check:.0f}s against the alarms")
+                ctx.target.bake(_coloured(ctx, idle).name, settings.post_switch_check, ctx.alarms)
+        except DeployAborted:
+            router.set_weights(all_to(live, {c: 1 for c in COLOURS}, router.max_weight))
+            ctx.log(f"switched back to {live}: {idle} stays up for inspection")
+            raise
+        wait_s, why = router.hold_old(settings.scale_down_delay)
+        _retire_after(ctx, live, wait_s, why)
+        steps.append(f"{live} scaled to 0 after {wait_s:.0f}s")
+    return DeployResult(
+        release.service, release.environment, release.digest,
+        [previous] if previous else [], previous, ctx.replicas if previous else 0, 0, steps,
+        time.monotonic() - started,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SwitchedBack:
+    """A switch back: the colour that serves again, and its digest."""
+
+    service: str
+    environment: str
+    colour: str
+    digest: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def switch_back(ctx: EcsContext) -> SwitchedBack:
+    """The colour that served before the last switch takes every request again, if it still
+    runs (warm); TargetError otherwise (redeploy its digest instead)."""
+    router = ctx.needs_router()
+    live, digests = _serving(ctx, COLOURS)
+    other = "green" if live == "blue" else "blue"
+    if live is None or digests.get(other) is None:
+        raise TargetError(
+            f"no warm colour to switch back to ({other} runs no tasks): redeploy the previous "
+            "digest instead"
+        )
+    router.set_weights(all_to(other, {c: 1 for c in COLOURS}, router.max_weight))
+    ctx.log(f"switched back from {live} to {other} ({digests[other]})")
+    release = ctx.release
+    return SwitchedBack(release.service, release.environment, other, str(digests[other]))
+
+
+def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:
+    started = time.monotonic()
+    router = ctx.needs_router()
+    weights = router.weights()
+    live, digests = _serving(ctx, COLOURS)
+    # A retry finds the release already taking a share: B is the colour that runs it.
+    b = next((c for c in COLOURS if digests.get(c) == ctx.release.digest and weights.get(c)), None)
+    a = next((c for c in COLOURS if c != b), None) if b else live
+    if a is None or digests.get(a) is None:
+        raise TargetError(
+            "an A/B test needs a release serving (variant A); deploy the first release with "
+            "min_in_service or blue_green"
+        )
+    b = b or next(c for c in COLOURS if c != a)
+    ctx.log(f"A/B: variant A is {a} ({digests[a]}), B is {b} ({ctx.release.digest})")
+    _start(ctx, b, ctx.replicas)
+    done = round(100 * weights.get(b, 0) / router.max_weight)
+    steps = []
+    for percent in settings.steps:
+        if percent <= done:
+            continue  # a retry goes on from the step the router serves
+        router.set_weights(split(a, b, percent, router.max_weight))
+        steps.append(f"{percent} % to {b}")
+        try:
+            ctx.target.bake(_coloured(ctx, b).name, settings.bake_time, ctx.alarms)
+        except DeployAborted as exc:
+            router.set_weights(all_to(a, {c: 1 for c in COLOURS}, router.max_weight))
+            raise ABTestAborted(
+                f"A/B test aborted at {percent} %: {exc}; every request back to {a}",
+                figures={"percent": percent},
+            ) from exc
+    _retire_after(ctx, a, settings.stop_grace, "the connections it still serves")
+    return DeployResult(
+        ctx.release.service, ctx.release.environment, ctx.release.digest,
+        [str(digests[a])], digests[a], ctx.replicas, 0, steps, time.monotonic() - started,
+    )  # fmt: skip
+
+
+def alb_health_gate(
+    router: AlbRouter, timeout: float, log: Callable[[str], None]
+) -> Callable[[str], None]:
+    """The idle colour on the test listener (when there is one), then every target of its
+    target group healthy (ALB's own health checks), within ``timeout``."""
+
+    def gate(colour: str) -> None:
+        if router.test_listener_arn is not None:
+            router.preview(colour)
+        deadline = time.monotonic() + timeout
+        while True:
+            health = router.target_health(colour)
+            if health and all(state == "healthy" for state in health.values()):
+                log(f"{colour}: {len(health)} targets healthy")
+                return
+            if time.monotonic() >= deadline:
+                raise DeployAborted(
+                    f"{colour}'s targets not healthy after {timeout:.0f}s: {health}"
+                )
+            time.sleep(5)
+
+    return gate
+
+
+def context_for(
+    spec: ServiceSpec,
+    environment: str,
+    image: str,
+    client: Callable[[str], Any],
+    log: Callable[[str], None] = print,
+) -> EcsContext:
+    """The context of a deployment of ``image`` to an ``ecs`` environment of ``spec``;
+    ``client(name)`` gives a boto3 client (``ecs``, ``elbv2``, ``route53``, ``cloudwatch``)."""
+    env = spec.environment(environment)
+    aws = env.aws
+    if env.target != "ecs" or aws is None:
+        raise TargetError(f"environments.{environment}: not an ecs environment")
+    release = EcsRelease(
+        service=spec.service,
+        environment=environment,
+        image=image,
+        port=env.port,
+        environment_vars=dict(env.env),
+        secrets={s.name: s.ref for s in env.secrets},
+        cpu=aws.cpu,
+        memory=aws.memory,
+        execution_role_arn=aws.execution_role_arn,
+    )
+    target = EcsTarget(
+        client("ecs"),
+        aws.cluster,
+        cloudwatch=client("cloudwatch") if aws.alarms else None,
+        launch_type=aws.launch_type,
+        network=aws.network(),
+        log=log,
+    )
+    router: WeightedRouter | None = None
+    groups: dict[str, str] = {}
+    gate = None
+    if isinstance(aws.router, AlbRouterSpec):
+        alb = AlbRouter(
+            client("elbv2"),
+            aws.router.listener_arn,
+            aws.router.arns,
+            test_listener_arn=aws.router.test_listener_arn,
+            stickiness_s=aws.router.stickiness,
+            log=log,
+        )
+        router, groups = alb, aws.router.arns
+        gate = alb_health_gate(alb, aws.deploy_timeout, log)
+    elif isinstance(aws.router, Route53RouterSpec):
+        router = Route53Router(
+            client("route53"),
+            aws.router.zone_id,
+            aws.router.record_name,
+            {name: t.as_target() for name, t in aws.router.targets.items()},
+            record_type=aws.router.record_type,
+            ttl=aws.router.ttl,
+            connection_lifetime_s=aws.router.hold_s - aws.router.ttl,
+            log=log,
+        )
+    return EcsContext(
+        target,
+        release,
+        env.replicas,
+        router=router,
+        target_groups=groups,
+        alarms=tuple(aws.alarms),
+        deploy_timeout=aws.deploy_timeout,
+        bake_s=aws.bake,
+        health_gate=gate,
+        log=log,
+    )
+
+
+def run_on_ecs(ctx: EcsContext, settings: DeploySettings) -> DeployResult:
+    """The deployment type ``settings`` names, on ECS."""
+    if isinstance(settings, (MinimumInService, Rolling)):
+        return deploy_in_place(ctx, settings)
+    if isinstance(settings, BlueGreen):
+        return deploy_blue_green(ctx, settings)
+    if isinstance(settings, ABTest):
+        return deploy_ab(ctx, settings)
+    raise TargetError(f"no ECS runner for {settings.type}")

@@ -1,0 +1,357 @@
+"""Delivery on AWS, against moto's server on loopback: EcsTarget, AlbRouter, Route53Router and the
+deployment types on ECS (minimum in-service, rolling, blue/green by ALB and by DNS, A/B,
+switch-back), with every step read back from the APIs.
+
+What moto does not do, and what these tests do instead:
+* ECS deployments do not progress, and a service's deployment is made once, at creation: moto
+  reports the running and failed task counts its switches say (MOTO_ECS_SERVICE_RUNNING,
+  MOTO_ECS_SERVICE_FAILED_TASKS, read when a service is created). The tests run a moto server
+  that reports every task running (deployments COMPLETED), and one whose services report failed
+  tasks (the circuit breaker's threshold). On AWS, ECS moves the rollout state itself (and says
+  FAILED when its circuit breaker trips: handled the same way).
+* moto neither stores nor returns a service's deploymentConfiguration: the tests check the
+  percentages the settings map to, and the log of what was sent.
+* ECS registers no targets in moto's target groups: the tests register the addresses, as ECS
+  would; moto reports registered targets healthy.
+* moto does not validate listener weights (0-999, at most 5 groups): the router refuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kit.moto import ACCOUNT, REGION, clients, moto_server
+
+from docker_delivery.errors import ABTestAborted, DeployAborted, RouterError, TargetError
+from docker_delivery.routing.alb import AlbRouter
+from docker_delivery.routing.route53 import Route53Router
+from docker_delivery.strategies.aws import (
+    EcsContext,
+    deploy_ab,
+    deploy_blue_green,
+    deploy_in_place,
+    switch_back,
+)
+from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInService, Rolling
+from docker_delivery.targets.ecs import (
+    EcsHealthCheck,
+    EcsRelease,
+    EcsTarget,
+    breaker_threshold,
+    deployment_configuration,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SERVICES = ("ec2", "elbv2", "ecs", "route53", "cloudwatch")
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/shop/api"
+SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:shop/db-AbCdEf"
+
+
+def digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, Any]]:
+    """A moto server whose ECS services report every task running: deployments COMPLETED."""
+    with moto_server(MOTO_ECS_SERVICE_RUNNING="1000") as url:
+        yield clients(url, *SERVICES)
+
+
+@dataclass
+class Alb:
+    listener: str
+    test_listener: str
+    groups: dict[str, str]
+    vpc: str
+
+
+@pytest.fixture(scope="module")
+def alb(aws: dict[str, Any]) -> Alb:
+    ec2, elbv2 = aws["ec2"], aws["elbv2"]
+    vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.50.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    lb = elbv2.create_load_balancer(Name="shop", Subnets=subnets)["LoadBalancers"][0]
+    groups = {
+        colour: elbv2.create_target_group(
+            Name=f"shop-{colour}", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        for colour in ("blue", "green")
+    }
+
+    def listener(port: int, group: str) -> str:
+        return str(
+            elbv2.create_listener(
+                LoadBalancerArn=lb["LoadBalancerArn"],
+                Protocol="HTTP",
+                Port=port,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": groups[group]}],
+            )["Listeners"][0]["ListenerArn"]
+        )
+
+    return Alb(listener(80, "blue"), listener(8080, "green"), groups, vpc)
+
+
+def release(name: str, text: str, **kw: Any) -> EcsRelease:
+    return EcsRelease(
+        service=name,
+        environment="prod",
+        image=f"{IMAGE}@{digest(text)}",
+        environment_vars={"LOG_LEVEL": "info"},
+        secrets={"DATABASE_URL": SECRET_ARN},
+        health_check=EcsHealthCheck("curl -fs http://127.0.0.1:8080/health"),
+        **kw,
+    )
+
+
+class FakeTime:
+    """Waits (bakes, delays, polls) pass at once: what they add up to is kept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def target(aws: dict[str, Any], logs: list[str], clock: FakeTime | None = None) -> EcsTarget:
+    cluster = f"c{os.urandom(3).hex()}"
+    aws["ecs"].create_cluster(clusterName=cluster)
+    clock = clock or FakeTime()
+    return EcsTarget(
+        aws["ecs"], cluster, cloudwatch=aws["cloudwatch"], log=logs.append, sleep=clock.sleep,
+        clock=clock.monotonic,
+    )  # fmt: skip
+
+
+def register_targets(aws: dict[str, Any], group_arn: str, *addresses: str) -> None:
+    """As ECS does for a service with a load balancer (moto's ECS does not)."""
+    aws["elbv2"].register_targets(
+        TargetGroupArn=group_arn, Targets=[{"Id": a, "Port": 8080} for a in addresses]
+    )
+
+
+def test_a_release_is_a_task_definition_revision_reused_on_a_retry(aws: dict[str, Any]) -> None:
+    logs: list[str] = []
+    ecs = target(aws, logs)
+    one = release("api", "v1", cpu=512, memory=1024)
+    arn = ecs.register(one)
+    found = ecs.task_definition(arn)
+    container = found["containerDefinitions"][0]
+    assert container["image"] == one.image and "@sha256:" in container["image"]
+    assert container["environment"] == [{"name": "LOG_LEVEL", "value": "info"}]
+    assert container["secrets"] == [{"name": "DATABASE_URL", "valueFrom": SECRET_ARN}]
+    assert container["healthCheck"]["command"][0] == "CMD-SHELL"
+    assert (found["cpu"], found["memory"]) == ("512", "1024")
+    assert ecs.register(one) == arn  # a retry: the same revision
+    assert ecs.register(release("api", "v2", cpu=512, memory=1024)) != arn
+
+
+def test_minimum_in_service_and_rolling_map_to_the_deployment_configuration(
+    aws: dict[str, Any],
+) -> None:
+    assert (
+        deployment_configuration("min_in_service", 4, keep=2).as_api()["minimumHealthyPercent"]
+        == 50
+    )
+    assert deployment_configuration("min_in_service", 4, keep=2).maximum_percent == 100
+    rolling = deployment_configuration("rolling", 4, batch=1, alarms=["api-5xx"]).as_api()
+    assert (rolling["minimumHealthyPercent"], rolling["maximumPercent"]) == (100, 125)
+    assert rolling["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert rolling["alarms"] == {"alarmNames": ["api-5xx"], "enable": True, "rollback": True}
+
+    logs: list[str] = []
+    ecs = target(aws, logs)
+    ctx = EcsContext(ecs, release("mis", "v1"), replicas=4, log=logs.append)
+    first = deploy_in_place(ctx, MinimumInService(min_in_service=2))
+    assert first.previous_digest is None
+    ctx.release = release("mis", "v2")
+    second = deploy_in_place(ctx, Rolling(stages=("100%",)))
+    assert second.previous_digest == digest("v1") and second.digest == digest("v2")
+    service = ecs.service("mis-prod")
+    assert service is not None and service.digest == digest("v2")
+    assert ecs.task_definition(service.task_definition)["containerDefinitions"][0]["image"] == (
+        ctx.release.image
+    )
+    assert service.desired == 4
+    assert any("minimum healthy 50 %, maximum 100 %" in line for line in logs), logs
+    again = deploy_in_place(ctx, Rolling(stages=("100%",)))  # a retry changes nothing
+    assert again.already_current == 4
+    assert any("already runs" in line for line in logs)
+
+
+def test_an_alarm_in_alarm_during_the_bake_aborts(aws: dict[str, Any]) -> None:
+    cloudwatch = aws["cloudwatch"]
+    name = f"api-5xx-{os.urandom(3).hex()}"
+    cloudwatch.put_metric_alarm(
+        AlarmName=name, MetricName="HTTPCode_Target_5XX_Count", Namespace="AWS/ApplicationELB",
+        Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )  # fmt: skip
+    logs: list[str] = []
+    ecs = target(aws, logs)
+    ctx = EcsContext(ecs, release("baked", "v1"), 2, alarms=(name,), bake_s=30, log=logs.append)
+    deploy_in_place(ctx, MinimumInService(min_in_service=1))  # OK: the alarm is not firing
+    cloudwatch.set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx")
+    ctx.release = release("baked", "v2")
+    with pytest.raises(DeployAborted, match=f"alarm {name} in ALARM"):
+        deploy_in_place(ctx, MinimumInService(min_in_service=1))
+
+
+def test_the_circuit_breaker_threshold_of_failed_tasks_aborts() -> None:
+    assert [breaker_threshold(n) for n in (1, 4, 10, 1000)] == [3, 3, 5, 200]
+    with moto_server(MOTO_ECS_SERVICE_RUNNING="0", MOTO_ECS_SERVICE_FAILED_TASKS="3") as url:
+        failing = clients(url, *SERVICES)
+        logs: list[str] = []
+        ecs = target(failing, logs)
+        ctx = EcsContext(ecs, release("broken", "v1"), 4, log=logs.append)
+        with pytest.raises(DeployAborted, match="3 tasks failed to start, the circuit breaker"):
+            deploy_in_place(ctx, MinimumInService(min_in_service=2))
+
+
+def test_blue_green_by_alb_weights_then_switch_back(aws: dict[str, Any], alb: Alb) -> None:
+    logs: list[str] = []
+    ecs = target(aws, logs)
+    router = AlbRouter(
+        aws["elbv2"], alb.listener, alb.groups, test_listener_arn=alb.test_listener,
+        log=logs.append,
+    )  # fmt: skip
+    checked: list[str] = []
+
+    def gate(colour: str) -> None:  # the idle colour through the test listener, its targets
+        router.preview(colour)
+        register_targets(aws, alb.groups[colour], f"10.50.1.{len(checked) + 10}")
+        health = router.target_health(colour)
+        assert health and set(health.values()) == {"healthy"}, health
+        checked.append(colour)
+
+    ctx = EcsContext(
+        ecs, release("bg", "v1"), 2, router=router, target_groups=alb.groups,
+        health_gate=gate, log=logs.append,
+    )  # fmt: skip
+    settings = BlueGreen(scale_down_delay=0, post_switch_check=0)
+    first = deploy_blue_green(ctx, settings)
+    assert router.weights() == {"blue": 999, "green": 0} and checked == ["blue"]
+    assert first.previous_digest is None
+    ctx.release = release("bg", "v2")
+    second = deploy_blue_green(ctx, settings)
+    assert router.weights() == {"blue": 0, "green": 999}
+    assert router.previewed() == "green" and checked == ["blue", "green"]
+    assert second.previous_digest == digest("v1")
+    blue = ecs.service("bg-prod-blue")
+    assert blue is not None and blue.desired == 0  # retired after the delay
+    with pytest.raises(TargetError, match="no warm colour"):
+        switch_back(ctx)  # blue was scaled to 0
+    # A release kept warm (a longer delay, cut short here by the sleep stub) switches back.
+    ctx.release = release("bg", "v3")
+    ecs.scale("bg-prod-green", 2)
+    deploy_blue_green(ctx, BlueGreen(scale_down_delay=0, post_switch_check=0))
+    ecs.scale("bg-prod-green", 2)  # as if still within its scale-down delay
+    assert switch_back(ctx).colour == "green"
+    assert router.weights() == {"blue": 0, "green": 999}
+    again = deploy_blue_green(ctx, settings)  # v3 in blue is not live: it goes to blue again
+    assert router.weights() == {"blue": 999, "green": 0} and again.previous_digest == digest("v2")
+
+
+def test_the_alb_router_refuses_impossible_weights(aws: dict[str, Any], alb: Alb) -> None:
+    router = AlbRouter(aws["elbv2"], alb.listener, alb.groups, log=lambda m: None)
+    with pytest.raises(RouterError, match="from 0 to 999"):
+        router.set_weights({"blue": 1000, "green": 0})
+    with pytest.raises(RouterError, match="no group would serve"):
+        router.set_weights({"blue": 0, "green": 0})
+    with pytest.raises(RouterError, match="1 to 5 target groups"):
+        AlbRouter(aws["elbv2"], alb.listener, {str(i): "arn" for i in range(6)})
+
+
+def test_ab_steps_as_weights_with_stickiness_and_an_abort(aws: dict[str, Any], alb: Alb) -> None:
+    logs: list[str] = []
+    ecs = target(aws, logs)
+    router = AlbRouter(aws["elbv2"], alb.listener, alb.groups, stickiness_s=300, log=logs.append)
+    ctx = EcsContext(
+        ecs, release("ab", "v1"), 2, router=router, target_groups=alb.groups, log=logs.append
+    )
+    deploy_blue_green(ctx, BlueGreen(scale_down_delay=0, post_switch_check=0))
+    live = "blue" if router.weights()["blue"] else "green"
+    ctx.release = release("ab", "v2")
+    seen: list[dict[str, int]] = []
+    real_bake = ecs.bake
+    fire: list[str] = []  # an alarm to set in ALARM when a step's bake starts
+
+    def bake(name: str, seconds: float, alarms: Any, poll: float = 5.0) -> None:
+        seen.append(router.weights())
+        for alarm in fire:
+            aws["cloudwatch"].set_alarm_state(
+                AlarmName=alarm, StateValue="ALARM", StateReason="5xx"
+            )
+        real_bake(name, seconds, alarms, poll)
+
+    ecs.bake = bake  # type: ignore[method-assign]
+    result = deploy_ab(ctx, ABTest(steps=(10, 50, 100), bake_time=0, stop_grace=0))
+    other = "green" if live == "blue" else "blue"
+    assert [w[other] for w in seen[:3]] == [100, 500, 999], seen
+    assert router.weights()[other] == 999 and result.previous_digest == digest("v1")
+    listener = aws["elbv2"].describe_listeners(ListenerArns=[alb.listener])["Listeners"][0]
+    sticky = listener["DefaultActions"][0]["ForwardConfig"]["TargetGroupStickinessConfig"]
+    assert sticky == {"Enabled": True, "DurationSeconds": 300}
+    # An alarm during a step's bake: every request back to A, aborted.
+    name = f"ab-{os.urandom(3).hex()}"
+    aws["cloudwatch"].put_metric_alarm(
+        AlarmName=name, MetricName="m", Namespace="n", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+    fire.append(name)
+    ctx.release, ctx.alarms = release("ab", "v3"), (name,)
+    with pytest.raises(ABTestAborted, match="aborted at 10 %"):
+        deploy_ab(ctx, ABTest(steps=(10, 100), bake_time=5, stop_grace=0))
+    assert router.weights() == {other: 999, live: 0}
+
+
+def test_blue_green_by_dns_upserts_weights_and_keeps_the_old_colour_for_the_ttl(
+    aws: dict[str, Any],
+) -> None:
+    route53 = aws["route53"]
+    zone = route53.create_hosted_zone(Name="shop.example.test", CallerReference=os.urandom(6).hex())
+    zone_id = zone["HostedZone"]["Id"]
+    logs: list[str] = []
+    clock = FakeTime()
+    ecs = target(aws, logs, clock)
+    router = Route53Router(
+        route53, zone_id, "api.shop.example.test",
+        {"blue": {"values": ["10.50.1.10"]}, "green": {"values": ["10.50.2.10"]}},
+        ttl=60, connection_lifetime_s=30, log=logs.append,
+    )  # fmt: skip
+    ctx = EcsContext(ecs, release("dns", "v1"), 2, router=router, log=logs.append)
+    deploy_blue_green(ctx, BlueGreen(scale_down_delay=5, post_switch_check=0))
+    assert router.weights() == {"blue": 255, "green": 0}
+    ctx.release = release("dns", "v2")
+    deploy_blue_green(ctx, BlueGreen(scale_down_delay=5, post_switch_check=0))
+    assert router.weights() == {"blue": 0, "green": 255}
+    records = route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    weighted = {r["SetIdentifier"]: r["Weight"] for r in records if "SetIdentifier" in r}
+    assert weighted == {"blue": 0, "green": 255}  # both kept: UPSERTs, never a DELETE
+    assert sum(clock.waits) >= 90, clock.waits  # the old colour served TTL + connection lifetime
+    assert any("resolvers may answer with the old records for their TTL (60s)" in m for m in logs)
+    blue = ecs.service("dns-prod-blue")
+    assert blue is not None and blue.desired == 0
+    ctx.release = release("dns", "v1")
+    ecs.scale("dns-prod-blue", 2)  # warm again: a switch back is one UPSERT batch
+    started = time.monotonic()
+    assert switch_back(ctx).colour == "blue" and router.weights() == {"blue": 255, "green": 0}
+    print(f"switch-back by DNS (UPSERT, INSYNC, read back): {time.monotonic() - started:.3f}s")
