@@ -36,6 +36,7 @@ from docker_delivery.strategies.aws import (
     deploy_ab,
     deploy_blue_green,
     deploy_in_place,
+    roll_back,
     switch_back,
 )
 from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInService, Rolling
@@ -195,6 +196,15 @@ def test_minimum_in_service_and_rolling_map_to_the_deployment_configuration(
     again = deploy_in_place(ctx, Rolling(stages=("100%",)))  # a retry changes nothing
     assert again.already_current == 4
     assert any("already runs" in line for line in logs)
+    # Rolled back in place: the newest earlier revision with another image, tags following.
+    back = roll_back(ctx)
+    assert (back.from_digest, back.to_digest) == (digest("v2"), digest("v1"))
+    service = ecs.service("mis-prod")
+    assert service is not None and service.digest == digest("v1")
+    definition = ecs.task_definition(service.task_definition)
+    assert definition["containerDefinitions"][0]["image"] == release("mis", "v1").image
+    with pytest.raises(TargetError, match="no earlier task definition revision"):
+        roll_back(ctx)
 
 
 def test_an_alarm_in_alarm_during_the_bake_aborts(aws: dict[str, Any]) -> None:

@@ -453,10 +453,11 @@ class RollbackOperator(_DeployOperator):
         self.docker_conn_id = docker_conn_id
 
     def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
-        """A switch back to the colour still warm (blue/green, A/B on ECS)."""
-        from docker_delivery.strategies.aws import switch_back
+        """A switch back to the colour still warm (blue/green, A/B), or the service's previous
+        task definition revision (minimum in-service, rolling)."""
+        from docker_delivery.strategies.aws import roll_back
 
-        return switch_back(ctx)
+        return roll_back(ctx)
 
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.rollback import roll_back

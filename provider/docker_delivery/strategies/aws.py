@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from docker_delivery.errors import ABTestAborted, DeployAborted, TargetError
+from docker_delivery.images.ref import ImageRef
 from docker_delivery.routing.alb import AlbRouter
 from docker_delivery.routing.route53 import Route53Router
 from docker_delivery.routing.weighted import WeightedRouter, all_to, live_group, split
@@ -220,6 +221,50 @@ def switch_back(ctx: EcsContext) -> SwitchedBack:
     ctx.log(f"switched back from {live} to {other} ({digests[other]})")
     release = ctx.release
     return SwitchedBack(release.service, release.environment, other, str(digests[other]))
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """An in-place rollback: the service's release before, and the one it runs again."""
+
+    service: str
+    environment: str
+    from_digest: str
+    to_digest: str
+    task_definition: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def roll_back(ctx: EcsContext) -> SwitchedBack | RolledBack:
+    """The previous release back: a switch back to the warm colour where a router moves
+    traffic; else the service on the newest earlier task definition revision with another image,
+    through its deployment (watched like a deployment)."""
+    if ctx.router is not None:
+        return switch_back(ctx)
+    name = ctx.release.name
+    service = ctx.target.service(name)
+    if service is None:
+        raise TargetError(f"no ECS service {name}: nothing to roll back")
+    current = service.task_definition
+    image = ctx.target.task_definition(current)["containerDefinitions"][0]["image"]
+    revisions = ctx.target.revisions(name)
+    older = revisions[revisions.index(current) + 1 :] if current in revisions else revisions
+    for arn in older:
+        before = ctx.target.task_definition(arn)["containerDefinitions"][0]["image"]
+        if before != image:
+            settings = deployment_configuration(
+                "rolling", max(1, service.desired), alarms=ctx.alarms
+            )
+            ctx.target.redeploy(name, arn, service.desired, settings)
+            ctx.target.wait(name, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
+            to = str(ImageRef.parse(before).digest)
+            ctx.log(f"{name} rolled back: {service.digest} -> {to}")
+            return RolledBack(
+                ctx.release.service, ctx.release.environment, str(service.digest), to, arn
+            )
+    raise TargetError(f"{name}: no earlier task definition revision with another image")
 
 
 def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:

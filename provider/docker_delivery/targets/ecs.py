@@ -382,6 +382,46 @@ class EcsTarget:
             tags=[{"key": k, "value": v} for k, v in release.tags().items()],
         )
 
+    def revisions(self, family: str) -> list[str]:
+        """The ACTIVE revisions of task definition ``family``, newest first."""
+        arns: list[str] = []
+        params: dict[str, Any] = {"familyPrefix": family, "status": "ACTIVE", "sort": "DESC"}
+        while True:
+            page = self._call("list_task_definitions", f"listing {family}'s revisions", **params)
+            arns += [
+                a for a in page.get("taskDefinitionArns") or [] if _family(a) == family
+            ]  # a prefix matches longer families too
+            if not page.get("nextToken"):
+                return sorted(set(arns), key=lambda a: -int(a.rsplit(":", 1)[1]))
+            params["nextToken"] = page["nextToken"]
+
+    def redeploy(
+        self, name: str, task_definition: str, replicas: int, settings: EcsDeploymentSettings
+    ) -> None:
+        """Service ``name`` back on an earlier ``task_definition`` (a rollback); its digest tag
+        follows the revision's image."""
+        image = self.task_definition(task_definition)["containerDefinitions"][0]["image"]
+        self._call(
+            "update_service",
+            f"rolling {name} back",
+            cluster=self.cluster,
+            service=name,
+            taskDefinition=task_definition,
+            desiredCount=replicas,
+            deploymentConfiguration=settings.as_api(),
+        )
+        arn = self._call(
+            "describe_services", "reading its ARN", cluster=self.cluster, services=[name]
+        )["services"][0]["serviceArn"]
+        digest = str(ImageRef.parse(image).digest)
+        self._call(
+            "tag_resource",
+            f"tagging service {name}",
+            resourceArn=arn,
+            tags=[{"key": LABEL_DIGEST, "value": digest}],
+        )
+        self.log(f"service {name} back on {task_definition} ({image})")
+
     def scale(self, name: str, replicas: int) -> None:
         self._call(
             "update_service",
@@ -464,6 +504,11 @@ class EcsTarget:
             if left <= 0:
                 return
             self.sleep(min(poll, left))
+
+
+def _family(arn: str) -> str:
+    """``arn:aws:ecs:...:task-definition/<family>:<revision>`` -> ``<family>``."""
+    return arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
 
 
 def breaker_threshold(desired: int) -> int:
