@@ -28,7 +28,13 @@ from typing import Any
 import pytest
 from kit.moto import ACCOUNT, REGION, clients, moto_server
 
-from docker_delivery.errors import ABTestAborted, DeployAborted, RouterError, TargetError
+from docker_delivery.errors import (
+    ABTestAborted,
+    DeployAborted,
+    DeploymentLocked,
+    RouterError,
+    TargetError,
+)
 from docker_delivery.routing.alb import AlbRouter
 from docker_delivery.routing.route53 import Route53Router
 from docker_delivery.strategies.aws import (
@@ -37,8 +43,10 @@ from docker_delivery.strategies.aws import (
     deploy_blue_green,
     deploy_in_place,
     roll_back,
+    run_on_ecs,
     switch_back,
 )
+from docker_delivery.strategies.aws_lock import AwsDeploymentLock
 from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInService, Rolling
 from docker_delivery.targets.ecs import (
     EcsHealthCheck,
@@ -50,7 +58,7 @@ from docker_delivery.targets.ecs import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-SERVICES = ("ec2", "elbv2", "ecs", "route53", "cloudwatch")
+SERVICES = ("ec2", "elbv2", "ecs", "route53", "cloudwatch", "ssm")
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/shop/api"
 SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:shop/db-AbCdEf"
 
@@ -365,3 +373,31 @@ def test_blue_green_by_dns_upserts_weights_and_keeps_the_old_colour_for_the_ttl(
     started = time.monotonic()
     assert switch_back(ctx).colour == "blue" and router.weights() == {"blue": 255, "green": 0}
     print(f"switch-back by DNS (UPSERT, INSYNC, read back): {time.monotonic() - started:.3f}s")
+
+
+def test_one_delivery_of_a_service_at_a_time_by_a_lock_in_ssm(aws: dict[str, Any]) -> None:
+    ssm, logs = aws["ssm"], []  # type: list[str]
+    cluster = f"c{os.urandom(3).hex()}"
+
+    def lock(owner: str, wait: float = 0) -> AwsDeploymentLock:
+        return AwsDeploymentLock(
+            ssm, cluster, "api", "prod", owner=owner, wait=wait, log=logs.append
+        )
+
+    dead = lock("dag/run1/deploy")
+    dead.__enter__()  # its worker dies holding it
+    with pytest.raises(DeploymentLocked, match="owner dag/run1/deploy"), lock("dag/run2/deploy"):
+        pass
+    with lock("dag/run1/deploy"):  # the retry of the same task takes over its own lock
+        assert any("a retry" in line for line in logs)
+    assert lock("x").holder() is None  # freed when the retry ended
+    # A deployment while another delivery holds the lock changes nothing.
+    ecs = target(aws, logs)
+    ctx = EcsContext(ecs, release("locked", "v1"), 2, log=logs.append)
+    ctx.lock = AwsDeploymentLock(ssm, ecs.cluster, "locked", "prod", owner="me", log=logs.append)
+    other = AwsDeploymentLock(ssm, ecs.cluster, "locked", "prod", owner="other")
+    with other, pytest.raises(DeploymentLocked, match="nothing changed"):
+        run_on_ecs(ctx, MinimumInService(min_in_service=1))
+    assert ecs.service("locked-prod") is None
+    run_on_ecs(ctx, MinimumInService(min_in_service=1))
+    assert ecs.service("locked-prod") is not None and ctx.lock.holder() is None

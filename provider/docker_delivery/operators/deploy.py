@@ -259,6 +259,8 @@ class _DeployOperator(BaseOperator):
             self.image,
             lambda name: aws_client(name, aws.conn_id, aws.region),
             log=self.log.info,
+            owner=lock_owner(context),
+            lock_wait=self.lock_wait,
         )
         with says_when_nothing_changed(context):
             out: dict[str, Any] = self.on_ecs(ctx, spec).as_dict()

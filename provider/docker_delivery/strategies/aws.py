@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from docker_delivery.routing.alb import AlbRouter
 from docker_delivery.routing.route53 import Route53Router
 from docker_delivery.routing.weighted import WeightedRouter, all_to, live_group, split
 from docker_delivery.spec.aws import AlbRouterSpec, Route53RouterSpec
+from docker_delivery.strategies.aws_lock import AwsDeploymentLock
 from docker_delivery.strategies.base import DeployResult, result_dict
 from docker_delivery.strategies.settings import (
     ABTest,
@@ -70,8 +72,12 @@ class EcsContext:
     deploy_timeout: float = 900.0
     bake_s: float = 0.0
     health_gate: Callable[[str], None] | None = None
+    lock: AwsDeploymentLock | None = None  # one delivery of the service and environment at once
     log: Callable[[str], None] = print
     sleep: Callable[[float], None] = time.sleep
+
+    def locked(self) -> AbstractContextManager[object]:
+        return self.lock if self.lock is not None else nullcontext()
 
     def needs_router(self) -> WeightedRouter:
         if self.router is None:
@@ -241,8 +247,13 @@ def roll_back(ctx: EcsContext) -> SwitchedBack | RolledBack:
     """The previous release back: a switch back to the warm colour where a router moves
     traffic; else the service on the newest earlier task definition revision with another image,
     through its deployment (watched like a deployment)."""
-    if ctx.router is not None:
-        return switch_back(ctx)
+    with ctx.locked():
+        if ctx.router is not None:
+            return switch_back(ctx)
+        return _previous_revision(ctx)
+
+
+def _previous_revision(ctx: EcsContext) -> RolledBack:
     name = ctx.release.name
     service = ctx.target.service(name)
     if service is None:
@@ -335,9 +346,13 @@ def context_for(
     image: str,
     client: Callable[[str], Any],
     log: Callable[[str], None] = print,
+    *,
+    owner: str | None = None,
+    lock_wait: float = 0.0,
 ) -> EcsContext:
     """The context of a deployment of ``image`` to an ``ecs`` environment of ``spec``;
-    ``client(name)`` gives a boto3 client (``ecs``, ``elbv2``, ``route53``, ``cloudwatch``)."""
+    ``client(name)`` gives a boto3 client (``ecs``, ``elbv2``, ``route53``, ``cloudwatch``,
+    ``ssm``). With ``owner`` the deployment takes the service's lock (waiting ``lock_wait``)."""
     env = spec.environment(environment)
     aws = env.aws
     if env.target != "ecs" or aws is None:
@@ -386,6 +401,12 @@ def context_for(
             connection_lifetime_s=aws.router.hold_s - aws.router.ttl,
             log=log,
         )
+    lock = None
+    if owner is not None:
+        lock = AwsDeploymentLock(
+            client("ssm"), aws.cluster, spec.service, environment, owner=owner,
+            wait=lock_wait, log=log,
+        )  # fmt: skip
     return EcsContext(
         target,
         release,
@@ -396,16 +417,18 @@ def context_for(
         deploy_timeout=aws.deploy_timeout,
         bake_s=aws.bake,
         health_gate=gate,
+        lock=lock,
         log=log,
     )
 
 
 def run_on_ecs(ctx: EcsContext, settings: DeploySettings) -> DeployResult:
-    """The deployment type ``settings`` names, on ECS."""
-    if isinstance(settings, (MinimumInService, Rolling)):
-        return deploy_in_place(ctx, settings)
-    if isinstance(settings, BlueGreen):
-        return deploy_blue_green(ctx, settings)
-    if isinstance(settings, ABTest):
-        return deploy_ab(ctx, settings)
+    """The deployment type ``settings`` names, on ECS, under the service's lock."""
+    with ctx.locked():
+        if isinstance(settings, (MinimumInService, Rolling)):
+            return deploy_in_place(ctx, settings)
+        if isinstance(settings, BlueGreen):
+            return deploy_blue_green(ctx, settings)
+        if isinstance(settings, ABTest):
+            return deploy_ab(ctx, settings)
     raise TargetError(f"no ECS runner for {settings.type}")
