@@ -158,6 +158,7 @@ def test_the_ecs_example_delivers_to_staging_then_by_blue_green_to_production(
     assert tags()["staging"] == digest1 and tags()["production"] == digest1
     staging = service("shop-api-staging")
     assert staging["desiredCount"] == 2
+    assert staging["deploymentController"] == {"type": "EXTERNAL"}  # rolling: task sets
     definition = aws["ecs"].describe_task_definition(taskDefinition=staging["taskDefinition"])
     container = definition["taskDefinition"]["containerDefinitions"][0]
     assert container["image"] == v1
@@ -170,6 +171,10 @@ def test_the_ecs_example_delivers_to_staging_then_by_blue_green_to_production(
     got = states(dag.dag_id, run.run_id)
     assert str(run.state) == "success", got
     assert tags()["production"] == digest2 and tags()["staging"] == digest2
+    sets = aws["ecs"].describe_task_sets(cluster="shop", service="shop-api-staging")["taskSets"]
+    assert [(s["externalId"], s["scale"]["value"], s["status"]) for s in sets] == [
+        (digest2, 100.0, "PRIMARY")
+    ]  # the stages [1, 100%] done, the old release's task set gone
     assert weights() == [("blue", 0), ("green", 999)]
     assert service("shop-api-production-green")["desiredCount"] == 4
     assert service("shop-api-production-blue")["desiredCount"] == 0  # the old colour retired

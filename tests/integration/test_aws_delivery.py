@@ -42,6 +42,7 @@ from docker_delivery.strategies.aws import (
     deploy_ab,
     deploy_blue_green,
     deploy_in_place,
+    deploy_rolling,
     roll_back,
     run_on_ecs,
     switch_back,
@@ -140,13 +141,24 @@ class FakeTime:
         return self.now
 
 
+def network(aws: dict[str, Any]) -> dict[str, Any]:
+    """The subnet and security group tasks run in (awsvpc), made once per moto server."""
+    if "network" not in aws:
+        ec2 = aws["ec2"]
+        vpc = ec2.create_vpc(CidrBlock="10.70.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.70.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="tasks", Description="tasks", VpcId=vpc)
+        aws["network"] = {"subnets": [subnet], "securityGroups": [group["GroupId"]]}
+    return dict(aws["network"])
+
+
 def target(aws: dict[str, Any], logs: list[str], clock: FakeTime | None = None) -> EcsTarget:
     cluster = f"c{os.urandom(3).hex()}"
     aws["ecs"].create_cluster(clusterName=cluster)
     clock = clock or FakeTime()
     return EcsTarget(
-        aws["ecs"], cluster, cloudwatch=aws["cloudwatch"], log=logs.append, sleep=clock.sleep,
-        clock=clock.monotonic,
+        aws["ecs"], cluster, cloudwatch=aws["cloudwatch"], network=network(aws),
+        log=logs.append, sleep=clock.sleep, clock=clock.monotonic,
     )  # fmt: skip
 
 
@@ -173,9 +185,7 @@ def test_a_release_is_a_task_definition_revision_reused_on_a_retry(aws: dict[str
     assert ecs.register(release("api", "v2", cpu=512, memory=1024)) != arn
 
 
-def test_minimum_in_service_and_rolling_map_to_the_deployment_configuration(
-    aws: dict[str, Any],
-) -> None:
+def test_minimum_in_service_maps_to_the_deployment_configuration(aws: dict[str, Any]) -> None:
     assert (
         deployment_configuration("min_in_service", 4, keep=2).as_api()["minimumHealthyPercent"]
         == 50
@@ -192,7 +202,7 @@ def test_minimum_in_service_and_rolling_map_to_the_deployment_configuration(
     first = deploy_in_place(ctx, MinimumInService(min_in_service=2))
     assert first.previous_digest is None
     ctx.release = release("mis", "v2")
-    second = deploy_in_place(ctx, Rolling(stages=("100%",)))
+    second = deploy_in_place(ctx, MinimumInService(min_in_service=2))
     assert second.previous_digest == digest("v1") and second.digest == digest("v2")
     service = ecs.service("mis-prod")
     assert service is not None and service.digest == digest("v2")
@@ -201,7 +211,7 @@ def test_minimum_in_service_and_rolling_map_to_the_deployment_configuration(
     )
     assert service.desired == 4
     assert any("minimum healthy 50 %, maximum 100 %" in line for line in logs), logs
-    again = deploy_in_place(ctx, Rolling(stages=("100%",)))  # a retry changes nothing
+    again = deploy_in_place(ctx, MinimumInService(min_in_service=2))  # a retry: nothing
     assert again.already_current == 4
     assert any("already runs" in line for line in logs)
     # Rolled back in place: the newest earlier revision with another image, tags following.
@@ -213,6 +223,56 @@ def test_minimum_in_service_and_rolling_map_to_the_deployment_configuration(
     assert definition["containerDefinitions"][0]["image"] == release("mis", "v1").image
     with pytest.raises(TargetError, match="no earlier task definition revision"):
         roll_back(ctx)
+    with pytest.raises(TargetError, match="deliver this environment by min_in_service"):
+        deploy_rolling(ctx, Rolling(stages=(1, "100%")))  # a service of the other kind
+
+
+def test_rolling_moves_task_sets_stage_by_stage(aws: dict[str, Any]) -> None:
+    logs: list[str] = []
+    ecs = target(aws, logs)
+    shares: list[dict[str, float]] = []
+    scale = ecs.scale_task_set
+
+    def scaled(name: str, task_set: Any, percent: float) -> None:
+        scale(name, task_set, percent)
+        shares.append({t.external_id: t.scale for t in ecs.task_sets(name)})  # read back
+
+    ecs.scale_task_set = scaled  # type: ignore[method-assign]
+    ctx = EcsContext(ecs, release("roll", "v1"), replicas=4, log=logs.append)
+    first = deploy_rolling(ctx, Rolling(stages=(1, "50%", "100%")))  # nothing runs: one step
+    assert first.previous_digest is None and shares == [{digest("v1"): 100.0}]
+    shares.clear()
+    one = ecs.task_sets("roll-prod")
+    assert [(t.external_id, t.scale, t.status) for t in one] == [(digest("v1"), 100.0, "PRIMARY")]
+    ctx.release = release("roll", "v2")
+    second = deploy_rolling(ctx, Rolling(stages=(1, "50%", "100%")))
+    v1, v2 = digest("v1"), digest("v2")
+    assert [(s[v2], s[v1]) for s in shares] == [
+        (25.0, 100.0), (25.0, 75.0), (50.0, 75.0), (50.0, 50.0), (100.0, 50.0), (100.0, 0.0)
+    ]  # fmt: skip
+    assert second.previous_digest == v1 and len(second.steps) == 3
+    now = ecs.task_sets("roll-prod")
+    assert [(t.external_id, t.scale, t.status) for t in now] == [(v2, 100.0, "PRIMARY")]
+    service = ecs.service("roll-prod")
+    assert service is not None and service.digest == v2 and service.controller == "EXTERNAL"
+    assert deploy_rolling(ctx, Rolling()).already_current == 4  # a retry: nothing
+    # An alarm during a stage: the old release's task set back to 100 %, the new one removed.
+    name = f"roll-{os.urandom(3).hex()}"
+    aws["cloudwatch"].put_metric_alarm(
+        AlarmName=name, MetricName="m", Namespace="n", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+    aws["cloudwatch"].set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx")
+    ctx.release, ctx.alarms = release("roll", "v3"), (name,)
+    with pytest.raises(DeployAborted, match=f"alarm {name} in ALARM"):
+        deploy_rolling(ctx, Rolling(stages=(1, "100%")))
+    assert [(t.external_id, t.scale) for t in ecs.task_sets("roll-prod")] == [(v2, 100.0)]
+    # Rolled back: the earlier revision's task set at 100 %, primary; the current one removed.
+    ctx.alarms = ()
+    back = roll_back(ctx)
+    assert (back.from_digest, back.to_digest) == (v2, v1)
+    now = ecs.task_sets("roll-prod")
+    assert [(t.external_id, t.scale, t.status) for t in now] == [(v1, 100.0, "PRIMARY")]
 
 
 def test_an_alarm_in_alarm_during_the_bake_aborts(aws: dict[str, Any]) -> None:

@@ -165,6 +165,15 @@ class AwsSpec(_Model):
     public_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     router: Annotated[AlbRouterSpec | Route53RouterSpec, Field(discriminator="type")] | None = None
 
+    @model_validator(mode="after")
+    def _subnets(self) -> AwsSpec:
+        if self.launch_type == "FARGATE" and not self.subnets:
+            raise ValueError(
+                "subnets: Fargate tasks run in the subnets (and security groups) given here "
+                "(network mode awsvpc)"
+            )
+        return self
+
     def network(self) -> dict[str, Any] | None:
         if not self.subnets:
             return None

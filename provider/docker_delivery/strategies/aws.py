@@ -1,9 +1,13 @@
 """The deployment types on Amazon ECS, with the same settings models as on Docker.
 
-* minimum in-service and rolling: one ECS service per environment, updated in place with the
+* minimum in-service: one ECS service per environment, updated in place by ECS with the
   deployment configuration the settings map to (:func:`~docker_delivery.targets.ecs.
   deployment_configuration`), the circuit breaker and the environment's alarms; then watched
   until ECS says COMPLETED, and baked against the alarms.
+* rolling: one service per environment whose tasks are in task sets (the EXTERNAL deployment
+  controller): the release's task set takes each stage's share (``stages``), steady and baked
+  against the alarms before the old one gives up as much; then it is primary and the old one
+  goes. A failure puts the old task set back to 100 % (``failure_action: rollback``).
 * blue/green: one ECS service per colour, each behind its own target group (ALB) or weighted
   record set (Route 53). The idle colour gets the release, its deployment completes, the health
   gate checks it (the test listener, its targets' health), then one weight change sends every
@@ -37,6 +41,7 @@ from docker_delivery.routing.weighted import WeightedRouter, all_to, live_group,
 from docker_delivery.spec.aws import AlbRouterSpec, Route53RouterSpec
 from docker_delivery.strategies.aws_lock import AwsDeploymentLock
 from docker_delivery.strategies.base import DeployResult, result_dict
+from docker_delivery.strategies.rolling import resolve_stages
 from docker_delivery.strategies.settings import (
     ABTest,
     BlueGreen,
@@ -87,23 +92,21 @@ class EcsContext:
         return self.router
 
 
-def deploy_in_place(ctx: EcsContext, settings: MinimumInService | Rolling) -> DeployResult:
-    """Minimum in-service or rolling: the environment's one service moves to the release."""
+def deploy_in_place(ctx: EcsContext, settings: MinimumInService) -> DeployResult:
+    """Minimum in-service: the environment's one service moves to the release by ECS's own
+    deployment (the ECS deployment controller)."""
     started = time.monotonic()
     release = ctx.release
     before = ctx.target.service(release.name)
+    if before is not None and before.controller != "ECS":
+        raise TargetError(
+            f"service {release.name} runs task sets (rolling deployments): minimum in-service "
+            "updates a service in place; deliver this environment by rolling"
+        )
     previous = before.digest if before is not None else None
-    if isinstance(settings, MinimumInService):
-        config = deployment_configuration(
-            "min_in_service", ctx.replicas, keep=settings.min_in_service, alarms=ctx.alarms
-        )
-    else:
-        config = deployment_configuration(
-            "rolling",
-            ctx.replicas,
-            batch=settings.update_config.parallelism or ctx.replicas,
-            alarms=ctx.alarms,
-        )
+    config = deployment_configuration(
+        "min_in_service", ctx.replicas, keep=settings.min_in_service, alarms=ctx.alarms
+    )
     ctx.log(
         f"ECS {settings.type}: minimum healthy {config.minimum_healthy_percent} %, maximum "
         f"{config.maximum_percent} %, circuit breaker with rollback, alarms {list(ctx.alarms)}"
@@ -124,6 +127,70 @@ def deploy_in_place(ctx: EcsContext, settings: MinimumInService | Rolling) -> De
         steps=[f"ECS {settings.type} deployment of {release.name}"],
         duration_s=time.monotonic() - started,
     )
+
+
+def deploy_rolling(ctx: EcsContext, settings: Rolling) -> DeployResult:
+    """Rolling, stage by stage: the release's task set takes each stage's share of the
+    service's tasks (its scale), is waited on until steady and baked against the alarms, then
+    the old release's task set gives up as much; at the end the release's task set is primary
+    and the old one goes. A failure sends the old task set back to 100 % and removes the new one
+    (``failure_action: rollback``), or leaves both where they are (``pause``)."""
+    started = time.monotonic()
+    release, target = ctx.release, ctx.target
+    name, total = release.name, ctx.replicas
+    service = target.service(name)
+    if service is not None and service.controller != "EXTERNAL":
+        raise TargetError(
+            f"service {name} is updated in place by ECS (minimum in-service); a rolling "
+            "deployment moves task sets of a service of its own: deliver this environment by "
+            "min_in_service, or remove the service first"
+        )
+    if service is None:
+        target.create_external_service(release, total)
+    previous = service.digest if service is not None else None
+    sets = target.task_sets(name)
+    new = next((t for t in sets if t.external_id == release.digest), None)
+    old = [t for t in sets if t is not new]
+    if new is not None and new.status == "PRIMARY" and not old:
+        ctx.log(f"{release.digest} already runs all of {name}")
+        return DeployResult(
+            release.service, release.environment, release.digest, [release.digest],
+            release.digest, 0, total, [], time.monotonic() - started,
+        )  # fmt: skip
+    counts = resolve_stages(settings.stages, total) if old else [total]
+    group = ctx.target_groups.get("live")
+    if new is None:
+        new = target.create_task_set(release, target_group_arn=group)
+    steps: list[str] = []
+    try:
+        for count in counts:
+            percent = round(100 * count / total, 2)
+            if new.scale < percent:  # a retry goes on from the share the task set has
+                target.scale_task_set(name, new, percent)
+            new = target.wait_task_set(
+                name, release.digest, timeout=ctx.deploy_timeout, alarms=ctx.alarms
+            )
+            bake = max(ctx.bake_s, settings.pause)
+            if bake:
+                target.bake(name, bake, ctx.alarms)
+            for task_set in old:
+                target.scale_task_set(name, task_set, max(0.0, 100 - percent))
+            steps.append(f"{count} of {total} tasks on {release.digest[:19]}")
+    except DeployAborted:
+        if settings.failure_action == "rollback" and old:
+            for task_set in old:
+                target.scale_task_set(name, task_set, 100.0)
+            target.delete_task_set(name, new)
+            ctx.log(f"{name}: back on the old release's task set; the new one removed")
+        raise
+    target.make_primary(name, new)
+    for task_set in old:
+        target.delete_task_set(name, task_set)
+    return DeployResult(
+        release.service, release.environment, release.digest,
+        [previous] if previous else [], previous, total if old else 0, 0, steps,
+        time.monotonic() - started,
+    )  # fmt: skip
 
 
 def _coloured(ctx: EcsContext, colour: str) -> EcsRelease:
@@ -258,24 +325,48 @@ def _previous_revision(ctx: EcsContext) -> RolledBack:
     service = ctx.target.service(name)
     if service is None:
         raise TargetError(f"no ECS service {name}: nothing to roll back")
-    current = service.task_definition
+    sets = ctx.target.task_sets(name) if service.controller == "EXTERNAL" else []
+    primary = next((t for t in sets if t.status == "PRIMARY"), None)
+    current = primary.task_definition if primary is not None else service.task_definition
     image = ctx.target.task_definition(current)["containerDefinitions"][0]["image"]
     revisions = ctx.target.revisions(name)
     older = revisions[revisions.index(current) + 1 :] if current in revisions else revisions
     for arn in older:
         before = ctx.target.task_definition(arn)["containerDefinitions"][0]["image"]
         if before != image:
-            settings = deployment_configuration(
-                "rolling", max(1, service.desired), alarms=ctx.alarms
-            )
-            ctx.target.redeploy(name, arn, service.desired, settings)
-            ctx.target.wait(name, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
             to = str(ImageRef.parse(before).digest)
+            if service.controller == "EXTERNAL":
+                _task_set_back(ctx, replace(ctx.release, image=before), arn, sets)
+            else:
+                settings = deployment_configuration(
+                    "rolling", max(1, service.desired), alarms=ctx.alarms
+                )
+                ctx.target.redeploy(name, arn, service.desired, settings)
+                ctx.target.wait(name, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
             ctx.log(f"{name} rolled back: {service.digest} -> {to}")
             return RolledBack(
                 ctx.release.service, ctx.release.environment, str(service.digest), to, arn
             )
     raise TargetError(f"{name}: no earlier task definition revision with another image")
+
+
+def _task_set_back(
+    ctx: EcsContext, release: EcsRelease, task_definition: str, sets: Sequence[Any]
+) -> None:
+    """The earlier release's task set at 100 %, primary; the others removed."""
+    name, target = release.name, ctx.target
+    back = next((t for t in sets if t.external_id == release.digest), None)
+    if back is None:
+        back = target.create_task_set(
+            release, target_group_arn=ctx.target_groups.get("live"),
+            task_definition=task_definition,
+        )  # fmt: skip
+    target.scale_task_set(name, back, 100.0)
+    back = target.wait_task_set(name, release.digest, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
+    target.make_primary(name, back)
+    for task_set in sets:
+        if task_set.external_id != release.digest:
+            target.delete_task_set(name, task_set)
 
 
 def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:
@@ -425,8 +516,10 @@ def context_for(
 def run_on_ecs(ctx: EcsContext, settings: DeploySettings) -> DeployResult:
     """The deployment type ``settings`` names, on ECS, under the service's lock."""
     with ctx.locked():
-        if isinstance(settings, (MinimumInService, Rolling)):
+        if isinstance(settings, MinimumInService):
             return deploy_in_place(ctx, settings)
+        if isinstance(settings, Rolling):
+            return deploy_rolling(ctx, settings)
         if isinstance(settings, BlueGreen):
             return deploy_blue_green(ctx, settings)
         if isinstance(settings, ABTest):

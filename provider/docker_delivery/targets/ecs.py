@@ -9,11 +9,12 @@ deployments (status, rollout state, running and failed tasks) and its tags
 identical to the release's newest revision is reused, a service already on the release with its
 deployment completed is left alone, so a retried task does only what is missing.
 
-Minimum in-service and rolling map to the deployment configuration
-(:func:`deployment_configuration`); :meth:`EcsTarget.wait` then follows the deployment until ECS
-says COMPLETED, stops at FAILED (the circuit breaker tripped: ECS rolls back by itself when
-``rollback`` is on) and, while it waits, reads the deployment's CloudWatch alarms: one in ALARM
-aborts it.
+Minimum in-service maps to the deployment configuration (:func:`deployment_configuration`);
+:meth:`EcsTarget.wait` then follows the deployment until ECS says COMPLETED, stops at FAILED
+(the circuit breaker tripped: ECS rolls back by itself when ``rollback`` is on) and, while it
+waits, reads the deployment's CloudWatch alarms: one in ALARM aborts it. Rolling moves task
+sets of a service with the EXTERNAL deployment controller (one per release, its external id
+the digest), stage by stage (:meth:`EcsTarget.scale_task_set`).
 
 This module is domain code: it never imports Airflow; boto3 clients come in from the hooks.
 """
@@ -105,6 +106,8 @@ class EcsRelease:
             "name": "app",
             "image": self.image,
             "essential": True,
+            "cpu": self.cpu,  # the task's size, also the container's limits (one container)
+            "memory": self.memory,
             "portMappings": [{"containerPort": self.port, "protocol": "tcp"}],
             "environment": [
                 {"name": k, "value": v} for k, v in sorted(self.environment_vars.items())
@@ -196,6 +199,7 @@ class EcsService:
     deployments: tuple[EcsDeployment, ...]
     tags: Mapping[str, str]
     deployment_configuration: Mapping[str, Any]
+    controller: str = "ECS"  # EXTERNAL: its tasks are in task sets (a rolling deployment's)
 
     @property
     def primary(self) -> EcsDeployment | None:
@@ -204,6 +208,22 @@ class EcsService:
     @property
     def digest(self) -> str | None:
         return self.tags.get(LABEL_DIGEST)
+
+
+@dataclass(frozen=True)
+class EcsTaskSet:
+    """A task set of a service with the EXTERNAL deployment controller: one release's tasks,
+    ``scale`` percent of the service's desired count. ``external_id`` is the release's digest."""
+
+    id: str
+    arn: str
+    external_id: str
+    task_definition: str
+    scale: float
+    status: str  # PRIMARY, ACTIVE, DRAINING
+    stability: str  # STEADY_STATE, STABILIZING
+    running: int
+    desired: int
 
 
 class EcsTarget:
@@ -313,6 +333,7 @@ class EcsTarget:
             ),
             tags={t["key"]: t["value"] for t in s.get("tags") or []},
             deployment_configuration=s.get("deploymentConfiguration") or {},
+            controller=(s.get("deploymentController") or {}).get("type", "ECS"),
         )
 
     def apply(
@@ -362,7 +383,7 @@ class EcsTarget:
                 desiredCount=replicas,
                 deploymentConfiguration=settings.as_api(),
             )
-            self._tag(release)
+            self._tag(release.name, release.tags())
             self.log(
                 f"updated service {release.name}: {current.task_definition} -> "
                 f"{task_definition}, {replicas} tasks"
@@ -371,15 +392,138 @@ class EcsTarget:
         assert found is not None
         return found
 
-    def _tag(self, release: EcsRelease) -> None:
-        arn = self._call(
-            "describe_services", "reading its ARN", cluster=self.cluster, services=[release.name]
-        )["services"][0]["serviceArn"]
+    def _tag(self, name: str, tags: Mapping[str, str]) -> None:
+        """Tags on service ``name`` (its digest follows what it runs)."""
         self._call(
             "tag_resource",
-            f"tagging service {release.name}",
-            resourceArn=arn,
+            f"tagging service {name}",
+            resourceArn=self._arn(name),
+            tags=[{"key": k, "value": v} for k, v in tags.items()],
+        )
+
+    def create_external_service(self, release: EcsRelease, replicas: int) -> None:
+        """A service whose tasks are in task sets (the EXTERNAL deployment controller)."""
+        self._call(
+            "create_service",
+            f"creating service {release.name}",
+            cluster=self.cluster,
+            serviceName=release.name,
+            desiredCount=replicas,
+            deploymentController={"type": "EXTERNAL"},
+            deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200},
             tags=[{"key": k, "value": v} for k, v in release.tags().items()],
+        )
+        self.log(f"created service {release.name} (task sets), {replicas} tasks")
+
+    def task_sets(self, name: str) -> list[EcsTaskSet]:
+        found = self._call(
+            "describe_task_sets", f"reading {name}'s task sets", cluster=self.cluster, service=name
+        )
+        return [
+            EcsTaskSet(
+                id=t["id"],
+                arn=t.get("taskSetArn", t["id"]),
+                external_id=t.get("externalId", ""),
+                task_definition=t.get("taskDefinition", ""),
+                scale=float((t.get("scale") or {}).get("value", 0.0)),
+                status=t.get("status", ""),
+                stability=t.get("stabilityStatus", ""),
+                running=int(t.get("runningCount", 0)),
+                desired=int(t.get("computedDesiredCount", 0)),
+            )
+            for t in found.get("taskSets") or []
+            if t.get("status") != "DRAINING"
+        ]
+
+    def create_task_set(
+        self,
+        release: EcsRelease,
+        *,
+        target_group_arn: str | None = None,
+        task_definition: str | None = None,
+    ) -> EcsTaskSet:
+        """A task set of ``release`` (its task definition registered, or ``task_definition``:
+        an earlier revision, for a rollback), created empty (0 %): :meth:`scale_task_set`
+        gives it its share."""
+        task_definition = task_definition or self.register(release)
+        params: dict[str, Any] = {
+            "cluster": self.cluster,
+            "service": release.name,
+            "taskDefinition": task_definition,
+            "externalId": release.digest,
+            "launchType": self.launch_type,
+            "scale": {"value": 0.0, "unit": "PERCENT"},
+        }
+        if self.network:
+            params["networkConfiguration"] = {"awsvpcConfiguration": self.network}
+        if target_group_arn:
+            params["loadBalancers"] = [
+                {"targetGroupArn": target_group_arn, "containerName": "app",
+                 "containerPort": release.port}
+            ]  # fmt: skip
+        self._call("create_task_set", f"creating a task set of {release.name}", **params)
+        self.log(f"task set of {release.image} in {release.name} (0 % until scaled)")
+        return next(t for t in self.task_sets(release.name) if t.external_id == release.digest)
+
+    def scale_task_set(self, name: str, task_set: EcsTaskSet, percent: float) -> None:
+        self._call(
+            "update_task_set",
+            f"scaling a task set of {name} to {percent:g} %",
+            cluster=self.cluster,
+            service=name,
+            taskSet=task_set.arn,
+            scale={"value": percent, "unit": "PERCENT"},
+        )
+        self.log(f"{name}: task set {task_set.external_id[:19]} at {percent:g} %")
+
+    def make_primary(self, name: str, task_set: EcsTaskSet) -> None:
+        self._call(
+            "update_service_primary_task_set",
+            f"making {task_set.external_id} primary in {name}",
+            cluster=self.cluster,
+            service=name,
+            primaryTaskSet=task_set.arn,
+        )
+        self._tag(name, {LABEL_DIGEST: task_set.external_id})
+
+    def delete_task_set(self, name: str, task_set: EcsTaskSet) -> None:
+        self._call(
+            "delete_task_set",
+            f"removing a task set of {name}",
+            cluster=self.cluster,
+            service=name,
+            taskSet=task_set.arn,
+            force=True,
+        )
+        self.log(f"{name}: task set {task_set.external_id[:19]} removed")
+
+    def wait_task_set(
+        self, name: str, external_id: str, *, timeout: float, alarms: Sequence[str] = ()
+    ) -> EcsTaskSet:
+        """Until the task set is in STEADY_STATE with its tasks running; DeployAborted at an
+        alarm in ALARM or at ``timeout``."""
+        deadline = self.clock() + timeout
+        while True:
+            found = next((t for t in self.task_sets(name) if t.external_id == external_id), None)
+            if found is None:
+                raise DeployAborted(f"the task set of {external_id} in {name} is gone")
+            firing = self.alarms_firing(alarms)
+            if firing:
+                raise DeployAborted(f"alarm {', '.join(firing)} in ALARM while {name} scaled")
+            if found.stability == "STEADY_STATE" and found.running >= found.desired:
+                return found
+            if self.clock() >= deadline:
+                raise DeployAborted(
+                    f"the task set of {external_id} in {name} still {found.stability} "
+                    f"({found.running}/{found.desired} running) after {timeout:.0f}s"
+                )
+            self.sleep(5.0)
+
+    def _arn(self, name: str) -> str:
+        return str(
+            self._call(
+                "describe_services", "reading its ARN", cluster=self.cluster, services=[name]
+            )["services"][0]["serviceArn"]
         )
 
     def revisions(self, family: str) -> list[str]:
@@ -410,16 +554,7 @@ class EcsTarget:
             desiredCount=replicas,
             deploymentConfiguration=settings.as_api(),
         )
-        arn = self._call(
-            "describe_services", "reading its ARN", cluster=self.cluster, services=[name]
-        )["services"][0]["serviceArn"]
-        digest = str(ImageRef.parse(image).digest)
-        self._call(
-            "tag_resource",
-            f"tagging service {name}",
-            resourceArn=arn,
-            tags=[{"key": LABEL_DIGEST, "value": digest}],
-        )
+        self._tag(name, {LABEL_DIGEST: str(ImageRef.parse(image).digest)})
         self.log(f"service {name} back on {task_definition} ({image})")
 
     def scale(self, name: str, replicas: int) -> None:

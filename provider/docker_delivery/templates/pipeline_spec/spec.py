@@ -290,16 +290,12 @@ class PipelineSpec(ServiceSpec):
                 f"{where}.aws.router: {stage.deploy.type} on ECS moves traffic by an ALB "
                 "listener's weights (type: alb) or Route 53 weighted records (type: route53)"
             )
-        try:
-            staged = isinstance(stage.deploy, RollingDeploy) and self.rolling_stages(stage) != [
-                "100%"
-            ]
-        except DeliveryError:
-            staged = False  # bad settings: reported on their own
-        if staged:
+        kinds = {d.type for d in self.stages_of(stage.environment)}
+        if stage.deploy.type == "rolling" and "min_in_service" in kinds:
             out.append(
-                f"{at}.stages: ECS rolls a service's tasks by its deployment configuration, "
-                "in one go; for stages with traffic shares use ab with an alb router"
+                f"{at}.type: on ECS minimum in-service updates a service in place (the ECS "
+                "deployment controller) and rolling moves its task sets (EXTERNAL): one "
+                f"environment takes one of them, and {stage.environment} is given both"
             )
         if self.applies_infra(stage):
             out.append(
@@ -318,6 +314,12 @@ class PipelineSpec(ServiceSpec):
         if stage.verify.smoke and (aws is None or aws.public_url is None):
             out.append(f"{where}.aws.public_url: the smoke tests reach the service there")
         return out
+
+    def stages_of(self, environment: str) -> list[Any]:
+        """Every deployment (with alternatives) the pipeline's stages give ``environment``."""
+        return [
+            d for s in self.pipeline.stages if s.environment == environment for d in s.choices()
+        ]
 
     def slots_needed(self, stage: StageSpec) -> tuple[int, str]:
         """Router slots ``stage``'s deployment (and its infrastructure change) takes at its
