@@ -46,6 +46,7 @@ from docker_delivery.strategies.aws import (
     roll_back,
     run_on_ecs,
     switch_back,
+    targets_healthy,
 )
 from docker_delivery.strategies.aws_lock import AwsDeploymentLock
 from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInService, Rolling
@@ -461,3 +462,29 @@ def test_one_delivery_of_a_service_at_a_time_by_a_lock_in_ssm(aws: dict[str, Any
     assert ecs.service("locked-prod") is None
     run_on_ecs(ctx, MinimumInService(min_in_service=1))
     assert ecs.service("locked-prod") is not None and ctx.lock.holder() is None
+
+
+def test_the_service_target_group_gates_minimum_in_service_and_rolling(
+    aws: dict[str, Any], alb: Alb
+) -> None:
+    """Our own health gate on top of ECS's: every target of the service's target group healthy
+    (ALB's checks) after each step; none registered (no task answers) stops the deployment."""
+    for name, kind in (("gated", MinimumInService(min_in_service=1)), ("gatedr", Rolling())):
+        group = aws["elbv2"].create_target_group(
+            Name=f"{name}-{os.urandom(3).hex()}", Protocol="HTTP", Port=8080, VpcId=alb.vpc,
+            TargetType="ip",
+        )["TargetGroups"][0]["TargetGroupArn"]  # fmt: skip
+        clock, logs = FakeTime(), []  # type: FakeTime, list[str]
+        ecs = target(aws, logs, clock)
+        gate = targets_healthy(
+            aws["elbv2"], {"live": group}, 30, logs.append, sleep=clock.sleep, clock=clock.monotonic
+        )
+        ctx = EcsContext(
+            ecs, release(name, "v1"), 2, target_groups={"live": group}, health_gate=gate,
+            log=logs.append,
+        )  # fmt: skip
+        with pytest.raises(DeployAborted, match="live's targets not healthy after 30s: none"):
+            run_on_ecs(ctx, kind)
+        register_targets(aws, group, "10.50.1.30")  # as ECS does once the tasks answer
+        run_on_ecs(ctx, kind)  # the retry goes on from where the first attempt stopped
+        assert any("live: 1 targets healthy" in line for line in logs), logs

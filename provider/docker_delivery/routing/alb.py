@@ -142,12 +142,19 @@ class AlbRouter:
 
     def target_health(self, group: str) -> dict[str, str]:
         """Each registered target's state in ``group`` (``healthy``, ``unhealthy``, ...)."""
-        found = self._call(
-            "describe_target_health",
-            f"reading the targets of {group}",
-            TargetGroupArn=self.groups[group],
-        )
-        return {
-            f"{d['Target']['Id']}:{d['Target'].get('Port', '')}": d["TargetHealth"]["State"]
-            for d in found.get("TargetHealthDescriptions") or []
-        }
+        return target_health(self.elbv2, self.groups[group])
+
+
+def target_health(elbv2: Any, target_group_arn: str) -> dict[str, str]:
+    """Each target registered in the target group, ``address:port`` -> its state."""
+    found = call(
+        elbv2,
+        "describe_target_health",
+        f"ALB: reading the targets of {target_group_arn}",
+        RouterError,
+        TargetGroupArn=target_group_arn,
+    )
+    return {
+        f"{d['Target']['Id']}:{d['Target'].get('Port', '')}": d["TargetHealth"]["State"]
+        for d in found.get("TargetHealthDescriptions") or []
+    }

@@ -16,6 +16,8 @@
           memory: 1024
           alarms: [api-5xx]               # in ALARM during a deployment or a bake: it stops
           public_url: https://api.shop.example.com/   # where smoke tests reach the service
+          target_group: arn:aws:elasticloadbalancing:...  # min_in_service, rolling: its
+                                          # targets all healthy is the gate of each step
           router:                         # blue/green and A/B: alb or route53
             type: alb
             listener_arn: arn:aws:elasticloadbalancing:...:listener/app/shop/...
@@ -163,6 +165,11 @@ class AwsSpec(_Model):
     bake: Annotated[float, Field(ge=0)] = 0.0
     deploy_timeout: Annotated[float, Field(gt=0)] = 900.0
     public_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    # minimum in-service and rolling: the target group the service's tasks register in; every
+    # target healthy is the health gate of each step (ALB's own health checks)
+    target_group: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:")] | None = (
+        None
+    )
     router: Annotated[AlbRouterSpec | Route53RouterSpec, Field(discriminator="type")] | None = None
 
     @model_validator(mode="after")

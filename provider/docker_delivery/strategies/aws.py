@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from docker_delivery.errors import ABTestAborted, DeployAborted, TargetError
 from docker_delivery.images.ref import ImageRef
-from docker_delivery.routing.alb import AlbRouter
+from docker_delivery.routing.alb import AlbRouter, target_health
 from docker_delivery.routing.route53 import Route53Router
 from docker_delivery.routing.weighted import WeightedRouter, all_to, live_group, split
 from docker_delivery.spec.aws import AlbRouterSpec, Route53RouterSpec
@@ -113,6 +113,8 @@ def deploy_in_place(ctx: EcsContext, settings: MinimumInService) -> DeployResult
     )
     ctx.target.apply(release, ctx.replicas, config, target_group_arn=ctx.target_groups.get("live"))
     ctx.target.wait(release.name, timeout=ctx.deploy_timeout, alarms=ctx.alarms)
+    if ctx.health_gate is not None and "live" in ctx.target_groups:
+        ctx.health_gate("live")
     if ctx.bake_s:
         ctx.log(f"baking {ctx.bake_s:.0f}s against the alarms")
         ctx.target.bake(release.name, ctx.bake_s, ctx.alarms)
@@ -170,6 +172,8 @@ def deploy_rolling(ctx: EcsContext, settings: Rolling) -> DeployResult:
             new = target.wait_task_set(
                 name, release.digest, timeout=ctx.deploy_timeout, alarms=ctx.alarms
             )
+            if ctx.health_gate is not None and group is not None:
+                ctx.health_gate("live")
             bake = max(ctx.bake_s, settings.pause)
             if bake:
                 target.bake(name, bake, ctx.alarms)
@@ -407,26 +411,34 @@ def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:
     )  # fmt: skip
 
 
-def alb_health_gate(
-    router: AlbRouter, timeout: float, log: Callable[[str], None]
+def targets_healthy(
+    elbv2: Any,
+    groups: dict[str, str],
+    timeout: float,
+    log: Callable[[str], None],
+    *,
+    preview: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[str], None]:
-    """The idle colour on the test listener (when there is one), then every target of its
-    target group healthy (ALB's own health checks), within ``timeout``."""
+    """The health gate behind an ALB: ``group`` (a colour, or ``live``: the service's one
+    target group) on the test listener first when ``preview`` is given, then every target of its
+    target group healthy by ALB's own health checks, within ``timeout``."""
 
-    def gate(colour: str) -> None:
-        if router.test_listener_arn is not None:
-            router.preview(colour)
-        deadline = time.monotonic() + timeout
+    def gate(group: str) -> None:
+        if preview is not None and group != "live":
+            preview(group)
+        deadline = clock() + timeout
         while True:
-            health = router.target_health(colour)
+            health = target_health(elbv2, groups[group])
             if health and all(state == "healthy" for state in health.values()):
-                log(f"{colour}: {len(health)} targets healthy")
+                log(f"{group}: {len(health)} targets healthy")
                 return
-            if time.monotonic() >= deadline:
+            if clock() >= deadline:
                 raise DeployAborted(
-                    f"{colour}'s targets not healthy after {timeout:.0f}s: {health}"
+                    f"{group}'s targets not healthy after {timeout:.0f}s: {health or 'none'}"
                 )
-            time.sleep(5)
+            sleep(5.0)
 
     return gate
 
@@ -468,8 +480,8 @@ def context_for(
         log=log,
     )
     router: WeightedRouter | None = None
-    groups: dict[str, str] = {}
-    gate = None
+    groups: dict[str, str] = {"live": aws.target_group} if aws.target_group else {}
+    preview = None
     if isinstance(aws.router, AlbRouterSpec):
         alb = AlbRouter(
             client("elbv2"),
@@ -479,8 +491,9 @@ def context_for(
             stickiness_s=aws.router.stickiness,
             log=log,
         )
-        router, groups = alb, aws.router.arns
-        gate = alb_health_gate(alb, aws.deploy_timeout, log)
+        router = alb
+        groups.update(aws.router.arns)
+        preview = alb.preview if aws.router.test_listener_arn else None
     elif isinstance(aws.router, Route53RouterSpec):
         router = Route53Router(
             client("route53"),
@@ -492,6 +505,9 @@ def context_for(
             connection_lifetime_s=aws.router.hold_s - aws.router.ttl,
             log=log,
         )
+    gate = None
+    if groups:
+        gate = targets_healthy(client("elbv2"), groups, aws.deploy_timeout, log, preview=preview)
     lock = None
     if owner is not None:
         lock = AwsDeploymentLock(
