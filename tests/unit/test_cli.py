@@ -256,7 +256,8 @@ BROKEN_AWS: dict[str, tuple[Mutation, str]] = {
     ),
     "a_secret_that_is_no_arn": (
         lambda d: d["defaults"]["secrets"][0].update({"from": "airflow_connection", "ref": "db"}),
-        "environments.staging.secrets[DATABASE_URL].from: on ECS a secret is a Secrets Manager ARN",
+        "environments.staging.secrets[DATABASE_URL].from: on ECS a secret is a Secrets Manager "
+        "or SSM parameter ARN",
     ),
 }
 

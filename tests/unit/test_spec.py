@@ -198,7 +198,8 @@ BROKEN = [
     ),
     (
         "router: {port: 1}\nsecrets: [{name: X, from: aws_secret_arn, ref: my-secret}]",
-        "environments.prod.secrets[X].ref: 'my-secret' is not a Secrets Manager ARN",
+        "environments.prod.secrets[X].ref: 'my-secret' is not a Secrets Manager or SSM "
+        "parameter ARN",
     ),
     (
         "router: {port: 1}\nsecrets: [{name: X, from: docker_secret, ref: x}]",

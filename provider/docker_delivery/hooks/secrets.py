@@ -1,6 +1,7 @@
 """Secrets by reference, read when a task runs: Airflow connections and variables, AWS Secrets
-Manager. Each value is registered with Airflow's secrets masker as soon as it is read, so it
-never reaches a task log; it is never returned in XCom."""
+Manager secrets and SSM parameters (SecureString, decrypted). Each value is registered with
+Airflow's secrets masker as soon as it is read, so it never reaches a task log; it is never
+returned in XCom."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def read_secret(ref: SecretRef, *, aws_conn_id: str = "aws_default") -> str:
     elif ref.source == "airflow_variable":
         value = Variable.get(ref.ref, deserialize_json=ref.key is not None)
         value = value.get(ref.key) if ref.key is not None else value
+    elif ref.source == "aws_secret_arn" and ":ssm:" in ref.ref:
+        from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+
+        name = "/" + ref.ref.split(":parameter/", 1)[1].lstrip("/")
+        value = SsmHook(aws_conn_id=aws_conn_id).get_parameter_value(name)  # decrypted
+        value = json.loads(value).get(ref.key) if ref.key is not None else value
     elif ref.source == "aws_secret_arn":
         from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook as Hook
 

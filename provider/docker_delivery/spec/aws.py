@@ -4,7 +4,8 @@
       prod:
         target: ecs
         replicas: 4
-        secrets:                          # Secrets Manager ARNs: ECS injects them at run time
+        secrets:                          # Secrets Manager or SSM parameter ARNs: ECS injects
+                                          # them at run time
           - {name: DATABASE_URL, from: aws_secret_arn, ref: "arn:aws:secretsmanager:..."}
         aws:
           conn_id: aws_default            # the Airflow connection (credentials, region)

@@ -83,7 +83,10 @@ _NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?$")
 _AIRFLOW_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _DOCKER_SECRET = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?$")
-_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_ARN = re.compile(
+    r"^arn:aws[a-z-]*:(?:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+"
+    r"|ssm:[a-z0-9-]+:\d{12}:parameter/[A-Za-z0-9/_.-]+)$"
+)
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$")
 _MEMORY_UNITS = {
     "": 1,
@@ -230,7 +233,11 @@ class SecretRef(_Model):
             "airflow_connection": (_AIRFLOW_ID, "an Airflow connection id"),
             "airflow_variable": (_AIRFLOW_ID, "an Airflow variable key"),
             "docker_secret": (_DOCKER_SECRET, "a Docker secret name"),
-            "aws_secret_arn": (_ARN, "a Secrets Manager ARN (arn:aws:secretsmanager:...)"),
+            "aws_secret_arn": (
+                _ARN,
+                "a Secrets Manager or SSM parameter ARN (arn:aws:secretsmanager:... or "
+                "arn:aws:ssm:...:parameter/...)",
+            ),
         }
         regex, what = checks[self.source]
         if not regex.match(self.ref):
@@ -432,7 +439,8 @@ class EnvironmentSpec(_Model):
                 out.append(f"{at}.from: a docker_secret needs target swarm (this is {self.target})")
             if self.target == "ecs" and secret.source != "aws_secret_arn":
                 out.append(
-                    f"{at}.from: on ECS a secret is a Secrets Manager ARN (aws_secret_arn), "
+                    f"{at}.from: on ECS a secret is a Secrets Manager or SSM parameter ARN "
+                    "(aws_secret_arn), "
                     "which ECS injects at run time; its value never passes through Airflow"
                 )
         if self.target == "ecs" and self.aws is None:
