@@ -12,7 +12,7 @@ This module is domain code: it never imports Airflow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from docker_delivery.errors import RouterError
@@ -57,7 +57,7 @@ def live_group(weights: Mapping[str, int]) -> str | None:
     return max(serving, key=lambda g: serving[g]) if serving else None
 
 
-def all_to(group: str, groups: Mapping[str, object], maximum: int) -> dict[str, int]:
+def all_to(group: str, groups: Iterable[str], maximum: int) -> dict[str, int]:
     """Every request to ``group``: its weight the maximum, the others' 0."""
     return {g: (maximum if g == group else 0) for g in groups}
 

@@ -197,6 +197,11 @@ def deploy_rolling(ctx: EcsContext, settings: Rolling) -> DeployResult:
     )  # fmt: skip
 
 
+def _other(colour: str | None) -> str:
+    """The colour that is not ``colour`` (blue when there is none yet)."""
+    return "green" if colour == "blue" else "blue"
+
+
 def _coloured(ctx: EcsContext, colour: str) -> EcsRelease:
     return replace(ctx.release, colour=colour)
 
@@ -246,10 +251,10 @@ def deploy_blue_green(ctx: EcsContext, settings: BlueGreen) -> DeployResult:
             release.service, release.environment, release.digest, [previous], previous, 0,
             ctx.replicas, [f"{live} already serves it"], time.monotonic() - started,
         )  # fmt: skip
-    idle = "green" if live == "blue" else "blue"
+    idle = _other(live)
     ctx.log(f"live: {live or '(none)'}; the release goes to {idle}")
     _start(ctx, idle, settings.preview_replicas or ctx.replicas)
-    router.set_weights(all_to(idle, {c: 1 for c in COLOURS}, router.max_weight))
+    router.set_weights(all_to(idle, COLOURS, router.max_weight))
     steps = [f"{idle} deployed", f"switched to {idle}"]
     if live is not None:
         try:
@@ -257,7 +262,7 @@ def deploy_blue_green(ctx: EcsContext, settings: BlueGreen) -> DeployResult:
                 ctx.log(f"post-switch check: {settings.post_switch_check:.0f}s against the alarms")
                 ctx.target.bake(_coloured(ctx, idle).name, settings.post_switch_check, ctx.alarms)
         except DeployAborted:
-            router.set_weights(all_to(live, {c: 1 for c in COLOURS}, router.max_weight))
+            router.set_weights(all_to(live, COLOURS, router.max_weight))
             ctx.log(f"switched back to {live}: {idle} stays up for inspection")
             raise
         wait_s, why = router.hold_old(settings.scale_down_delay)
@@ -288,13 +293,13 @@ def switch_back(ctx: EcsContext) -> SwitchedBack:
     runs (warm); TargetError otherwise (redeploy its digest instead)."""
     router = ctx.needs_router()
     live, digests = _serving(ctx, COLOURS)
-    other = "green" if live == "blue" else "blue"
+    other = _other(live)
     if live is None or digests.get(other) is None:
         raise TargetError(
             f"no warm colour to switch back to ({other} runs no tasks): redeploy the previous "
             "digest instead"
         )
-    router.set_weights(all_to(other, {c: 1 for c in COLOURS}, router.max_weight))
+    router.set_weights(all_to(other, COLOURS, router.max_weight))
     ctx.log(f"switched back from {live} to {other} ({digests[other]})")
     release = ctx.release
     return SwitchedBack(release.service, release.environment, other, str(digests[other]))
@@ -380,13 +385,13 @@ def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:
     live, digests = _serving(ctx, COLOURS)
     # A retry finds the release already taking a share: B is the colour that runs it.
     b = next((c for c in COLOURS if digests.get(c) == ctx.release.digest and weights.get(c)), None)
-    a = next((c for c in COLOURS if c != b), None) if b else live
+    a = _other(b) if b else live
     if a is None or digests.get(a) is None:
         raise TargetError(
             "an A/B test needs a release serving (variant A); deploy the first release with "
             "min_in_service or blue_green"
         )
-    b = b or next(c for c in COLOURS if c != a)
+    b = b or _other(a)
     ctx.log(f"A/B: variant A is {a} ({digests[a]}), B is {b} ({ctx.release.digest})")
     _start(ctx, b, ctx.replicas)
     done = round(100 * weights.get(b, 0) / router.max_weight)
@@ -399,7 +404,7 @@ def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:
         try:
             ctx.target.bake(_coloured(ctx, b).name, settings.bake_time, ctx.alarms)
         except DeployAborted as exc:
-            router.set_weights(all_to(a, {c: 1 for c in COLOURS}, router.max_weight))
+            router.set_weights(all_to(a, COLOURS, router.max_weight))
             raise ABTestAborted(
                 f"A/B test aborted at {percent} %: {exc}; every request back to {a}",
                 figures={"percent": percent},
