@@ -3,10 +3,13 @@
     docker-delivery validate SPEC...      every problem, one line each with its field path
     docker-delivery plan SPEC             the DAG's tasks per environment, in order
     docker-delivery init [--service ...]  a starter spec and DAG file (asks in a terminal)
-    docker-delivery metrics [--ledger ...] the four delivery metrics from the ledger
+    docker-delivery metrics [--by ...]    DORA's five metrics from the ledger, and their levels
+    docker-delivery ledger import|upgrade the ledger's database (docker_delivery.cli_ledger)
+    docker-delivery incident record|end|list
 
 Exit codes: 0 fine, 1 a spec is invalid (or a file is in the way), 2 bad usage. No command
-prints a traceback: every problem is one readable line. Nothing here imports Airflow.
+prints a traceback: every problem is one readable line. Nothing here imports Airflow, but for
+finding the ledger through Airflow's configuration or a connection.
 """
 
 from __future__ import annotations
@@ -387,39 +390,10 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--dags-dir", default="dags", help="where the DAG file goes (default dags)")
     i.add_argument("--force", action="store_true", help="overwrite existing files")
     i.add_argument("--no-input", action="store_true", help="never ask, even in a terminal")
-    m = sub.add_parser("metrics", help="deployment frequency, lead time, change failure rate, MTTR")
-    m.add_argument("--ledger", help="the ledger file (default $AIRFLOW_HOME/docker-delivery/...)")
-    m.add_argument("--service")
-    m.add_argument("--environment")
-    m.add_argument("--days", type=float, default=30.0, help="the window, in days (default 30)")
-    m.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    from docker_delivery import cli_ledger
+
+    cli_ledger.add_parsers(sub)
     return p
-
-
-def cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
-    import datetime as dt
-
-    from docker_delivery.ledger import Ledger, delivery_metrics, ledger_path
-
-    path = ledger_path(args.ledger)
-    if not path.exists():
-        raise UsageError(f"no ledger at {path}: give --ledger, or run a pipeline first")
-    ledger = Ledger(path)
-    metrics = delivery_metrics(
-        ledger.records(),
-        now=dt.datetime.now(dt.timezone.utc),
-        window_days=args.days,
-        service=args.service,
-        environment=args.environment,
-    )
-    if args.json:
-        print(json.dumps(metrics.as_dict(), default=str, indent=2), file=out)
-    else:
-        print(f"{path} ({len(ledger.records())} records)", file=out)
-        print(metrics.describe(), file=out)
-    if ledger.skipped:
-        print(f"{ledger.skipped} unreadable line(s) skipped: {ledger.skipped_lines}", file=out)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
@@ -430,8 +404,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return cmd_validate(args, out)
         if args.command == "plan":
             return cmd_plan(args, out)
-        if args.command == "metrics":
-            return cmd_metrics(args, out)
+        if args.command in ("metrics", "ledger", "incident"):
+            from docker_delivery import cli_ledger
+
+            return cli_ledger.run(args, out)
         return cmd_init(args, out, sys.stdin)
     except UsageError as exc:
         print(f"docker-delivery: {exc}", file=sys.stderr)

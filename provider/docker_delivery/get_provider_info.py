@@ -103,4 +103,34 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
         ],
+        "plugins": [
+            {
+                "name": "docker_delivery",
+                "plugin-class": "docker_delivery.plugins.deliveries.DeliveriesPlugin",
+            }
+        ],
+        "config": {
+            "docker_delivery": {
+                "description": "The Docker Delivery provider: where the deployment ledger is.",
+                "options": {
+                    "ledger_conn_id": {
+                        "description": "The Airflow connection (postgres, mysql or sqlite) of "
+                        "the ledger's database, for workers on several machines. Read by every "
+                        "pipeline that names no ledger of its own, and by the Deliveries view.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "delivery_ledger",
+                        "default": "",
+                    },
+                    "ledger": {
+                        "description": "Without ledger_conn_id: a SQLAlchemy URL or the path "
+                        "of a SQLite file. Empty: $AIRFLOW_HOME/docker-delivery/ledger.db.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/shared/docker-delivery/ledger.db",
+                        "default": "",
+                    },
+                },
+            }
+        },
     }

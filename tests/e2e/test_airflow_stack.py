@@ -366,18 +366,25 @@ def test_a_failed_stage_cleared_through_the_rest_api_completes_the_run_on_the_ce
         text=True,
     ).stdout.split()
     assert len(worker) == 1 and hosts == {worker[0][:12]}, hosts
-    # The worker's ledger is on the stack's shared volume: the failed try's record, then the
-    # record of the retry that delivered, both of this run.
-    ledger = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{STACK}_delivery-ledger:/ledger:ro", bed.python_image,
-         "cat", "/ledger/ledger.jsonl"],
+    # The ledger is in the stack's PostgreSQL: the retry's record replaced the failed try's,
+    # and counts both attempts.
+    postgres = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_postgres"],
         capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    records = [json.loads(line) for line in ledger.splitlines() if line.strip()]
-    assert [(r["run_id"], r["outcome"]) for r in records] == [
-        (run_id, "failed"),
-        (run_id, "success"),
-    ], records
+    ).stdout.split()[0]  # fmt: skip
+    rows = subprocess.run(
+        ["docker", "exec", postgres, "psql", "-U", "airflow", "-d", "airflow", "-tA", "-c",
+         "SELECT run_id, outcome, attempts FROM docker_delivery_deployments "
+         f"WHERE dag_id = '{DAG_ID}'"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert rows == [f"{run_id}|success|2"], rows
+    # The Deliveries view (the provider's plugin in the API server) shows it, to a login only.
+    base = str(api.http.base_url).removesuffix("/api/v2/")
+    history = api.http.get(f"{base}/docker-delivery/api/history", params={"dag_id": DAG_ID})
+    assert history.status_code == 200, history.text
+    assert [(r["run_id"], r["outcome"]) for r in history.json()] == [(run_id, "success")]
+    assert httpx.get(f"{base}/docker-delivery/deliveries", timeout=30).status_code == 401
 
 
 def test_delivery_demo_triggered_as_from_the_ui_delivers_to_the_remote_engine(

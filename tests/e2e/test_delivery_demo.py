@@ -142,10 +142,10 @@ def test_expand_then_infrastructure_then_deploy_then_contract(bed, two_runs) -> 
 
 
 def test_each_run_is_in_the_ledger(two_runs) -> None:  # type: ignore[no-untyped-def]
-    from docker_delivery.ledger import Ledger, ledger_path
+    from docker_delivery.ledger import Ledger
 
     revision = two_runs[1]
-    mine = [r for r in Ledger(ledger_path()).records() if r.revision == revision]
+    mine = [r for r in Ledger().records() if r.revision == revision]
     assert [(r.dag_id, r.service, r.environment, r.outcome) for r in mine] == [
         ("delivery_demo", "demo-app", "staging", "success")
     ] * 2
@@ -164,7 +164,7 @@ def by_type(bed, two_runs):  # type: ignore[no-untyped-def]
 
 
 def test_the_run_param_chooses_blue_green_or_minimum_in_service(by_type) -> None:  # type: ignore[no-untyped-def]
-    from docker_delivery.ledger import Ledger, ledger_path
+    from docker_delivery.ledger import Ledger
 
     blue_green, in_place = by_type
     for run in (blue_green, in_place):
@@ -177,7 +177,7 @@ def test_the_run_param_chooses_blue_green_or_minimum_in_service(by_type) -> None
     )
     with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/greetings", timeout=5) as answer:
         assert answer.status == 200
-    kinds = [r.deployment_type for r in Ledger(ledger_path()).records() if r.run_id in (
+    kinds = [r.deployment_type for r in Ledger().records() if r.run_id in (
         run_id(blue_green), run_id(in_place))]  # fmt: skip
     assert kinds == ["blue_green", "min_in_service"]
 

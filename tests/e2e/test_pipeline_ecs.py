@@ -131,7 +131,7 @@ def test_the_ecs_example_delivers_to_staging_then_by_blue_green_to_production(
 ) -> None:
     from docker_delivery.templates import delivery_pipeline
 
-    dag = delivery_pipeline(the_example(tmp_path / "ledger.jsonl"))
+    dag = delivery_pipeline(the_example(tmp_path / "ledger.db"))
     register(dag)
     v1, v2 = pushed(aws["ecr"], "v1"), pushed(aws["ecr"], "v2")
 
@@ -179,7 +179,7 @@ def test_the_ecs_example_delivers_to_staging_then_by_blue_green_to_production(
     assert service("shop-api-production-green")["desiredCount"] == 4
     assert service("shop-api-production-blue")["desiredCount"] == 0  # the old colour retired
 
-    records = Ledger(tmp_path / "ledger.jsonl").records()
+    records = Ledger(tmp_path / "ledger.db").records()
     assert [(r.environment, r.outcome, r.digest) for r in records] == [
         ("staging", "success", digest1),
         ("production", "success", digest1),

@@ -41,7 +41,7 @@ def test_a_stage_on_a_remote_engine_deploys_checks_and_records_there(
     from docker_delivery.templates import delivery_pipeline
 
     env = f"r{uuid.uuid4().hex[:6]}"  # the tag's name: this test's own in the shared repository
-    data = pipeline(bed, remote_service, env, tmp_path / "ledger.jsonl")
+    data = pipeline(bed, remote_service, env, tmp_path / "ledger.db")
     port = data["environments"][env]["router"]["port"]
     dag = delivery_pipeline(data)
     register(dag)
@@ -69,7 +69,7 @@ def test_a_stage_on_a_remote_engine_deploys_checks_and_records_there(
         running = EngineTarget(remote_engine).instances(remote_service, env)
         assert {i.digest for i in running} == {v2.digest} and len(running) == 2
         assert EngineTarget(docker_client).instances(remote_service, env) == []  # none here
-        outcomes = [(r.digest, r.outcome) for r in Ledger(tmp_path / "ledger.jsonl").records()]
+        outcomes = [(r.digest, r.outcome) for r in Ledger(tmp_path / "ledger.db").records()]
         assert outcomes == [(v1.digest, "success"), (v2.digest, "success")], outcomes
     finally:
         from kit.cleanup import remove_service

@@ -108,8 +108,8 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     from docker_delivery.templates import delivery_pipeline
 
     port = free_port()
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    dag = delivery_pipeline(spec(bed, service, port, ledger.path))
+    ledger = Ledger(tmp_path / "ledger.db")
+    dag = delivery_pipeline(spec(bed, service, port, ledger.where))
     register(dag)
     revision = uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
@@ -155,11 +155,11 @@ def test_a_cleared_stage_completes_the_run_without_building_again(
     digest = built["digest"] if isinstance(built, dict) else json.loads(built)["digest"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
         assert json.loads(answer.read())["digest"] == digest
-    # The ledger: the retry's record replaced the failed one (the file keeps both lines).
+    # The ledger: the retry's record replaced the failed one, and counts both attempts.
     [record] = ledger.records()
     assert (record.outcome, record.digest, record.run_id) == ("success", digest, run.run_id)
     assert record.deployment_type == "min_in_service" and record.approval is None
-    assert len(ledger.path.read_text().splitlines()) == 2
+    assert ledger.attempts(*record.key) == 2
 
 
 def test_a_run_that_fails_before_the_stage_records_no_deployment(
@@ -175,8 +175,8 @@ def test_a_run_that_fails_before_the_stage_records_no_deployment(
     that the missing release renders to."""
     from docker_delivery.templates import delivery_pipeline
 
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    data = spec(bed, service, free_port(), ledger.path)
+    ledger = Ledger(tmp_path / "ledger.db")
+    data = spec(bed, service, free_port(), ledger.where)
     failing = ["python3", "-c", "raise SystemExit('an image test that fails')"]
     data["pipeline"]["tests"] = [{"name": "quick", "command": failing}]
     dag = delivery_pipeline(data)
@@ -218,8 +218,8 @@ def test_a_deploy_killed_mid_way_is_cleared_and_completes_without_orphans(
     from docker_delivery.templates import delivery_pipeline
 
     port = free_port()
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    data = spec(bed, service, port, ledger.path)
+    ledger = Ledger(tmp_path / "ledger.db")
+    data = spec(bed, service, port, ledger.where)
     data["defaults"].update(replicas=4, env={"START_DELAY_S": "2"})  # a wider window to kill in
     data["defaults"]["health_check"].update(start_period=10)
     data["pipeline"]["stages"][0]["deploy"] = {"type": "min_in_service", "min_in_service": 2}

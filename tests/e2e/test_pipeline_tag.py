@@ -68,13 +68,13 @@ def stage(
     from docker_delivery.templates import delivery_pipeline
 
     env = f"t{uuid.uuid4().hex[:6]}"  # the tag's name: this test's own in the shared repository
-    data = pipeline(bed, service, env, tmp_path / "ledger.jsonl")
+    data = pipeline(bed, service, env, tmp_path / "ledger.db")
     dag = delivery_pipeline(data)
     register(dag)
     yield {
         "dag": dag,
         "env": env,
-        "ledger": Ledger(tmp_path / "ledger.jsonl"),
+        "ledger": Ledger(tmp_path / "ledger.db"),
         "port": data["environments"][env]["router"]["port"],
         "asset": f"{data['image']}:{env}",
     }

@@ -282,12 +282,12 @@ def test_the_log_says_who_approved(delivery: dict[str, Any]) -> None:
 def test_a_rejection_stops_production_and_the_ledger_says_who_decided(
     deliveries: list[dict[str, Any]], rejected: dict[str, Any]
 ) -> None:
-    from docker_delivery.ledger import Ledger, ledger_path
+    from docker_delivery.ledger import Ledger
 
     tail = rejected["output"][-6000:]
     assert rejected["returncode"] == 0 and rejected["answered"], tail
     assert f"rejected by {APPROVER['name']} (id {APPROVER['id']})" in rejected["output"]
-    records = Ledger(ledger_path()).records()
+    records = Ledger().records()
     by_revision = {
         (r.revision, r.environment): r for r in records if r.dag_id == DAG_ID and r.revision
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import json
 import os
@@ -452,7 +453,7 @@ def test_metrics_reads_the_ledger(tmp_path: Path) -> None:
     from docker_delivery.ledger import DeploymentRecord, Ledger
 
     now = dt.datetime.now(dt.timezone.utc)
-    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger = Ledger(tmp_path / "ledger.db")
     for n, outcome in enumerate(["success", "failed", "success", "success"]):
         digest = f"sha256:{n:064x}"
         ledger.record(
@@ -474,10 +475,52 @@ def test_metrics_reads_the_ledger(tmp_path: Path) -> None:
                 approval=None,
             )
         )
-    code, out = run("metrics", "--ledger", str(ledger.path), "--days", "1")
+    code, out = run("metrics", "--ledger", ledger.where, "--days", "1")
     assert code == 0, out
-    assert "deployments: 4 (3 succeeded, 1 failed, 0 rolled back, 0 rejected)" in out
-    assert "change failure rate: 25.0%" in out
-    assert "time to restore: median 1h 00m" in out, out  # failed at -9h, restored at -8h
-    code, out = run("metrics", "--ledger", str(tmp_path / "none.jsonl"))
+    assert "deployments: 4 (3 succeeded, 1 failed, 0 rolled back, 0 rejected; 0 unplanned)" in out
+    assert "change fail rate: 25.0%  [low]" in out
+    # failed at -9h, restored at -8h
+    assert "failed deployment recovery time: median 1h 00m over 1 incident(s)  [high]" in out
+    code, out = run("metrics", "--ledger", ledger.where, "--days", "1", "--format", "json")
+    data = json.loads(out)
+    assert (data["success"], data["levels"]["deployment_frequency"]) == (3, "elite")
+    code, out = run("metrics", "--ledger", ledger.where, "--days", "1", "--format", "csv",
+                    "--by", "service,environment")  # fmt: skip
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert (row["service"], row["environment"], row["total"]) == ("web", "staging", "4")
+    assert row["change_fail_rate_level"] == "low" and row["rework_rate_level"] == ""
+    code, out = run("metrics", "--ledger", ledger.where, "--days", "1", "--period", "0.25")
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["period", "ending", "deploys"] and len(lines) == 5, out
+    assert [line.split()[2] for line in lines[1:]] == ["0", "0", "4", "0"], out  # -10h..-7h
+
+
+def test_the_ledger_commands_import_a_file_and_record_incidents(tmp_path: Path) -> None:
+    from docker_delivery.ledger import Ledger
+
+    db = str(tmp_path / "ledger.db")
+    code, out = run("ledger", "upgrade", "--ledger", db)
+    assert (code, out.strip()) == (0, f"{db}: schema version 0 -> 2")
+    code, out = run("ledger", "import", str(tmp_path / "none.jsonl"), "--ledger", db)
+    assert code == 1
+    code, out = run("incident", "record", "web", "production", "--started", "2026-01-02T10:00",
+                    "--title", "5xx", "--ledger", db)  # fmt: skip
+    assert (code, out.strip()) == (0, f"recorded incident web-production-20260102T100000Z in {db}")
+    code, out = run("incident", "end", "web-production-20260102T100000Z", "--at",
+                    "2026-01-02T10:45Z", "--ledger", db)  # fmt: skip
+    assert code == 0, out
+    [incident] = Ledger(db).incidents()
+    assert incident.ended_at is not None and incident.ended_at.minute == 45
+    code, out = run("incident", "list", "--ledger", db)
+    assert json.loads(out)["title"] == "5xx"
+    code, out = run("incident", "record", "web", "production", "--started", "yesterday",
+                    "--ledger", db)  # fmt: skip
     assert code == 2
+
+
+def test_a_json_lines_ledger_is_refused_saying_how_to_import_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run("metrics", "--ledger", str(tmp_path / "old.jsonl"))
+    assert code == 1
+    assert "docker-delivery ledger import" in capsys.readouterr().err

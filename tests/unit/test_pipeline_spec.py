@@ -536,7 +536,7 @@ def test_a_rejected_approval_stops_the_delivery_and_says_who(
 
     data = mis_spec(dag_id="dd_test_pipeline_reject", mode="continuous_delivery")
     data["pipeline"]["stages"][0]["approval"] = True
-    data["pipeline"]["ledger"] = str(tmp_path / "ledger.jsonl")
+    data["pipeline"]["ledger"] = str(tmp_path / "ledger.db")
     dag = delivery_pipeline(data)
     bag = DagBag(collect_dags=False)
     bag.bag_dag(dag)
@@ -564,7 +564,7 @@ def test_a_rejected_approval_stops_the_delivery_and_says_who(
     assert "rejected by release manager (id u-42)" in log  # the task's log says who decided
     from docker_delivery.ledger import Ledger
 
-    [record] = Ledger(tmp_path / "ledger.jsonl").records()  # and the ledger
+    [record] = Ledger(tmp_path / "ledger.db").records()  # and the ledger
     assert (record.outcome, record.approval, record.approved_by) == (
         "rejected",
         "rejected",

@@ -28,6 +28,7 @@ __all__ = [
     "Approval",
     "DeploymentRecord",
     "DeploymentType",
+    "Incident",
     "Outcome",
     "RecordKey",
 ]
@@ -56,6 +57,10 @@ OUTCOMES: Final[tuple[Outcome, ...]] = (
 """``not_deployed``: the attempt changed nothing where it was to deploy (another delivery held
 the service's lock): not a deployment, so not a failed one either."""
 APPROVALS: Final[tuple[Approval, ...]] = ("approved", "rejected")
+UNPLANNED_TYPES: Final[tuple[DeploymentType, ...]] = ("rollback", "redeploy")
+"""Deployment types that are never planned: they undo a release because something went wrong."""
+OPTIONAL_FIELDS: Final = ("detail", "planned", "incident")
+"""Fields a record's data may leave out (records written before they existed lack them)."""
 
 DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 """A content digest as the ledger records it: ``sha256:`` and 64 lower-case hex characters."""
@@ -92,8 +97,25 @@ class DeploymentRecord:
     approved_by: str | None
     approval: Approval | None
     detail: str = ""
+    planned: bool | None = None
+    """False for a deployment made because of an incident (DORA's rework): a rollback, or a run
+    triggered for an incident or as a hotfix. None (not given): planned, unless a rollback or
+    linked to an incident."""
+    incident: str | None = None
+    """The id of the incident this deployment was made for, when it was (a hotfix)."""
 
     def __post_init__(self) -> None:
+        if self.incident is not None and (
+            not isinstance(self.incident, str) or not self.incident.strip()
+        ):
+            raise InvalidRecord(
+                "incident", f"must be a non-empty string or None, got {self.incident!r}"
+            )
+        if self.planned is None:
+            planned = self.deployment_type not in UNPLANNED_TYPES and self.incident is None
+            object.__setattr__(self, "planned", planned)
+        elif not isinstance(self.planned, bool):
+            raise InvalidRecord("planned", f"must be true or false, got {self.planned!r}")
         for name in _TEXT_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -154,18 +176,14 @@ class DeploymentRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-able data: strings, None, and ISO-8601 UTC times."""
-        data: dict[str, Any] = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            data[field.name] = value.isoformat() if isinstance(value, datetime) else value
-        return data
+        return _as_data(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentRecord:
         """Build a record from :meth:`to_dict` data, validating every field.
 
-        Every field is required except ``detail``; an unknown field is an error (a misspelt
-        field would otherwise be dropped from the audit trail without a word).
+        Every field is required except those of :data:`OPTIONAL_FIELDS`; an unknown field is
+        an error (a misspelt field would otherwise be dropped from the audit trail unseen).
         """
         if not isinstance(data, Mapping):
             raise InvalidRecord("record", f"must be a JSON object, got {type(data).__name__}")
@@ -173,13 +191,24 @@ class DeploymentRecord:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise InvalidRecord(unknown[0], f"unknown field; the fields are {', '.join(names)}")
-        missing = [name for name in names if name not in data and name != "detail"]
+        missing = [name for name in names if name not in data and name not in OPTIONAL_FIELDS]
         if missing:
-            raise InvalidRecord(missing[0], "missing: every field but detail is required")
+            raise InvalidRecord(
+                missing[0], f"missing: every field but {', '.join(OPTIONAL_FIELDS)} is required"
+            )
         values = dict(data)
         for name in _TIME_FIELDS:
             values[name] = _parse_time(name, values[name])
         return cls(**values)
+
+
+def _as_data(item: Any) -> dict[str, Any]:
+    """A dataclass's fields as JSON-able data: times as ISO-8601 text."""
+    data: dict[str, Any] = {}
+    for field in fields(item):
+        value = getattr(item, field.name)
+        data[field.name] = value.isoformat() if isinstance(value, datetime) else value
+    return data
 
 
 def _check_digest(name: str, value: object) -> None:
@@ -213,3 +242,49 @@ def _parse_time(name: str, value: object) -> datetime | None:
         raise InvalidRecord(
             name, f"{value!r} is not an ISO-8601 time such as '2025-01-31T12:00:00+00:00'"
         ) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Incident:
+    """An incident in one service and environment, from ``started_at`` until ``ended_at``
+    (None while it lasts). Recorded by hand (the CLI, :meth:`Ledger.record_incident`), or read
+    from the deployments: a failed or rolled-back deployment starts one (its ``id`` is then
+    ``<dag_id>/<run_id>``), and the next successful deployment of the service and environment
+    ends it. ``caused_by`` is the ``<dag_id>/<run_id>`` of the deployment that caused it, when
+    known: that deployment then counts as a change failure even if it succeeded."""
+
+    id: str
+    service: str
+    environment: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    title: str = ""
+    caused_by: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("id", "service", "environment"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidRecord(name, f"must be a non-empty string, got {value!r}")
+        if self.caused_by is not None and not INCIDENT_CAUSE.fullmatch(str(self.caused_by)):
+            raise InvalidRecord(
+                "caused_by", f"{self.caused_by!r} is not a deployment's '<dag_id>/<run_id>'"
+            )
+        if not isinstance(self.title, str):
+            raise InvalidRecord("title", f"must be a string, got {self.title!r}")
+        object.__setattr__(self, "started_at", _utc("started_at", self.started_at))
+        if self.ended_at is not None:
+            object.__setattr__(self, "ended_at", _utc("ended_at", self.ended_at))
+            if self.ended_at < self.started_at:
+                raise InvalidRecord(
+                    "ended_at",
+                    f"{self.ended_at.isoformat()} is before started_at "
+                    f"{self.started_at.isoformat()}",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The incident as JSON-able data (ISO-8601 UTC times)."""
+        return _as_data(self)
+
+
+INCIDENT_CAUSE: Final = re.compile(r"[^/\s]+/[^\s]+")

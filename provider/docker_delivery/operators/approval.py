@@ -46,10 +46,10 @@ class DeliveryApprovalOperator(ApprovalOperator):
                 "" if verdict == "approved" else ": the delivery stops here",
             )
             if verdict == "rejected" and self.record:
-                from docker_delivery.hooks.ledger import write_record
+                from docker_delivery.hooks.ledger import open_ledger, write_record
 
                 rejected = write_record(
-                    self.record.get("ledger"),
+                    open_ledger(self.record.get("ledger"), self.record.get("ledger_conn_id")),
                     context=context,
                     service=self.record["service"],
                     environment=self.record["environment"],

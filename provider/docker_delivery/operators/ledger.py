@@ -17,8 +17,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from docker_delivery.hooks.ledger import pinned, write_record
-from docker_delivery.ledger.store import ledger_path
+from docker_delivery.hooks.ledger import open_ledger, pinned, write_record
 from docker_delivery.operators.common import NOT_DEPLOYED, approval_of
 
 FAILED = ("failed", "upstream_failed")
@@ -31,7 +30,7 @@ class RecordDeliveryOperator(BaseOperator):
     digest it replaced;
     ``approval_task_id``'s XCom who approved. Returns the record (XCom)."""
 
-    template_fields: Sequence[str] = ("image", "ledger", "deployment_type")
+    template_fields: Sequence[str] = ("image", "ledger", "ledger_conn_id", "deployment_type")
     ui_color = "#e5e7eb"
 
     def __init__(
@@ -43,6 +42,7 @@ class RecordDeliveryOperator(BaseOperator):
         deployment_type: str,
         image: str,
         ledger: str | None = None,
+        ledger_conn_id: str | None = None,
         deploy_task_ids: Sequence[str] = (),
         approval_task_id: str | None = None,
         **kwargs: Any,
@@ -50,6 +50,7 @@ class RecordDeliveryOperator(BaseOperator):
         super().__init__(**kwargs)
         self.service, self.environment, self.group = service, environment, group
         self.deployment_type, self.image, self.ledger = deployment_type, image, ledger
+        self.ledger_conn_id = ledger_conn_id
         self.deploy_task_ids, self.approval_task_id = list(deploy_task_ids), approval_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -82,8 +83,9 @@ class RecordDeliveryOperator(BaseOperator):
             if self.approval_task_id
             else (None, None)
         )
+        ledger = open_ledger(self.ledger, self.ledger_conn_id)
         record = write_record(
-            self.ledger,
+            ledger,
             context=context,
             service=self.service,
             environment=self.environment,
@@ -100,7 +102,7 @@ class RecordDeliveryOperator(BaseOperator):
                 else ""
             ),
         )
-        where = ledger_path(self.ledger)
+        where = ledger.where
         self.log.info("recorded in %s: %s", where, record.to_dict())
         if not_deployed:
             raise AirflowFailException(

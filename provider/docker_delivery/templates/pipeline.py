@@ -185,6 +185,7 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
             "deployment_type": t.stage.deploy.type,
             "param": t.stage.choice_param if t.stage.alternatives else None,
             "ledger": spec.pipeline.ledger,
+            "ledger_conn_id": spec.pipeline.ledger_conn_id,
         },
         subject=f"Deliver {spec.service} to {env_name}?",
         body=body,
@@ -317,6 +318,7 @@ def _build_record(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
         deployment_type=kind,
         image=IMAGE,
         ledger=spec.pipeline.ledger,
+        ledger_conn_id=spec.pipeline.ledger_conn_id,
         deploy_task_ids=[
             f"{name}.deploy" + ("" if d is stage.deploy else f"_{d.type}") for d in stage.choices()
         ],

@@ -307,8 +307,10 @@ class PipelineSettings(_Model):
     # the docker_engine connection of the engine that builds the image and runs its tests (a
     # stage's smoke commands run on that environment's engine); None: docker_url, else local
     engine: ConnId | None = None
-    # where each stage's DeploymentRecord goes (a JSON Lines file on a path every worker
-    # shares); None: $AIRFLOW_HOME/docker-delivery/ledger.jsonl of the worker
+    # where each stage's DeploymentRecord goes: an Airflow connection to the ledger's database
+    # (postgres, mysql, sqlite), or a SQLAlchemy URL or SQLite file; None: what Airflow's
+    # [docker_delivery] ledger_conn_id / ledger say, else $AIRFLOW_HOME/docker-delivery/ledger.db
+    ledger_conn_id: ConnId | None = None
     ledger: str | None = None
     # names that say secret (DB_PASSWORD, ...) but are not, in build args and the migrations'
     # and tests' environments

@@ -1,0 +1,1 @@
+"""The provider's Airflow UI plugin: the Deliveries view (:mod:`.deliveries`)."""
