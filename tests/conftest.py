@@ -48,6 +48,12 @@ class Bed:
     postgres_db: str = ""
     postgres_password_file: Path | None = None
     postgres_bin: Path | None = None
+    # MariaDB (MySQL) for the ledger: on mysql_host only (loopback); the `ledger` user may create
+    # databases (tests/kit/mysql.py); its password is in a file, never in bed.env.
+    mysql_host: str = ""
+    mysql_port: int = 0
+    mysql_user: str = ""
+    mysql_password_file: Path | None = None
     # The remote machine: its engine (TLS), its address, and the subnets of its containers and
     # of the Swarm's overlays, which this machine cannot reach.
     remote_url: str = ""
@@ -60,6 +66,11 @@ class Bed:
         if self.postgres_password_file is None or not self.postgres_password_file.exists():
             pytest.fail("the bed has no PostgreSQL (bed.env predates it): run tests/bed/up")
         return self.postgres_password_file.read_text().strip()
+
+    def mysql_password(self) -> str:
+        if self.mysql_password_file is None or not self.mysql_password_file.exists():
+            pytest.fail("the bed has no MariaDB (bed.env predates it): run tests/bed/up")
+        return self.mysql_password_file.read_text().strip()
 
     def registry_log_size(self) -> int:
         return self.registry_log.stat().st_size if self.registry_log.exists() else 0
@@ -101,6 +112,10 @@ def bed() -> Bed:
         postgres_db=values.get("DOCKER_DELIVERY_BED_POSTGRES_DB", ""),
         postgres_password_file=_path(values.get("DOCKER_DELIVERY_BED_POSTGRES_PASSWORD_FILE")),
         postgres_bin=_path(values.get("DOCKER_DELIVERY_BED_POSTGRES_BIN")),
+        mysql_host=values.get("DOCKER_DELIVERY_BED_MYSQL_HOST", ""),
+        mysql_port=int(values.get("DOCKER_DELIVERY_BED_MYSQL_PORT") or 0),
+        mysql_user=values.get("DOCKER_DELIVERY_BED_MYSQL_USER", ""),
+        mysql_password_file=_path(values.get("DOCKER_DELIVERY_BED_MYSQL_PASSWORD_FILE")),
         remote_url=values.get("DOCKER_DELIVERY_BED_REMOTE_URL", ""),
         remote_tls=_path(values.get("DOCKER_DELIVERY_BED_REMOTE_TLS")),
         remote_host=values.get("DOCKER_DELIVERY_BED_REMOTE_HOST", ""),

@@ -25,6 +25,11 @@ BED_PG_PORT=${DOCKER_DELIVERY_BED_POSTGRES_PORT:-55432}
 BED_PG_USER=demo
 BED_PG_DB=demo
 BED_PG_CONTAINER_HOST=""  # set by `up`: the docker0 gateway address
+# MariaDB (MySQL-compatible) for the ledger's tests against MySQL: a server of the bed's own, data
+# under $BED_MYSQL_DIR, on 127.0.0.1 only. User `ledger` (password in a file) may create databases.
+BED_MYSQL_DIR=$BED_DIR/mariadb
+BED_MYSQL_PORT=${DOCKER_DELIVERY_BED_MYSQL_PORT:-53306}
+BED_MYSQL_USER=ledger
 # The "remote" machine: a network namespace joined to this one by a veth pair, running a second
 # dockerd with TLS on tcp 2376 (certificates made by the bed). Its own addresses and its
 # containers' subnets are private to the bed; the host holds `unreachable` routes for the
@@ -91,6 +96,10 @@ DOCKER_DELIVERY_BED_POSTGRES_USER=$BED_PG_USER
 DOCKER_DELIVERY_BED_POSTGRES_DB=$BED_PG_DB
 DOCKER_DELIVERY_BED_POSTGRES_PASSWORD_FILE=$BED_PG_DIR/password
 DOCKER_DELIVERY_BED_POSTGRES_BIN=$BED_PG_BIN
+DOCKER_DELIVERY_BED_MYSQL_HOST=127.0.0.1
+DOCKER_DELIVERY_BED_MYSQL_PORT=$BED_MYSQL_PORT
+DOCKER_DELIVERY_BED_MYSQL_USER=$BED_MYSQL_USER
+DOCKER_DELIVERY_BED_MYSQL_PASSWORD_FILE=$BED_MYSQL_DIR/password
 DOCKER_DELIVERY_BED_REMOTE_URL=https://$BED_REMOTE_IP:$BED_REMOTE_PORT
 DOCKER_DELIVERY_BED_REMOTE_TLS=$BED_REMOTE_DIR/tls
 DOCKER_DELIVERY_BED_REMOTE_HOST=$BED_REMOTE_IP
@@ -123,6 +132,27 @@ pg_as_owner() { # command...: run as the cluster's system user (initdb refuses t
     "$@"
   fi
 }
+
+# --- MariaDB helpers (up and down) ----------------------------------------------------------
+mysql_find_daemon() { # prints the path of mariadbd (in /usr/sbin, often not on a user's PATH)
+  local path
+  for path in "$(command -v mariadbd 2>/dev/null)" /usr/sbin/mariadbd; do
+    if [ -n "$path" ] && [ -x "$path" ]; then echo "$path"; return 0; fi
+  done
+  return 1
+}
+
+mysql_os_user() { # the system user the server runs as: mysql when root, else oneself
+  if [ "$(id -u)" = 0 ]; then echo mysql; else id -un; fi
+}
+
+mysql_socket() { echo "$BED_MYSQL_DIR/run/mariadb.sock"; }
+
+mysql_admin() { # mariadb-admin ... as the superuser of the same name as oneself (unix_socket)
+  mariadb-admin --no-defaults --socket="$(mysql_socket)" -u "$(id -un)" "$@"
+}
+
+mysql_answers() { mysql_admin --connect-timeout=2 ping >/dev/null 2>&1; }
 
 # --- The remote machine's engine (up and down) ----------------------------------------------
 remote_docker() { # docker ... against the remote engine, over TLS

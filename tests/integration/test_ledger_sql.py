@@ -1,5 +1,6 @@
-"""The ledger in a real database: the bed's PostgreSQL (through an Airflow connection, as the
-compose stack's workers use it) and a SQLite file, each written by four processes at once."""
+"""The ledger in real databases: the bed's PostgreSQL and MariaDB (MySQL), each through an
+Airflow connection as workers on several machines use them, and a SQLite file; each written by
+four processes at once."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from kit.mysql import mysql_database
 from kit.postgres import psql
-from sqlalchemy import URL
+from sqlalchemy import URL, create_engine
 
 from docker_delivery.ledger import DeploymentRecord, Incident, Ledger, delivery_metrics
 
@@ -37,9 +39,13 @@ def record(**changes: Any) -> DeploymentRecord:
     return DeploymentRecord(**fields)
 
 
-@pytest.fixture
-def pg_url(bed: Any) -> Iterator[URL]:
-    """A database of its own on the bed's PostgreSQL, dropped afterwards."""
+@pytest.fixture(params=["postgresql", "mysql"])
+def db_url(request: pytest.FixtureRequest, bed: Any) -> Iterator[URL]:
+    """A database of its own on the bed's PostgreSQL or MariaDB, dropped afterwards."""
+    if request.param == "mysql":
+        with mysql_database(bed) as url:
+            yield url
+        return
     name = f"ledger_{uuid.uuid4().hex[:10]}"
     psql(bed, bed.postgres_db, f"CREATE DATABASE {name}")
     yield URL.create(
@@ -53,16 +59,17 @@ def pg_url(bed: Any) -> Iterator[URL]:
     psql(bed, bed.postgres_db, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_a_ledger_in_postgresql_through_an_airflow_connection(
-    pg_url: URL, monkeypatch: pytest.MonkeyPatch
+def test_a_ledger_in_a_database_server_through_an_airflow_connection(
+    db_url: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from docker_delivery.hooks.ledger import open_ledger
 
-    uri = pg_url.set(drivername="postgres").render_as_string(hide_password=False)
+    conn_type = "postgres" if db_url.get_backend_name() == "postgresql" else "mysql"
+    uri = db_url.set(drivername=conn_type).render_as_string(hide_password=False)
     monkeypatch.setenv("AIRFLOW_CONN_TEST_LEDGER_DB", uri)
     ledger = open_ledger(conn_id="test_ledger_db")
-    assert ledger.url.get_backend_name() == "postgresql"
-    assert pg_url.password not in ledger.where and pg_url.password not in repr(ledger)
+    assert ledger.url.get_backend_name() == db_url.get_backend_name()
+    assert db_url.password not in ledger.where and db_url.password not in repr(ledger)
     failed = record(outcome="failed", finished_at=datetime(2026, 1, 5, 12, tzinfo=UTC))
     ledger.record(failed)
     retried = record(outcome="success", finished_at=datetime(2026, 1, 5, 12, 30, tzinfo=UTC))
@@ -82,21 +89,29 @@ def test_a_ledger_in_postgresql_through_an_airflow_connection(
     assert metrics.change_fail_rate == pytest.approx(0.5)
     assert metrics.recovery_time == pytest.approx(75 * 60)
     assert metrics.levels["recovery_time"] == "high"
-    # The tables, their indexes and the schema version, as PostgreSQL has them.
-    tables = psql_in(pg_url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'docker%'")
-    assert sorted(tables.split()) == [
+    # Times keep their microseconds (a double, not MySQL's 4-byte FLOAT).
+    assert ledger.records()[0].finished_at == retried.finished_at
+    late = record(run_id="late", finished_at=datetime(2026, 1, 6, 9, 0, 0, 123456, tzinfo=UTC))
+    ledger.record(late)
+    assert ledger.records(run_id="late")[0].finished_at == late.finished_at
+    # The tables, their indexes and the schema version, as the server has them.
+    from sqlalchemy import inspect
+
+    engine = create_engine(db_url)
+    try:
+        names = inspect(engine).get_table_names()
+        indexes = {i["name"] for i in inspect(engine).get_indexes("docker_delivery_deployments")}
+    finally:
+        engine.dispose()
+    assert sorted(n for n in names if n.startswith("docker")) == [
         "docker_delivery_deployments", "docker_delivery_incidents", "docker_delivery_schema",
     ]  # fmt: skip
-    indexes = psql_in(pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = "
-                      "'docker_delivery_deployments'")  # fmt: skip
-    assert {"dd_deployments_key", "dd_deployments_where_when", "dd_deployments_when"} <= set(
-        indexes.split()
-    )
-    assert psql_in(pg_url, "SELECT version FROM docker_delivery_schema") == "2"
+    assert {"dd_deployments_where_when", "dd_deployments_when"} <= indexes
+    assert sql_in(db_url, "SELECT version FROM docker_delivery_schema") == "2"
 
 
-def psql_in(url: URL, sql: str) -> str:
-    from sqlalchemy import create_engine, text
+def sql_in(url: URL, sql: str) -> str:
+    from sqlalchemy import text
 
     engine = create_engine(url)
     try:
@@ -116,17 +131,21 @@ for n in range(count):
 """
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_four_processes_writing_a_thousand_records_each_lose_none(
-    backend: str, pg_url: URL, tmp_path: Any
+def test_four_processes_writing_a_thousand_records_each_lose_none_in_sqlite(
+    tmp_path: Any,
 ) -> None:
+    four_writers(str(tmp_path / "ledger.db"))
+
+
+def test_four_processes_writing_a_thousand_records_each_lose_none_in_a_server(
+    db_url: URL,
+) -> None:
+    four_writers(db_url.render_as_string(hide_password=False))
+
+
+def four_writers(location: str) -> None:
     """Four plain interpreters (nothing of this module imported in them) write 1,000 records
     each at once into a new ledger: they also race to create its tables."""
-    location = (
-        str(tmp_path / "ledger.db")
-        if backend == "sqlite"
-        else pg_url.render_as_string(hide_password=False)
-    )
     template = json.dumps(record(detail="x" * 500).to_dict())
     writers = [
         subprocess.Popen([sys.executable, "-c", WRITER, location, str(w), "1000", template],

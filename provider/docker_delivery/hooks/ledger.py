@@ -22,7 +22,7 @@ SECTION = "docker_delivery"
 _DRIVERS = {
     "postgres": "postgresql+psycopg2",
     "postgresql": "postgresql+psycopg2",
-    "mysql": "mysql+mysqldb",
+    "mysql": "mysql",  # mysqlclient (Airflow's MySQL provider), else PyMySQL
     "sqlite": "sqlite",
 }
 
@@ -43,6 +43,10 @@ def connection_url(conn_id: str) -> Any:
         )
     if driver == "sqlite":
         return URL.create("sqlite", database=conn.host or conn.schema)
+    if driver == "mysql":
+        import importlib.util
+
+        driver = "mysql+mysqldb" if importlib.util.find_spec("MySQLdb") else "mysql+pymysql"
     return URL.create(
         driver,
         username=conn.login or None,

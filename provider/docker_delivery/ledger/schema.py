@@ -11,7 +11,7 @@ Three tables, named ``docker_delivery_*`` so they can share a database with anyt
   their start and end. Incidents caused by a failed or rolled-back deployment are not stored:
   they are read from the deployments, so two writers never race to open the same one.
 
-Times are stored as seconds since the epoch (UTC), a float: the same arithmetic in SQLite,
+Times are stored as seconds since the epoch (UTC), a double: the same arithmetic in SQLite,
 PostgreSQL and MySQL, and no date parsing when a report reads 100,000 rows.
 
 Upgrading: :data:`STEPS` is the ordered list of steps from version 0 (no tables) to
@@ -30,7 +30,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
-    Float,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -69,16 +69,16 @@ deployments = Table(
     Column("image", String(1000), nullable=False),
     Column("deployment_type", String(20), nullable=False),
     Column("outcome", String(20), nullable=False),
-    Column("started_at", Float, nullable=False),
-    Column("finished_at", Float, nullable=False),
-    Column("committed_at", Float),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=False),
+    Column("committed_at", Double),
     Column("revision", String(250)),
     Column("approval", String(20)),
     Column("approved_by", String(250)),
     Column("detail", Text, nullable=False, default=""),
     Column("planned", Boolean, nullable=False, default=True),
     Column("incident", String(250)),
-    Column("recorded_at", Float, nullable=False),
+    Column("recorded_at", Double, nullable=False),
     # how many times the delivery was recorded: a retry of its run records it again
     Column("attempts", Integer, nullable=False, default=1),
     UniqueConstraint("dag_id", "run_id", "service", "environment", name="dd_deployments_key"),
@@ -92,8 +92,8 @@ incidents = Table(
     Column("id", String(250), primary_key=True),
     Column("service", String(250), nullable=False),
     Column("environment", String(250), nullable=False),
-    Column("started_at", Float, nullable=False),
-    Column("ended_at", Float),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double),
     Column("title", Text, nullable=False, default=""),
     Column("caused_by", String(250)),
     Index("dd_incidents_where_when", "service", "environment", "started_at"),

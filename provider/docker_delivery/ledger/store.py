@@ -182,7 +182,9 @@ class Ledger:
             ) from None
 
     def _upgrade(self, engine: Engine) -> None:
-        for attempt in (1, 2):
+        # Processes creating the tables at once: one wins, the others find them on a next try
+        # (MySQL commits each CREATE TABLE by itself, so its transaction cannot hold them off).
+        for attempt in range(1, 6):
             try:
                 with engine.connect() as connection:
                     connection.execution_options(ledger_write=True)
@@ -190,9 +192,9 @@ class Ledger:
                         self._upgraded = schema.upgrade(connection)
                 break
             except DBAPIError:
-                # Two processes creating the tables at once: one wins, the other finds them.
-                if attempt == 2:
+                if attempt == 5:
                     raise
+                time.sleep(0.1 * attempt)
         self._ready = True
 
     def upgrade(self) -> tuple[int, int]:
