@@ -97,9 +97,20 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     if problems:
         _print_problems(args.spec, problems, out)
         return 1
-    from docker_delivery.templates.plan import describe_plan
+    from docker_delivery.templates.plan import describe_plan, plan_data
 
-    print(describe_plan(spec), file=out)
+    if args.json:
+        print(json.dumps(plan_data(spec), indent=2), file=out)
+    else:
+        print(describe_plan(spec), file=out)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    """The JSON Schema of a pipeline spec (the YAML files): for editors' completion and checks."""
+    from docker_delivery.templates.pipeline_spec.loading import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True), file=out)
     return 0
 
 
@@ -367,12 +378,19 @@ def parser() -> argparse.ArgumentParser:
         prog="docker-delivery",
         description="Check, plan and start docker-delivery pipelines (Airflow DAGs from specs).",
     )
+    from docker_delivery import __version__
+
+    p.add_argument("--version", action="version", version=f"docker-delivery {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     v = sub.add_parser("validate", help="check pipeline specs; list every problem with its path")
     v.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec (YAML)")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     pl = sub.add_parser("plan", help="print the tasks the DAG will have, per environment")
     pl.add_argument("spec", metavar="SPEC")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline specs (for editors: YAML completion)"
+    )
     i = sub.add_parser(
         "init", help="write a starter spec and DAG file (asks for what flags do not give)"
     )
@@ -404,6 +422,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return cmd_validate(args, out)
         if args.command == "plan":
             return cmd_plan(args, out)
+        if args.command == "schema":
+            return cmd_schema(args, out)
         if args.command in ("metrics", "ledger", "incident"):
             from docker_delivery import cli_ledger
 

@@ -8,6 +8,15 @@ from docker_delivery import __version__
 
 _INTEGRATION = "Docker Delivery"
 
+HAPROXY_FORM = {
+    # Only host and port: the Runtime API takes no schema, credentials or options.
+    "hidden-fields": ["schema", "login", "password", "extra"],
+    "relabeling": {"host": "Runtime API host", "port": "Runtime API port"},
+    "placeholders": {"host": "haproxy.internal", "port": "9999"},
+}
+"""The ``haproxy`` connection's form: read by Airflow from this info (3.2 and later) and by
+HaproxyHook.get_ui_field_behaviour (earlier versions)."""
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -15,7 +24,8 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Docker Delivery",
         "description": "Docker-native continuous delivery: build an image once, test it in the "
         "image, promote it by tag, and deploy it by digest (minimum in-service, rolling, "
-        "blue/green, A/B) to Docker Engine, Docker Swarm and AWS ECS.",
+        "blue/green, A/B) to Docker Engine, Docker Swarm and AWS ECS (ECR, ALB, Route 53); "
+        "a deployment ledger with DORA's metrics and a Deliveries view in the UI.",
         "versions": [__version__],
         "integrations": [
             {
@@ -68,7 +78,9 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "hook-class-name": "docker_delivery.hooks.haproxy.HaproxyHook",
+                "hook-name": "HAProxy Runtime API",
                 "connection-type": "haproxy",
+                "ui-field-behaviour": HAPROXY_FORM,
             },
             {
                 "hook-class-name": "docker_delivery.hooks.engine.DockerEngineHook",

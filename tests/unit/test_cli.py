@@ -524,3 +524,51 @@ def test_a_json_lines_ledger_is_refused_saying_how_to_import_it(
     code, _ = run("metrics", "--ledger", str(tmp_path / "old.jsonl"))
     assert code == 1
     assert "docker-delivery ledger import" in capsys.readouterr().err
+
+
+def test_version_prints_the_providers_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from docker_delivery import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"docker-delivery {__version__}"
+
+
+def test_plan_json_gives_every_task_with_its_place_and_policy() -> None:
+    code, out = run("plan", "--json", str(ROOT / "dags/pipelines/two_envs.yaml"))
+    assert code == 0, out
+    plan = json.loads(out)
+    assert plan["dag_id"] == "deliver_two_envs"
+    assert [e["name"] for e in plan["environments"]] == ["staging", "production"]
+    assert plan["environments"][1]["approval"] is True
+    ids = [t["task_id"] for t in plan["tasks"]]
+    assert ids[:2] == ["what_to_deliver", "build"] and "production.deploy" in ids
+    deploy = next(t for t in plan["tasks"] if t["task_id"] == "production.deploy")
+    assert deploy["environment"] == "production" and deploy["upstream"]
+    assert all(set(t["upstream"]) <= set(ids) for t in plan["tasks"])
+    assert all(ids.index(u) < ids.index(t["task_id"]) for t in plan["tasks"] for u in t["upstream"])
+
+
+def test_schema_is_a_json_schema_the_examples_meet() -> None:
+    """The schema validates each example pipeline (with its ${NAME:-default}s filled as the
+    loader fills them), and refuses a misspelt key, as validate does."""
+    import jsonschema
+    import yaml
+
+    from docker_delivery.templates.pipeline_spec.loading import _substitute
+
+    code, out = run("schema")
+    assert code == 0
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    examples = sorted((ROOT / "dags/pipelines").glob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        data = _substitute(yaml.safe_load(path.read_text()), "", {}, [])
+        errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(data)]
+        assert errors == [], path.name
+    broken = yaml.safe_load((ROOT / "dags/pipelines/two_envs.yaml").read_text())
+    broken["pipeline"]["stagez"] = broken["pipeline"].pop("stages")
+    assert not validator.is_valid(broken)

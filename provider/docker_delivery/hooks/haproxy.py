@@ -30,12 +30,10 @@ class HaproxyHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Only host and port: the Runtime API takes no schema, credentials or options."""
-        return {
-            "hidden_fields": ["schema", "login", "password", "extra"],
-            "relabeling": {"host": "Runtime API host", "port": "Runtime API port"},
-            "placeholders": {"host": "haproxy.internal", "port": str(DEFAULT_PORT)},
-        }
+        """The form of the provider's info (HAPROXY_FORM), for Airflow before 3.2."""
+        from docker_delivery.get_provider_info import HAPROXY_FORM
+
+        return {key.replace("-", "_"): value for key, value in HAPROXY_FORM.items()}
 
     def get_router(self, **options: Any) -> HaproxyRouter:
         """A HaproxyRouter on the connection's host and port (9999 when the port is empty).

@@ -53,20 +53,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+ELB_ARN = r"^arn:aws[a-z-]*:elasticloadbalancing:"
+ElbArn = Annotated[str, Field(pattern=ELB_ARN)]
+"""An Elastic Load Balancing ARN (a listener, a target group)."""
+
+
 class TargetGroupSpec(_Model):
     """A target group, and the weight it starts with when the listener is first set up."""
 
-    arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:")]
+    arn: ElbArn
     weight: Annotated[int, Field(ge=0, le=ALB_MAX_WEIGHT)] = 0
+
+
+def _arn_or_group(schema: dict[str, Any]) -> None:
+    """The JSON Schema (for editors) says what :meth:`AlbRouterSpec._arns` takes: a target
+    group's ARN alone, or the group."""
+    schema["additionalProperties"] = {
+        "anyOf": [
+            {"type": "string", "pattern": ELB_ARN},
+            schema["additionalProperties"],
+        ]
+    }
 
 
 class AlbRouterSpec(_Model):
     type: Literal["alb"]
-    listener_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:")]
-    test_listener_arn: (
-        Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:")] | None
-    ) = None
-    target_groups: dict[str, TargetGroupSpec]
+    listener_arn: ElbArn
+    test_listener_arn: ElbArn | None = None
+    target_groups: Annotated[dict[str, TargetGroupSpec], Field(json_schema_extra=_arn_or_group)]
     stickiness: Annotated[int, Field(ge=1, le=604800)] | None = None
 
     @model_validator(mode="before")
@@ -168,9 +182,7 @@ class AwsSpec(_Model):
     public_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     # minimum in-service and rolling: the target group the service's tasks register in; every
     # target healthy is the health gate of each step (ALB's own health checks)
-    target_group: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:")] | None = (
-        None
-    )
+    target_group: ElbArn | None = None
     router: Annotated[AlbRouterSpec | Route53RouterSpec, Field(discriminator="type")] | None = None
 
     @model_validator(mode="after")

@@ -358,6 +358,45 @@ def _command(command: list[str] | str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def plan_data(spec: PipelineSpec) -> dict[str, Any]:
+    """The plan as data (``docker-delivery plan --json``): the DAG, and each task with its
+    environment, upstream tasks, trigger rule, retries and timeout, in order."""
+    tasks = []
+    for task in plan_tasks(spec):
+        policy = spec.policy(task.policy)
+        tasks.append(
+            {
+                "task_id": task.task_id,
+                "kind": task.kind,
+                "environment": task.stage.environment if task.stage else None,
+                "summary": task.summary,
+                "upstream": list(task.upstream),
+                "trigger_rule": task.trigger_rule,
+                "retries": policy.retries or 0,
+                "retry_delay": policy.retry_delay,
+                "timeout": policy.timeout,
+            }
+        )
+    p = spec.pipeline
+    return {
+        "dag_id": spec.dag_id,
+        "service": spec.service,
+        "repository": spec.repository,
+        "mode": p.mode,
+        "environments": [
+            {
+                "name": stage.environment,
+                "target": spec.env(stage).target,
+                "deployment_types": [d.type for d in stage.choices()],
+                "approval": spec.gated(stage),
+                "url": public_url(spec.env(stage), shown=True),
+            }
+            for stage in p.stages
+        ],
+        "tasks": tasks,
+    }
+
+
 def describe_plan(spec: PipelineSpec) -> str:
     """The plan as text: the DAG, its triggers, and its tasks per environment, in order."""
     p = spec.pipeline

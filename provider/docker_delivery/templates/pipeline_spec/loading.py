@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -130,3 +131,27 @@ def load_pipeline(
     if problems:
         raise SpecInvalid(origin, problems)
     return spec
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a pipeline spec file, for editors (``docker-delivery schema``).
+
+    An environment is its overrides merged onto ``defaults`` (any field may come from either),
+    so nothing under ``environments`` and ``defaults`` is required in the file: the schema
+    says which fields exist and their types; ``docker-delivery validate`` checks the merged
+    result."""
+    schema = PipelineSpec.model_json_schema()
+    defs = schema.get("$defs", {})
+    pending = ["EnvironmentSpec", "EnvironmentDefaults"]
+    relaxed: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in relaxed or name not in defs:
+            continue
+        relaxed.add(name)
+        defs[name].pop("required", None)
+        text = json.dumps(defs[name])
+        pending += [ref.rsplit("/", 1)[-1] for ref in re.findall(r'"#/\$defs/([^"]+)"', text)]
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "docker-delivery pipeline spec"
+    return schema
