@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (shell completion: eval "$(register-python-argcomplete docker-delivery)")
 """``docker-delivery``: check a pipeline spec, print its plan, or write a starter pipeline.
 
     docker-delivery validate SPEC...      every problem, one line each with its field path
@@ -369,8 +370,23 @@ def cmd_init(
 
 
 class _Parser(argparse.ArgumentParser):
+    """Help formatted as Airflow's own CLI formats it (rich-argparse); errors as UsageError."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from rich_argparse import RichHelpFormatter
+
+        kwargs.setdefault("formatter_class", RichHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # argparse exits 2 with usage, never a traceback
         raise UsageError(message)
+
+
+def _yaml_files(prefix: str, **_: Any) -> list[str]:
+    """Shell completion of a SPEC: YAML files and directories."""
+    from argcomplete.completers import FilesCompleter
+
+    return list(FilesCompleter(("yaml", "yml"))(prefix))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -383,10 +399,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"docker-delivery {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     v = sub.add_parser("validate", help="check pipeline specs; list every problem with its path")
-    v.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec (YAML)")
+    v.add_argument(  # type: ignore[attr-defined]  # argcomplete's completer attribute
+        "specs", nargs="+", metavar="SPEC", help="pipeline spec (YAML)"
+    ).completer = _yaml_files
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     pl = sub.add_parser("plan", help="print the tasks the DAG will have, per environment")
-    pl.add_argument("spec", metavar="SPEC")
+    pl.add_argument("spec", metavar="SPEC").completer = _yaml_files  # type: ignore[attr-defined]
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
     sub.add_parser(
         "schema", help="print the JSON Schema of pipeline specs (for editors: YAML completion)"
@@ -417,16 +435,21 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        args = parser().parse_args(argv)
+        built = parser()
+        if argv is None:  # the command line: answer the shell's completion, if it asks
+            import argcomplete
+
+            argcomplete.autocomplete(built)
+        args = built.parse_args(argv)
         if args.command == "validate":
             return cmd_validate(args, out)
         if args.command == "plan":
             return cmd_plan(args, out)
         if args.command == "schema":
             return cmd_schema(args, out)
-        if args.command in ("metrics", "ledger", "incident"):
-            from docker_delivery import cli_ledger
+        from docker_delivery import cli_ledger
 
+        if args.command in cli_ledger.COMMANDS:
             return cli_ledger.run(args, out)
         return cmd_init(args, out, sys.stdin)
     except UsageError as exc:

@@ -16,14 +16,14 @@ import argparse
 import csv
 import datetime as dt
 import json
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from docker_delivery.ledger import DeliveryMetrics, Incident, Ledger
-from docker_delivery.ledger.metrics import METRICS, duration
+if TYPE_CHECKING:  # the ledger (and SQLAlchemy) is imported when a command needs it
+    from docker_delivery.ledger import DeliveryMetrics, Ledger
 
 __all__ = ["add_parsers", "run"]
 
-COMMANDS = ("metrics", "ledger", "incident")
+COMMANDS = ("metrics", "history", "ledger", "incident")
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -51,6 +51,12 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--period", type=float, metavar="DAYS", help="one row per period of DAYS")
     m.add_argument("--format", choices=("table", "json", "csv"), default="table")
     m.add_argument("--json", action="store_true", help="the same as --format json")
+    h = sub.add_parser("history", help="the deliveries in the ledger, the newest first")
+    _where(h)
+    h.add_argument("--service")
+    h.add_argument("--environment")
+    h.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    h.add_argument("--json", action="store_true", help="one JSON record a line")
     led = sub.add_parser("ledger", help="the ledger's database: import a JSON Lines file, upgrade")
     lsub = led.add_subparsers(dest="ledger_command", required=True, parser_class=type(led))
     imp = lsub.add_parser(
@@ -82,6 +88,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def _ledger(args: argparse.Namespace) -> Ledger:
+    from docker_delivery.ledger import Ledger
+
     if args.ledger:
         return Ledger(args.ledger)
     from docker_delivery.hooks.ledger import open_ledger  # Airflow's configuration
@@ -105,6 +113,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "metrics":
         return _metrics(args, out)
     ledger = _ledger(args)
+    if args.command == "history":
+        return _history(ledger, args, out)
     if args.command == "ledger":
         if args.ledger_command == "import":
             result = ledger.import_jsonl(args.file)
@@ -123,6 +133,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         before, after = ledger.upgrade()
         print(f"{ledger.where}: schema version {before} -> {after}", file=out)
         return 0
+    from docker_delivery.ledger import Incident
+
     if args.incident_command == "record":
         started = _time(args.started, "--started")
         incident = Incident(
@@ -184,6 +196,8 @@ def _metrics(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _table(rows: list[DeliveryMetrics], out: TextIO, *, by_period: bool) -> None:
+    from docker_delivery.ledger.metrics import METRICS, duration
+
     head = ["period ending" if by_period else "scope", "deploys", "freq/day", "lead time",
             "fail rate", "recovery", "rework"]  # fmt: skip
 
@@ -209,6 +223,34 @@ def _table(rows: list[DeliveryMetrics], out: TextIO, *, by_period: bool) -> None
             else f"{m.service or '*'}/{m.environment or '*'}"
         )
         lines.append([label, str(m.total), *(cell(m, name) for name in METRICS)])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    _print_columns(lines, out)
+
+
+def _history(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    from docker_delivery.cli import UsageError
+
+    if args.limit < 1:
+        raise UsageError(f"--limit must be 1 or more, got {args.limit}")
+    records = ledger.records(args.service, args.environment, limit=args.limit, newest_first=True)
+    if args.json:
+        for record in records:
+            print(json.dumps(record.to_dict()), file=out)
+        return 0
+    lines = [["finished (UTC)", "service", "environment", "from -> to", "type", "outcome",
+              "approved by", "run"]]  # fmt: skip
+    for r in records:
+        before = r.previous_digest[7:19] if r.previous_digest else "none"
+        kind = r.deployment_type + ("" if r.planned else " (unplanned)")
+        lines.append([f"{r.finished_at:%Y-%m-%d %H:%M:%S}", r.service, r.environment,
+                      f"{before} -> {r.digest[7:19]}", kind, r.outcome, r.approved_by or "",
+                      f"{r.dag_id}/{r.run_id}"])  # fmt: skip
+    _print_columns(lines, out)
+    if not records:
+        print(f"no deliveries in {ledger.where}", file=out)
+    return 0
+
+
+def _print_columns(lines: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)

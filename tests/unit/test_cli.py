@@ -572,3 +572,72 @@ def test_schema_is_a_json_schema_the_examples_meet() -> None:
     broken = yaml.safe_load((ROOT / "dags/pipelines/two_envs.yaml").read_text())
     broken["pipeline"]["stagez"] = broken["pipeline"].pop("stages")
     assert not validator.is_valid(broken)
+
+
+def test_history_lists_the_newest_deliveries_first(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from docker_delivery.ledger import DeploymentRecord, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    for n in range(3):
+        digest = "sha256:" + str(n + 1) * 64
+        ledger.record(
+            DeploymentRecord(
+                service="web", environment="production" if n else "staging", digest=digest,
+                previous_digest="sha256:" + str(n) * 64 if n else None,
+                image=f"registry.example/web@{digest}",
+                deployment_type="rollback" if n == 2 else "rolling",
+                outcome="success", started_at=start, finished_at=start + dt.timedelta(hours=n),
+                revision=None, committed_at=None, dag_id="deliver_web", run_id=f"run{n}",
+                approved_by="ada" if n else None, approval="approved" if n else None,
+            )
+        )  # fmt: skip
+    code, out = run("history", "--ledger", ledger.where)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["finished", "(UTC)", "service"]
+    assert [line.split()[-1] for line in lines[1:]] == [
+        "deliver_web/run2", "deliver_web/run1", "deliver_web/run0",
+    ]  # fmt: skip
+    assert "rollback (unplanned)" in lines[1] and "ada" in lines[1]
+    assert "111111111111 -> 222222222222" in lines[2] and "none -> " in lines[3]
+    code, out = run("history", "--ledger", ledger.where, "--environment", "production",
+                    "--limit", "1", "--json")  # fmt: skip
+    [only] = [json.loads(line) for line in out.splitlines()]
+    assert only["run_id"] == "run2"
+    code, out = run("history", "--ledger", str(tmp_path / "empty.db"))
+    assert code == 0 and "no deliveries in" in out
+    assert run("history", "--ledger", ledger.where, "--limit", "0")[0] == 2
+
+
+def test_help_is_formatted_as_airflows_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["metrics", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Usage: docker-delivery metrics")  # rich-argparse's sections
+    assert "Options:" in text and "--by {service,environment,service,environment}" in text
+
+
+def test_the_shell_completes_commands_options_and_spec_files(tmp_path: Path) -> None:
+    """As bash asks (argcomplete's protocol): the words come back for the line typed."""
+    (tmp_path / "web.yaml").write_text("service: web\n")
+    (tmp_path / "notes.txt").write_text("")
+
+    def complete(line: str) -> list[str]:
+        answer = tmp_path / "answer"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n",
+               "COMP_LINE": line, "COMP_POINT": str(len(line)),
+               "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}  # fmt: skip
+        done = subprocess.run([str(Path(sys.executable).parent / "docker-delivery")],
+                              env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return sorted(w.strip() for w in answer.read_text().split("\n") if w.strip())
+
+    assert complete("docker-delivery pl") == ["plan"]
+    assert "--period" in complete("docker-delivery metrics --p")
+    words = complete("docker-delivery validate ")
+    assert "web.yaml" in words and "notes.txt" not in words

@@ -340,9 +340,10 @@ def _read(
     from docker_delivery.ledger.store import Ledger
 
     if isinstance(source, Ledger):
-        rows = source.outcome_rows(start, end, service, environment, dag_ids)
-        recorded = source.incidents(start, end, service, environment)
-        return rows, recorded + list(incidents or ())
+        recorded = source.incidents(start, end, service, environment) + list(incidents or ())
+        causes = any(i.caused_by for i in recorded)  # only then are the runs' names needed
+        rows = source.outcome_rows(start, end, service, environment, dag_ids, runs=causes)
+        return rows, recorded
     lo, hi = start.timestamp(), end.timestamp()
     rows = sorted(
         (

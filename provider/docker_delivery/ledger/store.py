@@ -328,22 +328,24 @@ class Ledger:
         service: str | None = None,
         environment: str | None = None,
         dag_ids: Collection[str] | None = None,
+        *,
+        runs: bool = True,
     ) -> list[tuple[Any, ...]]:
         """What the metrics read of the deployments that finished from ``start`` to ``end``,
         ordered by ``finished_at``: rows of (finished_at, committed_at, service, environment,
-        outcome, planned, dag_id, run_id), times in epoch seconds."""
+        outcome, planned, dag_id, run_id), times in epoch seconds; without ``runs``, dag_id
+        and run_id are left out (a quarter of the reading)."""
         table = schema.deployments
+        columns = [
+            table.c.finished_at,
+            table.c.committed_at,
+            table.c.service,
+            table.c.environment,
+            table.c.outcome,
+            table.c.planned,
+        ]
         query = (
-            select(
-                table.c.finished_at,
-                table.c.committed_at,
-                table.c.service,
-                table.c.environment,
-                table.c.outcome,
-                table.c.planned,
-                table.c.dag_id,
-                table.c.run_id,
-            )
+            select(*columns, *((table.c.dag_id, table.c.run_id) if runs else ()))
             .where(*_where(table, service, environment, start, end, dag_ids))
             .order_by(table.c.finished_at, table.c.id)
         )
