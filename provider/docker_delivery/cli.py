@@ -5,6 +5,7 @@
     docker-delivery plan SPEC             the DAG's tasks per environment, in order
     docker-delivery init [--service ...]  a starter spec and DAG file (asks in a terminal)
     docker-delivery status SERVICE ENV [--watch]  what runs, the router, the rollout's stage
+    docker-delivery rollback SERVICE ENV  back to the previous release (docker_delivery.cli_rollout)
     docker-delivery metrics [--by ...]    DORA's five metrics from the ledger, and their levels
     docker-delivery ledger import|upgrade the ledger's database (docker_delivery.cli_ledger)
     docker-delivery incident record|end|list
@@ -427,9 +428,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--dags-dir", default="dags", help="where the DAG file goes (default dags)")
     i.add_argument("--force", action="store_true", help="overwrite existing files")
     i.add_argument("--no-input", action="store_true", help="never ask, even in a terminal")
-    from docker_delivery import cli_ledger, cli_status
+    from docker_delivery import cli_ledger, cli_rollout
 
-    cli_status.add_parser(sub)
+    cli_rollout.add_parsers(sub)
     cli_ledger.add_parsers(sub)
     return p
 
@@ -449,14 +450,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return cmd_plan(args, out)
         if args.command == "schema":
             return cmd_schema(args, out)
-        from docker_delivery import cli_ledger
+        from docker_delivery import cli_ledger, cli_rollout
 
         if args.command in cli_ledger.COMMANDS:
             return cli_ledger.run(args, out)
-        if args.command == "status":
-            from docker_delivery import cli_status
-
-            return cli_status.run(args, out)
+        if args.command in cli_rollout.COMMANDS:
+            return cli_rollout.run(args, out)
         return cmd_init(args, out, sys.stdin)
     except UsageError as exc:
         print(f"docker-delivery: {exc}", file=sys.stderr)

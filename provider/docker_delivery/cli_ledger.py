@@ -26,7 +26,8 @@ __all__ = ["add_parsers", "run"]
 COMMANDS = ("metrics", "history", "ledger", "incident")
 
 
-def _where(p: argparse.ArgumentParser) -> None:
+def add_ledger_options(p: argparse.ArgumentParser) -> None:
+    """--ledger or --ledger-conn-id (see :func:`ledger_of`)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ledger", help="a SQLAlchemy URL or a SQLite file (default: Airflow's)")
     g.add_argument("--ledger-conn-id", help="the Airflow connection of the ledger's database")
@@ -39,7 +40,7 @@ def add_parsers(sub: Any) -> None:
         description="Deployment frequency, change lead time, change fail rate, failed "
         "deployment recovery time and deployment rework rate, over a window of days.",
     )
-    _where(m)
+    add_ledger_options(m)
     m.add_argument("--service")
     m.add_argument("--environment")
     m.add_argument("--days", type=float, default=30.0, help="the window, in days (default 30)")
@@ -52,7 +53,7 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--format", choices=("table", "json", "csv"), default="table")
     m.add_argument("--json", action="store_true", help="the same as --format json")
     h = sub.add_parser("history", help="the deliveries in the ledger, the newest first")
-    _where(h)
+    add_ledger_options(h)
     h.add_argument("--service")
     h.add_argument("--environment")
     h.add_argument("--limit", type=int, default=20, help="how many (default 20)")
@@ -63,9 +64,9 @@ def add_parsers(sub: Any) -> None:
         "import", help="import a JSON Lines ledger (earlier versions'); safe to run again"
     )
     imp.add_argument("file", metavar="FILE.jsonl")
-    _where(imp)
+    add_ledger_options(imp)
     upg = lsub.add_parser("upgrade", help="create or upgrade the ledger's tables")
-    _where(upg)
+    add_ledger_options(upg)
     inc = sub.add_parser("incident", help="record an incident (for the recovery and fail rates)")
     isub = inc.add_subparsers(dest="incident_command", required=True, parser_class=type(inc))
     rec = isub.add_parser("record", help="record an incident in a service and environment")
@@ -76,25 +77,26 @@ def add_parsers(sub: Any) -> None:
     rec.add_argument("--id", help="its id (default: SERVICE-ENVIRONMENT-<start>)")
     rec.add_argument("--title", default="")
     rec.add_argument("--caused-by", metavar="DAG_ID/RUN_ID", help="the deployment that caused it")
-    _where(rec)
+    add_ledger_options(rec)
     end = isub.add_parser("end", help="mark a recorded incident ended")
     end.add_argument("id")
     end.add_argument("--at", help="when it ended (ISO-8601; default now)")
-    _where(end)
+    add_ledger_options(end)
     lst = isub.add_parser("list", help="the recorded incidents")
     lst.add_argument("--service")
     lst.add_argument("--environment")
-    _where(lst)
+    add_ledger_options(lst)
 
 
-def _ledger(args: argparse.Namespace) -> Ledger:
+def ledger_of(args: argparse.Namespace) -> Ledger:
+    """The ledger ``--ledger`` / ``--ledger-conn-id`` name, else Airflow's configuration's."""
     from docker_delivery.ledger import Ledger
 
     if args.ledger:
         return Ledger(args.ledger)
     from docker_delivery.hooks.ledger import open_ledger  # Airflow's configuration
 
-    return open_ledger(conn_id=args.ledger_conn_id)
+    return open_ledger(conn_id=getattr(args, "ledger_conn_id", None))
 
 
 def _time(text: str, name: str) -> dt.datetime:
@@ -112,7 +114,7 @@ def _time(text: str, name: str) -> dt.datetime:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "metrics":
         return _metrics(args, out)
-    ledger = _ledger(args)
+    ledger = ledger_of(args)
     if args.command == "history":
         return _history(ledger, args, out)
     if args.command == "ledger":
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 def _metrics(args: argparse.Namespace, out: TextIO) -> int:
     from docker_delivery.ledger.metrics import delivery_metrics, metrics_by, metrics_report
 
-    ledger = _ledger(args)
+    ledger = ledger_of(args)
     now = dt.datetime.now(dt.timezone.utc)
     scope: dict[str, Any] = {
         "now": now,

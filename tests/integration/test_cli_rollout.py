@@ -1,6 +1,7 @@
-"""``docker-delivery status`` against the bed: a service deployed on the engine (minimum
-in-service behind its HAProxy router), read by the CLI through an Airflow docker_engine
-connection; and ``--watch`` printing the rollout's stages while a new release replaces it."""
+"""``docker-delivery status`` and ``rollback`` against the bed: a service deployed on the engine
+(minimum in-service behind its HAProxy router), read by the CLI through an Airflow docker_engine
+connection; ``--watch`` printing the rollout's stages while a new release replaces it; a
+rollback planned (nothing changes), then run, and recorded in the ledger."""
 
 from __future__ import annotations
 
@@ -78,9 +79,54 @@ def test_status_reads_what_runs_the_router_and_the_stage(
     assert len(seen) == len({json.dumps(s, sort_keys=True) for s in seen}), "changes only"
 
 
+def test_rollback_plans_then_returns_to_the_previous_release_and_records_it(
+    bed: Any, docker_client: Any, demo_images: dict[str, str], service: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    from docker_delivery.ledger import Ledger
+
+    router = local_router(port=free_port(), image=bed.haproxy_image, slots=6, check_interval_ms=300)
+    settings = MinimumInService(replicas=2, min_in_service=1)
+    kw: dict[str, Any] = {"router": router, "check": CHECK, "owner": "test", "log": print}
+    first = deploy(docker_client, release(demo_images["v1"], service), settings, **kw)
+    second = deploy(docker_client, release(demo_images["v2"], service), settings, **kw)
+    ledger = str(tmp_path / "ledger.db")
+    common = [service, "test", "--docker-url", "unix:///var/run/docker.sock", "--ledger", ledger]
+
+    def serving() -> dict[str, int]:
+        out = io.StringIO()
+        assert main(["status", service, "test", "--json"], out=out) == 0
+        return dict(json.loads(out.getvalue())["serving"])
+
+    plan = io.StringIO()
+    assert main(["rollback", *common, "--dry-run"], out=plan) == 0, plan.getvalue()
+    assert f"would roll back by redeploy, {second.digest[7:19]} -> {first.digest[7:19]}" in (
+        plan.getvalue()
+    )
+    assert serving() == {second.digest: 2}, "a plan changes nothing"
+    assert Ledger(ledger).records() == []
+    done = io.StringIO()
+    assert main(["rollback", *common, "--reason", "5xx after v2"], out=done) == 0, done.getvalue()
+    assert f"rolled back by redeploy, {second.digest[7:19]} -> {first.digest[7:19]}" in (
+        done.getvalue()
+    )
+    assert serving() == {first.digest: 2}
+    [record] = Ledger(ledger).records()
+    assert (record.deployment_type, record.outcome, record.planned) == (
+        "rollback",
+        "success",
+        False,
+    )
+    assert (record.previous_digest, record.digest) == (second.digest, first.digest)
+    assert record.image.endswith(f"/dd-test/demo-app@{first.digest}")
+    assert record.detail.endswith(": 5xx after v2")
+    assert record.detail.startswith("by cli:")
+
+
 def test_status_of_a_service_that_does_not_run(bed: Any) -> None:
     out = io.StringIO()
     assert main(["status", "nothing-runs-here", "test", "--docker-url",
                  "unix:///var/run/docker.sock"], out=out) == 0  # fmt: skip
     assert out.getvalue().strip() == "nothing-runs-here/test: none"
     assert main(["status", "x", "test", "--watch", "0"], out=out) == 2
+    assert main(["rollback", "nothing-runs-here", "test", "--ledger", "/nonexistent/l.db"],
+                out=out) == 2  # fmt: skip
