@@ -8,7 +8,7 @@ from contextlib import closing
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from docker_delivery.hooks.engine import engine_client
@@ -21,7 +21,8 @@ class RolloutCompleteSensor(BaseSensorOperator):
 
     ``image`` (templated) is a digest-pinned reference or a bare ``sha256:`` digest, usually the
     build task's XCom. Each poke logs ``k/N updated``; the task returns the status (XCom). With
-    ``deferrable=True`` the wait runs in the triggerer until ``timeout``. Nothing is changed.
+    ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait runs in the
+    triggerer until ``timeout``. Nothing is changed.
     """
 
     template_fields: Sequence[str] = ("service", "environment", "image", "replicas")
@@ -37,7 +38,7 @@ class RolloutCompleteSensor(BaseSensorOperator):
         app_port: int = 8080,
         docker_url: str | None = None,
         engine_conn_id: str | None = None,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: timedelta | float = 2.0,
         **kwargs: Any,
     ) -> None:
