@@ -6,6 +6,7 @@
     docker-delivery init [--service ...]  a starter spec and DAG file (asks in a terminal)
     docker-delivery status SERVICE ENV [--watch]  what runs, the router, the rollout's stage
     docker-delivery rollback SERVICE ENV  back to the previous release (docker_delivery.cli_rollout)
+    docker-delivery continue|abort SERVICE ENV  answer a held rollout (docker_delivery.cli_decide)
     docker-delivery metrics [--by ...]    DORA's five metrics from the ledger, and their levels
     docker-delivery ledger import|upgrade the ledger's database (docker_delivery.cli_ledger)
     docker-delivery incident record|end|list
@@ -428,9 +429,10 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--dags-dir", default="dags", help="where the DAG file goes (default dags)")
     i.add_argument("--force", action="store_true", help="overwrite existing files")
     i.add_argument("--no-input", action="store_true", help="never ask, even in a terminal")
-    from docker_delivery import cli_ledger, cli_rollout
+    from docker_delivery import cli_decide, cli_ledger, cli_rollout
 
     cli_rollout.add_parsers(sub)
+    cli_decide.add_parsers(sub)
     cli_ledger.add_parsers(sub)
     return p
 
@@ -450,8 +452,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return cmd_plan(args, out)
         if args.command == "schema":
             return cmd_schema(args, out)
-        from docker_delivery import cli_ledger, cli_rollout
+        from docker_delivery import cli_decide, cli_ledger, cli_rollout
 
+        if args.command in cli_decide.COMMANDS:
+            return cli_decide.run(args, out)
         if args.command in cli_ledger.COMMANDS:
             return cli_ledger.run(args, out)
         if args.command in cli_rollout.COMMANDS:

@@ -277,6 +277,10 @@ class ABTestAborted(DeployAborted):
         super().__init__(message)
 
 
+class AbortImpossible(DeliveryError):
+    """A held rollout cannot be aborted where it stands (too late: the release already serves)."""
+
+
 class RollbackImpossible(DeliveryError):
     """Nothing tells what ran before (no label, no warm group), or nothing runs at all."""
 

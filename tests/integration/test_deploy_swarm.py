@@ -66,6 +66,39 @@ def test_until_stage_holds_and_a_second_run_continues(
     assert not any(line.startswith("stage 1/") or line.startswith("stage 2/") for line in lines)
 
 
+def test_a_held_rollout_aborted_goes_back_to_the_old_release_at_full_size(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """A human's Abort at a hold: v1 back to 4 routed tasks before v2 leaves, under load, with
+    no request lost; a second abort finds nothing to do."""
+    from docker_delivery.strategies.abort import abort_rollout
+
+    router = local_router(
+        port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500
+    )
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service), Rolling(replicas=4), **kw)
+    held = Rolling(replicas=4, stages=(1, "50%", "100%"), until_stage=2)
+    v2 = release(demo_images["v2"], service)
+    deploy(docker_client, v2, held, **kw)
+    assert routed_releases(router.url(LOOPBACK)) == {"v1", "v2"}
+    with LoadGenerator(router.url(LOOPBACK), rate=200, max_duration=180) as load:
+        aborted = abort_rollout(docker_client, v2, held, target="swarm", **kw)
+        load.mark("after")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary(), aborted.as_dict())
+    assert report.failed == 0, report.failures
+    assert report.by_phase["after"].get("v2", 0) == 0
+    assert aborted.kind == "rolling" and aborted.serving == demo_images["v1"].split("@")[-1]
+    target = SwarmTarget(docker_client)
+    services = target.services(service, "test")
+    assert [s.digest for s in services] == [aborted.serving]
+    assert len(target.tasks(services[0].name)) == 4
+    again = abort_rollout(docker_client, v2, held, target="swarm", **kw)
+    assert again.kind == "nothing"
+
+
 def test_a_failing_stage_rolls_back_or_pauses(bed, docker_client, demo_images, service) -> None:  # type: ignore[no-untyped-def]
     router = local_router(
         port=free_port(), image=bed.haproxy_image, slots=10, check_interval_ms=500

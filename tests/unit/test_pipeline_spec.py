@@ -835,3 +835,88 @@ def test_a_rolling_deployments_peak_of_slots() -> None:
     assert Rolling(4, (1, "50%", "100%")).slots_needed() == 6  # 4 new + the 2 old left
     assert Rolling(4, (1, "100%")).slots_needed(old=0) == 4  # a first rollout
     assert Rolling(10, (1, "100%")).slots_needed() == 19
+
+
+# -- held rollouts: a human's Continue or Abort ----------------------------------------------
+
+
+def held_spec() -> dict[str, Any]:
+    return {
+        "service": "heldapp",
+        "image": "127.0.0.1:5000/dd-test/heldapp",
+        "defaults": {"replicas": 4, "target": "swarm"},
+        "environments": {
+            "staging": {"router": {"port": 18555, "preview_port": 18556}},
+            "production": {"target": "engine", "router": {"port": 18557, "preview_port": 18558}},
+        },
+        "pipeline": {
+            "mode": "continuous_deployment",
+            "build": {"context": str(APP)},
+            "stages": [
+                {
+                    "environment": "staging",
+                    "deploy": {"type": "rolling", "stages": [1, "50%", "100%"], "hold_after": [1]},
+                },
+                {
+                    "environment": "production",
+                    "deploy": {"type": "blue_green", "hold_before_switch": True},
+                },
+            ],
+        },
+    }
+
+
+def test_a_held_rollout_plans_a_deploy_up_to_the_hold_a_hold_and_an_abort() -> None:
+    from docker_delivery.templates import delivery_pipeline
+
+    spec = spec_of(held_spec())
+    tasks = {t.task_id: t for t in plan_tasks(spec)}
+    assert [t for t in tasks if t.startswith("staging.")] == [
+        "staging.apply_infra",
+        "staging.deploy_stage_1",
+        "staging.hold_stage_1",
+        "staging.deploy",
+        "staging.verify_health",
+        "staging.promote",
+        "staging.abort",
+        "staging.record",
+    ]
+    assert tasks["staging.deploy_stage_1"].stage.deploy.until_stage == 1
+    assert tasks["staging.deploy"].stage.deploy.until_stage is None
+    assert tasks["staging.abort"].upstream == ("staging.hold_stage_1",)
+    assert tasks["production.hold_switch"].upstream == ("production.verify_preview",)
+    assert tasks["production.switch"].upstream == ("production.hold_switch",)
+    dag = delivery_pipeline(held_spec())
+    hold = dag.get_task("staging.hold_stage_1")
+    assert type(hold).__name__ == "HoldRolloutOperator"
+    assert hold.options == ["Continue", "Abort"]
+    assert hold.options_mapping == {"Continue": "staging.deploy", "Abort": "staging.abort"}
+    assert hold.execution_timeout is None  # a human's time is not the task's
+    assert hold.subject.startswith("Continue the rollout of heldapp in staging? (held after")
+    assert dag.get_task("staging.deploy_stage_1").settings.until_stage == 1
+    abort = dag.get_task("staging.abort")
+    assert type(abort).__name__ == "AbortRolloutOperator" and abort.settings.type == "rolling"
+    assert abort.trigger_rule == "none_failed_min_one_success"
+    record = dag.get_task("staging.record")
+    assert record.hold_task_ids == ["staging.hold_stage_1"]
+    assert record.abort_task_id == "staging.abort"
+    assert record.deploy_task_ids == ["staging.deploy", "staging.deploy_stage_1"]
+    assert set(dag.get_task("production.hold_switch").options_mapping.values()) == {
+        "production.switch",
+        "production.abort",
+    }
+
+
+def test_holds_out_of_range_with_alternatives_or_on_ecs_are_refused() -> None:
+    data = held_spec()
+    data["pipeline"]["stages"][0]["deploy"]["hold_after"] = [3]
+    assert any(
+        p.startswith("pipeline.stages[staging].deploy.hold_after: 3 is not a stage followed")
+        for p in problems_of(data)
+    ), problems_of(data)
+    data = held_spec()
+    data["pipeline"]["stages"][1]["alternatives"] = [{"type": "min_in_service"}]
+    assert any("takes no alternatives" in p for p in problems_of(data))
+    data = held_spec()
+    data["pipeline"]["stages"][0]["deploy"] = {"type": "ab", "steps": [10, 100], "hold_after": [2]}
+    assert any("hold_after: 2 is not a step followed" in p for p in problems_of(data))

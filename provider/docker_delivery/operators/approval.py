@@ -1,12 +1,18 @@
-"""The approval gate before a delivery stage: who decided, when; a rejection in the ledger."""
+"""Human decisions in a delivery: the approval gate before a stage (a rejection in the ledger),
+and the hold of a rollout under way (Continue or Abort). Both wait without a worker slot (Airflow
+parks a human-in-the-loop task until it is answered) and log who decided, when."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
 
-__all__ = ["DeliveryApprovalOperator"]
+__all__ = ["DECISION", "DeliveryApprovalOperator", "HoldRolloutOperator"]
+
+DECISION = "decision"
+"""The XCom key of a hold's answer: ``{"choice", "by", "at", "after"}``."""
 
 
 class DeliveryApprovalOperator(ApprovalOperator):
@@ -63,4 +69,46 @@ class DeliveryApprovalOperator(ApprovalOperator):
                     detail=f"rejected by {who} at {when}",
                 )
                 self.log.info("recorded in the ledger: %s", rejected.to_dict())
+        return super().execute_complete(context, event)
+
+
+class HoldRolloutOperator(HITLBranchOperator):
+    """A rollout held ``after`` a point (``stage 1 of 3``, ``step 2 of 4``, ``the preview``):
+    a human chooses Continue (the task ``continue_task_id`` carries the rollout on) or Abort
+    (``abort_task_id`` takes the release out; what served before serves). The answer, who gave
+    it and when are logged and pushed to XCom (key ``decision``) for the stage's ledger record;
+    the task holds no worker slot while it waits."""
+
+    CONTINUE, ABORT = "Continue", "Abort"
+    ui_color = "#fde047"
+
+    def __init__(
+        self, *, after: str, continue_task_id: str, abort_task_id: str, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            options=[self.CONTINUE, self.ABORT],
+            options_mapping={self.CONTINUE: continue_task_id, self.ABORT: abort_task_id},
+            **kwargs,
+        )
+        self.after = after
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event and event.get("chosen_options"):
+            user = event.get("responded_by_user") or {}
+            when = event.get("responded_at")
+            decision = {
+                "choice": event["chosen_options"][0],
+                "by": str(user.get("name") or user.get("id") or "(unknown)"),
+                "at": when.isoformat() if isinstance(when, datetime) else str(when),
+                "after": self.after,
+            }
+            self.log.info(
+                "%s after %s, by %s (id %s) at %s",
+                decision["choice"],
+                self.after,
+                decision["by"],
+                user.get("id"),
+                decision["at"],
+            )
+            context["ti"].xcom_push(key=DECISION, value=decision)
         return super().execute_complete(context, event)

@@ -517,3 +517,47 @@ class RollbackOperator(_DeployOperator):
         MigrationRunner(client, self.log.info, owner=lock_owner(context)).check_rollback(
             MigrationSpec(**spec_kwargs), db
         )
+
+
+class AbortRolloutOperator(_DeployOperator):
+    """Abort a rollout of ``image`` held for a decision (``hold_after`` of a rolling deployment
+    or an A/B test, ``hold_before_switch`` of blue/green): what served before the delivery
+    serves as before, the release under way is drained and removed
+    (:func:`~docker_delivery.strategies.abort.abort_rollout`). ``settings``: the held
+    deployment's (its type tells what to undo). Safe to run again: a second abort finds nothing
+    to do."""
+
+    def __init__(
+        self, *, settings: DeploySettings | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = _held_settings(settings)
+
+    def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
+        raise TargetError("on ECS a deployment is never held: the deploy task runs it whole")
+
+    def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
+        from docker_delivery.strategies.abort import abort_rollout
+
+        return abort_rollout(
+            client,
+            self.release(spec),
+            self.deploy_settings(spec),
+            **self.wiring(spec, context),
+        )
+
+
+def _held_settings(settings: DeploySettings | Mapping[str, Any] | None) -> DeploySettings:
+    """The settings of a deployment type that can be held, validated now (parse time)."""
+    if isinstance(settings, DeploySettings):
+        return settings
+    models: dict[str, type[DeploySettings]] = {m.model_fields["type"].default: m for m in HELD}
+    data = dict(settings or {})
+    model = models.get(str(data.get("type")))
+    if model is None:
+        raise ValueError(f"settings: give the held deployment's, of type {sorted(models)}")
+    return model.of(data)
+
+
+HELD: tuple[type[DeploySettings], ...] = (Rolling, BlueGreen, ABTest)
+"""The deployment types a pipeline can hold for a decision."""

@@ -259,6 +259,15 @@ class ABDeployment:
                 result.steps.append(line)
                 figures = self._step(b_release, settings, sides.home, number, weight, total)
                 result.figures.append(figures)
+                if number == settings.until_step:
+                    line = (
+                        f"test held at step {number}/{len(settings.steps)} (until_step): B keeps "
+                        f"{weight}% of new clients; run again to go on"
+                    )
+                    self._log(line)
+                    result.steps.append(line)
+                    result.duration_s = time.monotonic() - started_at
+                    return result
         self._promote(release, settings, sides.home, total)
         result.steps.append(f"promoted: public -> {sides.home}")
         result.promoted = True

@@ -241,9 +241,9 @@ class RollingDeployment:
         number: int,
         exc: DeliveryError,
     ) -> None:
-        routed = self._routed_tasks(new.name)
         action = settings.failure_action
         self._log(f"stage {number} failed ({exc}); failure_action={action}")
+        routed = self._routed_tasks(new.name)
         if action == "continue":
             self._target.scale(new.name, len(routed))
             return
@@ -254,23 +254,61 @@ class RollingDeployment:
                 f"({len(routed)}/{settings.count} on {release.short_digest}): {exc}. The old "
                 "release keeps serving; fix and run the deployment again to continue, or roll back"
             ) from exc
-        # rollback: the old services back to full size first, then the new one out.
-        for svc in olds:
-            self._target.scale(svc.name, svc.replicas)
-        old_routed = {t.id for s in olds for t in self._routed_tasks(s.name)}
-        wanted = sum(s.replicas for s in olds)
-        if olds:
-            back = [
-                t
-                for s in olds
-                for t in self._target.wait_tasks(s.name, s.replicas, timeout=settings.start_timeout)
-                if t.id not in old_routed
-            ][: max(0, wanted - len(old_routed))]
-            self._gate(back)
-            self._into_rotation(back, settings)
-        self._take_out(routed, release.stop_grace, settings)
-        self._target.remove(new.name)
+        self._restore(new, {s.name: s.replicas for s in olds}, release, settings)
         raise DeployAborted(
             f"{release.service}/{release.environment}: stage {number} failed: {exc}. Rolled back: "
             f"{release.digest} was removed and the old release serves at full size"
         ) from exc
+
+    def _restore(
+        self, new: SwarmService, sizes: dict[str, int], release: Release, settings: Rolling
+    ) -> None:
+        """The old services back to ``sizes`` first (health-gated, routed), then the new one out
+        of the router and removed."""
+        routed = self._routed_tasks(new.name)
+        for name, size in sizes.items():
+            self._target.scale(name, size)
+        old_routed = {t.id for name in sizes for t in self._routed_tasks(name)}
+        back = [
+            t
+            for name, size in sizes.items()
+            for t in self._target.wait_tasks(name, size, timeout=settings.start_timeout)
+            if t.id not in old_routed
+        ][: max(0, sum(sizes.values()) - len(old_routed))]
+        if back:
+            self._gate(back)
+            self._into_rotation(back, settings)
+        self._take_out(routed, release.stop_grace, settings)
+        self._target.remove(new.name)
+
+    def abort(self, release: Release, settings: Rolling) -> DeployResult:
+        """Abort a rollout of ``release`` held between stages (a human's Abort): the old
+        release back to ``replicas`` tasks, health-gated and routed, before the new tasks are
+        drained and the new service removed. Nothing to do when the new service is gone."""
+        started_at = time.monotonic()
+        result = DeployResult(release.service, release.environment, release.digest)
+        new, olds = self._split(release)
+        if new is None:
+            self._log(f"no service runs {release.short_digest}: nothing to abort")
+            result.steps.append("nothing to abort")
+            return result
+        if not olds:
+            raise DeployAborted(
+                f"{release.service}/{release.environment}: no older release runs beside "
+                f"{release.short_digest}: there is nothing to go back to; roll back or deploy "
+                "the release you want"
+            )
+        main = max(olds, key=lambda s: s.replicas)
+        others = sum(s.replicas for s in olds if s is not main)
+        sizes = {s.name: s.replicas for s in olds} | {main.name: max(1, settings.count - others)}
+        line = (
+            f"aborting: {main.name} back to {sizes[main.name]} task(s), then {new.name} "
+            f"({release.short_digest}) drained and removed"
+        )
+        self._log(line)
+        result.steps.append(line)
+        result.previous_digest = main.digest
+        result.previous_digests = sorted({s.digest for s in olds})
+        self._restore(new, sizes, release, settings)
+        result.duration_s = time.monotonic() - started_at
+        return result

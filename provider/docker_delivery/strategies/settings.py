@@ -83,6 +83,12 @@ def resolve_stages(stages: Sequence[int | str], replicas: int) -> list[int]:
     return counts
 
 
+def _increasing(value: tuple[int, ...]) -> tuple[int, ...]:
+    if any(b <= a for a, b in itertools.pairwise(value)):
+        raise ValueError(f"must increase, got {list(value)}")
+    return value
+
+
 class DeploySettings(BaseModel):
     """What every deployment type's settings share: validation, positional construction, and
     defaults from the environment."""
@@ -231,14 +237,16 @@ class Rolling(DeploySettings):
     """A staged rolling deployment on Swarm: ``stages`` such as ``[1, "50%", "100%"]`` shift
     replicas from the old release's service to the new one's; ``pause`` seconds between
     stages; ``until_stage`` stops after that stage (a later run carries on); ``failure_action``
-    pause, continue or rollback. Left out of a spec, ``replicas`` is the environment's and
-    ``stages`` its ``rollout.stages``."""
+    pause, continue or rollback. ``hold_after``: stage numbers after which a pipeline's rollout
+    waits for a human's Continue or Abort (a task of its own, holding no worker slot). Left out
+    of a spec, ``replicas`` is the environment's and ``stages`` its ``rollout.stages``."""
 
     type: Literal["rolling"] = "rolling"
     stages: tuple[int | str, ...] = Field(default=("100%",), strict=False)
     pause: Seconds = 0.0
     failure_action: Literal["pause", "continue", "rollback"] = "rollback"
     until_stage: Annotated[int, Field(ge=1)] | None = None
+    hold_after: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(), strict=False)
     update_config: UpdatePolicy = Field(default_factory=UpdatePolicy)
     rollback_config: UpdatePolicy = Field(default_factory=UpdatePolicy)
     drain_timeout: PositiveSeconds = 120.0
@@ -274,7 +282,17 @@ class Rolling(DeploySettings):
             raise ValueError(
                 f"until_stage {self.until_stage} must be within 1..{len(counts)} (the stages)"
             )
+        if bad := [n for n in self.hold_after if n >= len(counts)]:
+            raise ValueError(
+                f"hold_after: {bad[0]} is not a stage followed by another (stages "
+                f"1..{len(counts) - 1} of {len(counts)})"
+            )
         return self
+
+    @field_validator("hold_after")
+    @classmethod
+    def _holds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        return _increasing(value)
 
     @property
     def counts(self) -> list[int]:
@@ -294,6 +312,8 @@ class Rolling(DeploySettings):
 class BlueGreen(DeploySettings):
     """Blue/green: the new colour at full size (``replicas``; None: as many as the live group
     has), ``preview_replicas`` of them first (on the preview port), then all traffic at once.
+    ``hold_before_switch``: in a pipeline, a human's Continue (switch) or Abort (the new colour
+    removed, nothing switched) after the preview's check.
     ``post_switch_check`` seconds after the switch the new colour is watched: an instance
     failing its check or exiting, or more than ``max_5xx_ratio`` of at least ``min_requests``
     requests failing at the router, switches traffic back by itself. The old colour stays warm
@@ -302,6 +322,7 @@ class BlueGreen(DeploySettings):
 
     type: Literal["blue_green"] = "blue_green"
     preview_replicas: Replicas | None = None
+    hold_before_switch: bool = False
     scale_down_delay: Seconds = 300.0
     post_switch_check: Seconds = 10.0
     max_5xx_ratio: Ratio = 0.01
@@ -337,7 +358,9 @@ class ABTest(DeploySettings):
     ``bake_time`` seconds over at least ``min_requests`` requests (``max_bake_time``, default 5 x
     ``bake_time``: how long it may wait for them), and a step above ``max_5xx_ratio`` errors or
     ``max_response_ms`` goes back to A by itself. ``replicas``: B's full size (None: as many as A
-    has)."""
+    has). ``until_step``: stop after that step (B keeps its share; a later run carries on);
+    ``hold_after``: step numbers after which a pipeline's test waits for a human's Continue or
+    Abort (back to A)."""
 
     type: Literal["ab"] = "ab"
     steps: tuple[int, ...] = Field(default=(5, 25, 50, 100), strict=False)
@@ -350,8 +373,15 @@ class ABTest(DeploySettings):
     stop_grace: Seconds = 30.0
     drain_timeout: PositiveSeconds = 120.0
     router_up_timeout: PositiveSeconds = 30.0
+    until_step: Annotated[int, Field(ge=1)] | None = None
+    hold_after: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(), strict=False)
 
     FROM_ENVIRONMENT: ClassVar[tuple[str, ...]] = ("replicas", "stop_grace", "drain_timeout")
+
+    @field_validator("hold_after")
+    @classmethod
+    def _holds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        return _increasing(value)
 
     @field_validator("steps")
     @classmethod
@@ -373,6 +403,17 @@ class ABTest(DeploySettings):
         if self.max_bake_time is not None and self.max_bake_time < self.bake_time:
             raise ValueError(
                 f"max_bake_time: ({self.max_bake_time}) must be >= bake_time ({self.bake_time})"
+            )
+        last = len(self.steps)
+        if self.until_step is not None and self.until_step >= last:
+            raise ValueError(
+                f"until_step: {self.until_step} must be within 1..{last - 1} (the last step "
+                "promotes B)"
+            )
+        if bad := [n for n in self.hold_after if n >= last]:
+            raise ValueError(
+                f"hold_after: {bad[0]} is not a step followed by another (steps 1..{last - 1} "
+                f"of {last})"
             )
         return self
 

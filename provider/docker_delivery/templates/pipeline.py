@@ -24,7 +24,7 @@ import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
-from docker_delivery.operators.approval import DeliveryApprovalOperator
+from docker_delivery.operators.approval import DeliveryApprovalOperator, HoldRolloutOperator
 from docker_delivery.templates.pipeline_spec import (
     BlueGreenDeploy,
     PipelineSpec,
@@ -68,6 +68,9 @@ DEPLOY_OPERATORS: dict[tuple[str, str], str] = {
     ("deploy", "ab"): "ABDeployOperator",
     ("switch", "blue_green"): "SwitchTrafficOperator",
     ("retire", "blue_green"): "RetireOperator",
+    ("abort", "rolling"): "AbortRolloutOperator",
+    ("abort", "blue_green"): "AbortRolloutOperator",
+    ("abort", "ab"): "AbortRolloutOperator",
 }
 
 
@@ -192,6 +195,36 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
         response_timeout=timeout,
         assigned_users=users,
         ignore_downstream_trigger_rules=True,
+        **common,
+    )
+
+
+def _build_hold(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
+    from docker_delivery.strategies.abort import hold_subject
+
+    assert t.stage is not None
+    env_name, after = t.stage.environment, t.extra["after"]
+    env = spec.env(t.stage)
+    preview = f"- preview: {public_url(env, preview=True)}\n" if env.router.preview_port else ""
+    body = (
+        f"**{spec.service}** in **{env_name}**: the {t.stage.deploy.type} rollout is held "
+        f"after {after}.\n\n"
+        f"- image: `{IMAGE}`\n"
+        f"- serves at: {public_url(env)}\n"
+        f"{preview}"
+        f"- run: `{{{{ run_id }}}}`\n\n"
+        "**Continue** carries the rollout on; **Abort** takes the new release out, and what "
+        "served before serves as before. `docker-delivery status "
+        f"{spec.service} {env_name}` shows where it stands."
+    )
+    return HoldRolloutOperator(
+        after=after,
+        continue_task_id=t.extra["continue"],
+        abort_task_id=t.extra["abort"],
+        subject=f"{hold_subject(spec.service, env_name)} (held after {after})",
+        body=body,
+        assigned_users=[{"id": u, "name": u} for u in spec.pipeline.approval.assigned_users]
+        or None,
         **common,
     )
 
@@ -321,8 +354,11 @@ def _build_record(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
         ledger_conn_id=spec.pipeline.ledger_conn_id,
         deploy_task_ids=[
             f"{name}.deploy" + ("" if d is stage.deploy else f"_{d.type}") for d in stage.choices()
-        ],
+        ]
+        + t.extra.get("partials", []),
         approval_task_id=f"approve_{name.replace('-', '_')}" if spec.gated(t.stage) else None,
+        hold_task_ids=t.extra.get("holds", []),
+        abort_task_id=t.extra.get("abort"),
         **common,
     )
 
@@ -343,6 +379,8 @@ BUILDERS: dict[str, Builder] = {
     "deploy": _build_deploy,
     "switch": _build_deploy,
     "retire": _build_deploy,
+    "abort": _build_deploy,
+    "hold": _build_hold,
     "verify_health": _build_health,
     "smoke": _build_smoke,
 }
@@ -376,7 +414,9 @@ def _common(spec: PipelineSpec, t: PlannedTask) -> dict[str, Any]:
         "doc_md": t.summary,
     }
     timeout = _timeout(spec, t, policy.timeout)
-    if timeout is not None and t.kind != "approval":  # a human's time is response_timeout
+    # A human's time is not the task's: an approval's limit is its response_timeout; a hold
+    # waits as long as it takes.
+    if timeout is not None and t.kind not in ("approval", "hold"):
         out["execution_timeout"] = timedelta(seconds=timeout)
     return out
 

@@ -8,10 +8,13 @@ The shape::
            +--------> redeploy ----------------------------+
     release --> [approve_<env>] --> [<env>.require_previous] --> <env>.apply_infra
         --> <env>.migrate_expand
-        --> <env>.deploy [--> <env>.verify_preview --> <env>.switch]   (blue/green)
+        [--> <env>.deploy_stage_<n> --> <env>.hold_stage_<n>]   (held rolling; A/B: _step_<n>)
+        --> <env>.deploy [--> <env>.verify_preview [--> <env>.hold_switch] --> <env>.switch]
+                                                                   (blue/green)
         --> <env>.verify_health --> <env>.smoke_<name> (parallel) --> <env>.promote
         [--> <env>.retire]  (blue/green)  --> <env>.migrate_contract
         --> <env>.record (the ledger; runs whatever happened, fails if the stage did)
+    A hold's Abort runs <env>.abort instead of the rest of the stage (then the record).
         --> [approve_<next>] --> [<next>.require_previous] ...
 
 The environment tag ``<repository>:<env>`` names what passed there: ``<env>.promote`` moves it
@@ -41,6 +44,7 @@ from docker_delivery.templates.pipeline_spec import (
     RollingDeploy,
     StageSpec,
 )
+from docker_delivery.templates.pipeline_spec.spec import held_at
 
 __all__ = ["PlannedTask", "describe_plan", "plan_tasks"]
 
@@ -48,6 +52,7 @@ BRANCH = "what_to_deliver"
 BUILD = "build"
 REDEPLOY = "redeploy"
 RELEASE = "release"
+ABORT = "abort"  # a stage's task that takes a held rollout out
 
 TYPE_NAMES = {
     "min_in_service": "minimum in-service",
@@ -221,8 +226,53 @@ def _stage_tasks(
                 item="expand",
             )
 
+    holds: list[str] = []
+    partials: list[str] = []  # the deploys up to a hold
+
+    def hold(local: str, after: str, next_local: str) -> None:
+        """A human's Continue (``next_local`` carries the rollout on) or Abort (``abort``)."""
+        add(
+            local,
+            "hold",
+            "control",
+            f"HoldRolloutOperator: held after {after}; Continue -> {next_local}, Abort -> "
+            "abort (what served before serves again)",
+            extra={
+                "after": after,
+                "continue": f"{name}.{next_local}",
+                "abort": f"{name}.{ABORT}",
+            },
+        )
+        holds.append(f"{name}.{local}")
+
+    def partial_deploys(at: StageSpec, suffix: str) -> None:
+        """A held rolling rollout or A/B test: a deploy up to each hold, then the hold."""
+        d = at.deploy
+        points = held_at(d) if not ecs else []
+        if not points or isinstance(d, BlueGreenDeploy):
+            return
+        if isinstance(d, RollingDeploy):
+            unit, field, count = "stage", "until_stage", len(spec.rolling_stages(at))
+        else:
+            assert isinstance(d, ABDeploy)
+            unit, field, count = "step", "until_step", len(d.steps)
+        for i, n in enumerate(points):
+            part = at.as_deploy(d.model_copy(update={field: n, "hold_after": ()}))
+            partial = add(
+                f"deploy_{unit}_{n}",
+                "deploy",
+                "deploy",
+                f"{_deploy_summary(spec, at)}; up to {unit} {n} of {count}",
+                at=part,
+            )
+            partials.append(partial.task_id)
+            following = f"deploy_{unit}_{points[i + 1]}" if i + 1 < len(points) else "deploy"
+            hold(f"hold_{unit}_{n}", f"{unit} {n} of {count}", following + suffix)
+
     def deploy(at: StageSpec, suffix: str = "") -> PlannedTask:
-        """deploy [-> verify preview -> switch]; returns the deploy task."""
+        """[deploy up to a hold -> hold ...] deploy [-> verify preview [-> hold] -> switch];
+        returns the deploy task."""
+        partial_deploys(at, suffix)
         task = add(f"deploy{suffix}", "deploy", "deploy", _deploy_summary(spec, at), at=at)
         if isinstance(at.deploy, BlueGreenDeploy) and not ecs:
             add(
@@ -234,6 +284,8 @@ def _stage_tasks(
                 at=at,
                 extra={"port": env.router.preview_port},
             )
+            if held_at(at.deploy):
+                hold("hold_switch", "the preview, before the switch", "switch")
             add(
                 "switch",
                 "switch",
@@ -342,6 +394,21 @@ def _stage_tasks(
             item="contract",
         )
     join = None
+    if holds:  # beside the stage's line: runs only when a human chose Abort
+        out.append(
+            PlannedTask(
+                f"{name}.{ABORT}",
+                "abort",
+                "deploy",
+                "AbortRolloutOperator: the release under way drained and removed; what served "
+                "before serves as before",
+                tuple(holds),
+                stage=stage,
+                trigger_rule="none_failed_min_one_success",
+                extra={"holds": list(holds)},
+            )
+        )
+        last = (*last, f"{name}.{ABORT}")
     add(
         "record",
         "record",
@@ -349,6 +416,7 @@ def _stage_tasks(
         f"RecordDeliveryOperator: the delivery to {name} in the ledger (outcome, digests, who "
         "approved); it fails when the stage did",
         trigger_rule="all_done",
+        extra={"holds": holds, "abort": f"{name}.{ABORT}", "partials": partials} if holds else {},
     )
     return out
 

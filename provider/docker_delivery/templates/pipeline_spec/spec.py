@@ -244,6 +244,17 @@ class PipelineSpec(ServiceSpec):
                     "deployment type once, deploy's included)"
                 )
             out += self._deploy_problems(f"{at}.alternatives[{i}]", stage.as_deploy(alternative))
+        held = [d.type for d in stage.choices() if held_at(d)]
+        if held and stage.alternatives:
+            out.append(
+                f"{at}.deploy: a rollout held for a decision ({held[0]}: hold_after / "
+                "hold_before_switch) takes no alternatives: give the stage one deployment type"
+            )
+        if held and env.target == "ecs":
+            out.append(
+                f"{at}.deploy: {held[0]} on ECS runs whole in its deploy task: it cannot be "
+                "held for a decision (hold_after / hold_before_switch are for engine and swarm)"
+            )
         if stage.migrate and self.pipeline.migrations is None:
             out.append(f"{at}.migrate: the pipeline has no migrations section")
         out += _unique(f"{at}.verify.smoke", [s.name for s in stage.verify.smoke])
@@ -361,6 +372,17 @@ class PipelineSpec(ServiceSpec):
             f"slots ({why}); environments.{stage.environment}.router.slots is "
             f"{env.router.slots}: raise it to {needed}, or lower replicas"
         ]
+
+
+def held_at(deploy: DeploySettings) -> list[int]:
+    """Where a pipeline holds ``deploy`` for a human's decision: the rolling stages or A/B steps
+    after which it waits; ``[0]`` for blue/green's hold before the switch; [] when it never
+    waits."""
+    if isinstance(deploy, (Rolling, ABDeploy)):
+        return list(deploy.hold_after)
+    if isinstance(deploy, BlueGreen) and deploy.hold_before_switch:
+        return [0]
+    return []
 
 
 def _unique(at: str, names: Sequence[str], what: str = "name") -> list[str]:
