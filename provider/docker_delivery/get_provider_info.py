@@ -115,6 +115,11 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
         ],
+        "extra-links": [
+            "docker_delivery.operators.links.ServiceLink",
+            "docker_delivery.operators.links.ImageLink",
+            "docker_delivery.operators.links.DeliveryLink",
+        ],
         "plugins": [
             {
                 "name": "docker_delivery",

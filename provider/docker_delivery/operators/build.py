@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator, Context
 
 from docker_delivery.hooks.engine import engine_client
 from docker_delivery.hooks.registry import RegistryHook
+from docker_delivery.operators.links import ImageLink
 from docker_delivery.targets.engine_errors import engine_calls
 
 
@@ -21,6 +22,7 @@ class BuildImageOperator(BaseOperator):
     registry (or the engine) and builds nothing.
     """
 
+    operator_extra_links = (ImageLink(),)
     template_fields: Sequence[str] = (
         "repository",
         "revision",

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, conf
 
 from docker_delivery.errors import TargetError
 from docker_delivery.health import HealthCheck
@@ -24,6 +24,7 @@ from docker_delivery.operators.common import (
     says_when_nothing_changed,
     tag_what_serves,
 )
+from docker_delivery.operators.links import DeliveryLink, ImageLink, ServiceLink
 from docker_delivery.routing.service import RouterSettings
 from docker_delivery.strategies.settings import (
     ABTest,
@@ -57,6 +58,7 @@ class _DeployOperator(BaseOperator):
     the health check (the same as ApplyInfraOperator applies)."""
 
     template_fields: Sequence[str] = ("image", "service", "environment", "env", "router_port")
+    operator_extra_links = (ServiceLink(), ImageLink(), DeliveryLink())
     ui_color = "#fde68a"
     settings_model: ClassVar[type[DeploySettings] | None] = None
 
@@ -387,10 +389,35 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
 
 class RetireOperator(BlueGreenDeployOperator):
     """Remove the old colour once ``scale_down_delay`` has passed since the switch (it stays
-    warm until then, so a rollback is a switch back). ``image`` is not used."""
+    warm until then, so a rollback is a switch back). ``image`` is not used. ``deferrable``
+    (default: ``[operators] default_deferrable``): the wait until then runs in the triggerer,
+    holding no worker slot; the task then looks again and retires (or waits again, after a
+    switch back)."""
 
-    def __init__(self, *, image: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        image: str = "",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(image=image, **kwargs)
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from docker_delivery.errors import RetireNotDue
+
+        try:
+            return super().execute(context)
+        except RetireNotDue as exc:
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.log.info("%s: waiting in the triggerer", exc)
+            self.defer(trigger=DateTimeTrigger(moment=exc.due), method_name="execute_complete")
+            raise  # not reached: defer() raises TaskDeferred
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        return self.execute(context)
 
     def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
         raise TargetError("on ECS the blue/green deploy step checks, switches and retires")
@@ -403,7 +430,7 @@ class RetireOperator(BlueGreenDeployOperator):
             self.service,
             self.environment,
             self.settings_of(spec, BlueGreen),
-            wait=True,
+            wait=not self.deferrable,
             **self.wiring(spec, context),
         )
 

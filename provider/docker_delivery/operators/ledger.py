@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from docker_delivery.hooks.ledger import open_ledger, pinned, write_record
 from docker_delivery.operators.approval import DECISION
 from docker_delivery.operators.common import NOT_DEPLOYED, approval_of
+from docker_delivery.operators.links import DeliveryLink
 
 FAILED = ("failed", "upstream_failed")
 
@@ -36,6 +37,7 @@ class RecordDeliveryOperator(BaseOperator):
     (XCom)."""
 
     template_fields: Sequence[str] = ("image", "ledger", "ledger_conn_id", "deployment_type")
+    operator_extra_links = (DeliveryLink(),)
     ui_color = "#e5e7eb"
 
     def __init__(

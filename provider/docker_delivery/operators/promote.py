@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from docker_delivery.hooks.engine import engine_client
 from docker_delivery.hooks.registry import RegistryHook
 from docker_delivery.operators.common import tag_what_serves
+from docker_delivery.operators.links import ImageLink
 from docker_delivery.targets.engine_errors import engine_calls
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class PromoteImageOperator(BaseOperator):
     skipped, nothing moves and no Asset event is emitted.
     """
 
+    operator_extra_links = (ImageLink(),)
     template_fields: Sequence[str] = ("image", "environment", "require_tag", "target_repository")
     ui_color = "#dcfce7"
 

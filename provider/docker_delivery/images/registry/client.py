@@ -67,12 +67,7 @@ class RegistryClient:
         credentials: Callable[[], tuple[str, str]] | None = None,
     ) -> None:
         self.registry = _normalise_registry(registry)
-        if scheme is None:
-            scheme = "http" if _is_loopback(self.registry) else "https"
-        if scheme not in ("http", "https"):
-            raise ValueError(f"scheme must be 'http' or 'https', got {scheme!r}")
-        api_host = _DOCKER_HUB_API if self.registry == _DOCKER_HUB else self.registry
-        self.base_url = f"{scheme}://{api_host}"
+        self.base_url = api_base(self.registry, scheme)
         self.username = username
         self.log: Callable[[str], None] = log if log is not None else _no_log
         self.http = RegistryHttp(
@@ -436,6 +431,17 @@ def _same_algorithm(digest: str, other: str) -> bool:
 
 def _is_digest(reference: str) -> bool:
     return ":" in reference
+
+
+def api_base(registry: str, scheme: str | None = None) -> str:
+    """Where a registry's API answers: ``http`` for loopback registries, ``https`` otherwise
+    (unless ``scheme`` says); Docker Hub's is ``registry-1.docker.io``."""
+    registry = _normalise_registry(registry)
+    if scheme is None:
+        scheme = "http" if _is_loopback(registry) else "https"
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme must be 'http' or 'https', got {scheme!r}")
+    return f"{scheme}://{_DOCKER_HUB_API if registry == _DOCKER_HUB else registry}"
 
 
 def _normalise_registry(registry: str) -> str:
