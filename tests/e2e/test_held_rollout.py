@@ -2,12 +2,13 @@
 
 Airflow's API server, scheduler (LocalExecutor), DAG processor and triggerer run as processes of
 this machine (tests/kit/airflow_services.py) on a database of their own in the bed's PostgreSQL.
-The pipeline rolls the demo app out on the bed's Swarm in two stages, held after the first
-(``hold_after: [1]``). The first run (v1) is held, then continued through the HITL API as the
-UI's button does, and completes. The second run (v2) is held with v1 and v2 both serving; while
-it waits no task runs and the pool's slots are all free; ``docker-delivery abort`` answers it
-(through the same API, as a user); v1 serves at full size again, v2 is gone, the run fails, and
-the ledger records the rollout as rolled back, saying who aborted it.
+The pipeline rolls the demo app out on the bed's Swarm in three stages, held after the first
+(``hold_after: [1]``), pausing 30 s between the others in the triggerer. The first run (v1) is
+held, then continued through the HITL API as the UI's button does, and completes. The second run
+(v2) is held with v1 and v2 both serving; while it waits no task runs and the pool's slots are
+all free; ``docker-delivery abort`` answers it (through the same API, as a user); v1 serves at
+full size again, v2 is gone, the run fails, and the ledger records the rollout as rolled back,
+saying who aborted it.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def held_pipeline(bed: Any, service: str, ledger: Path) -> dict[str, Any]:
     data = one_stage_pipeline(
         bed, service, ENV, ledger, dag_id=f"dd_test_hold_{service}", engine=SWARM_CONN_ID
     )
-    data["environments"][ENV]["target"] = "swarm"
+    data["environments"][ENV].update(target="swarm", replicas=3)
+    data["defaults"]["router"]["slots"] = 6  # old and new side by side, an infra change too
     stage = data["pipeline"]["stages"][0]
-    stage["deploy"] = {"type": "rolling", "stages": [1, "100%"], "hold_after": [1]}
+    stage["deploy"] = {"type": "rolling", "stages": [1, 2, 3], "hold_after": [1], "pause": 30}
     del stage["alternatives"]
     return data
 
@@ -76,6 +78,7 @@ def test_a_rolling_deployment_held_after_its_first_stage_is_continued_then_abort
     dag_id = data["pipeline"]["dag_id"]
     v1, v2 = ImageRef.parse(demo_images["v1"]), ImageRef.parse(demo_images["v2"])
     home, connections = tmp_path / "home", bed_connections(bed)  # the Swarm manager's, node 2's
+    connections["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = "True"  # waits in the triggerer
     with (
         fresh_database(bed) as url,
         airflow_services(home, dags=dags, database_url=url, env=connections) as af,
@@ -92,6 +95,15 @@ def test_a_rolling_deployment_held_after_its_first_stage_is_continued_then_abort
         )
         assert af.task_state(dag_id, first, f"{ENV}.abort") == "skipped"
         assert af.task_state(dag_id, first, f"{ENV}.deploy") == "success"
+        log = json.dumps(
+            af.call(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{first}/taskInstances/{ENV}.deploy/logs/1",
+                params={"full_content": True},
+            )
+        )  # stage 2, the pause between stages 2 and 3 in the triggerer, then stage 3
+        assert "pausing 30s before stage 3, in the triggerer" in log, log[-3000:]
+        assert "Pausing task as DEFERRED" in log and "stage 3/3" in log, log[-3000:]
         # v2: held with both releases serving; nothing runs, no slot is taken while it waits.
         second = af.trigger(dag_id, conf={"image": demo_images["v2"]})
         af.wait_parked(dag_id, second, HOLD, timeout=300)
@@ -137,14 +149,14 @@ def test_a_rolling_deployment_held_after_its_first_stage_is_continued_then_abort
     assert serving(port) == {v1.digest}
     services = SwarmTarget(docker_client).services(service, ENV)
     assert [s.digest for s in services] == [v1.digest]
-    assert len(SwarmTarget(docker_client).tasks(services[0].name)) == 2
+    assert len(SwarmTarget(docker_client).tasks(services[0].name)) == 3
     records = {r.run_id: r for r in Ledger(ledger).records()}
     assert records[first].outcome == "success"
-    assert f"Continue after stage 1 of 2 by {af.user}" in records[first].detail
+    assert f"Continue after stage 1 of 3 by {af.user}" in records[first].detail
     aborted = records[second]
     assert (aborted.outcome, aborted.digest, aborted.previous_digest) == (
         "rolled_back",
         v2.digest,
         v1.digest,
     )
-    assert f"Abort after stage 1 of 2 by {af.user}" in aborted.detail, aborted.detail
+    assert f"Abort after stage 1 of 3 by {af.user}" in aborted.detail, aborted.detail

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 NOT_DEPLOYED = "not_deployed"  # the XCom key
 
 
+SHORTEST_DEFERRAL = 30.0
+"""Seconds below which a deferrable operator sleeps a wait in its worker instead of deferring
+it: a deferral costs a new worker process when it resumes, and Airflow 3.3 can fail a task
+resumed within seconds of deferring (the deferring process's exit is read as the resumed try's,
+apache/airflow#72716)."""
+
+
 def lock_owner(context: Context) -> str:
     """Stable across retries of one task: a retry takes over its own lock."""
     ti = context["ti"]

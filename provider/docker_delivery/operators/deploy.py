@@ -20,6 +20,7 @@ from docker_delivery.errors import TargetError
 from docker_delivery.health import HealthCheck
 from docker_delivery.hooks.engine import engine_client, engine_host, engine_url
 from docker_delivery.operators.common import (
+    SHORTEST_DEFERRAL,
     lock_owner,
     says_when_nothing_changed,
     tag_what_serves,
@@ -305,8 +306,13 @@ class RollingDeployOperator(_DeployOperator):
     """Staged rolling deployment on Docker Swarm (:class:`~docker_delivery.strategies.settings.
     Rolling`).
 
-    ``pause``: seconds between stages. ``continue_variable``: between stages, wait until that
-    Airflow Variable holds a number >= the next stage (a human or another task sets it).
+    ``pause``: seconds between stages; with ``deferrable`` (default: ``[operators]
+    default_deferrable``) a pause of 30 s or more runs in the triggerer, holding no worker
+    slot: the task rolls one stage, defers for the pause, and resumes with the next (the
+    runner carries on from where the services stand). ``continue_variable``: between stages,
+    wait until that Airflow Variable holds a number >= the next stage (a human or another task
+    sets it; in a pipeline, ``hold_after`` holds the rollout as a human decision, without a
+    worker slot).
     ``until_stage``: stop after that stage; a later run of this operator carries on.
     ``drain_timeout``: seconds an old task may take to finish its requests in flight; past it
     the rollout stops where it stands and the task fails; a retry waits for that task again.
@@ -314,9 +320,52 @@ class RollingDeployOperator(_DeployOperator):
 
     settings_model = Rolling
 
-    def __init__(self, *, continue_variable: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        continue_variable: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.continue_variable = continue_variable
+        self.deferrable = deferrable
+        self._stage: int | None = None  # deferring: the stage this try rolls up to
+
+    def deploy_settings(self, spec: ServiceSpec | None) -> DeploySettings:
+        settings = super().deploy_settings(spec)
+        if self._stage is None:
+            return settings
+        return settings.model_copy(update={"until_stage": self._stage, "pause": 0.0})
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self.execute_stage(context, None, stage=1)
+
+    def execute_stage(self, context: Context, event: Any = None, *, stage: int) -> dict[str, Any]:
+        """Roll up to ``stage`` and defer for the pause before the next, while one is left;
+        the whole rollout when nothing is deferred."""
+        from datetime import timedelta
+
+        spec = self.environment_spec()
+        self._stage = None
+        whole = self.settings_of(spec, Rolling)
+        last = whole.until_stage or len(whole.counts)
+        ecs = spec is not None and spec.environment(self.environment).target == "ecs"
+        short = whole.pause < SHORTEST_DEFERRAL  # slept between stages by the runner
+        if not self.deferrable or short or self.plan_only or ecs or stage >= last:
+            return super().execute(context)
+        self._stage = stage
+        out = super().execute(context)
+        self.hold(stage)
+        self.log.info("pausing %gs before stage %d, in the triggerer", whole.pause, stage + 1)
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=whole.pause)),
+            method_name="execute_stage",
+            kwargs={"stage": stage + 1},
+        )
+        return out  # not reached: defer() raises TaskDeferred
 
     def hold(self, stage: int) -> None:
         if self.continue_variable is None:
@@ -390,9 +439,9 @@ class SwitchTrafficOperator(BlueGreenDeployOperator):
 class RetireOperator(BlueGreenDeployOperator):
     """Remove the old colour once ``scale_down_delay`` has passed since the switch (it stays
     warm until then, so a rollback is a switch back). ``image`` is not used. ``deferrable``
-    (default: ``[operators] default_deferrable``): the wait until then runs in the triggerer,
-    holding no worker slot; the task then looks again and retires (or waits again, after a
-    switch back)."""
+    (default: ``[operators] default_deferrable``): a wait of 30 s or more until then runs in
+    the triggerer, holding no worker slot; the task then looks again and retires (or waits
+    again, after a switch back)."""
 
     def __init__(
         self,
@@ -412,6 +461,11 @@ class RetireOperator(BlueGreenDeployOperator):
         except RetireNotDue as exc:
             from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
+            left = exc.due.timestamp() - time.time()
+            if left < SHORTEST_DEFERRAL:
+                self.log.info("%s: waiting %.1fs", exc, max(0.0, left))
+                time.sleep(max(0.0, left))
+                return super().execute(context)
             self.log.info("%s: waiting in the triggerer", exc)
             self.defer(trigger=DateTimeTrigger(moment=exc.due), method_name="execute_complete")
             raise  # not reached: defer() raises TaskDeferred
