@@ -23,6 +23,7 @@ __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("continue", "abort")
 CHOICES = {"continue": "Continue", "abort": "Abort"}
+SETTLE = 10.0  # seconds a hold has waited before it is answered (see _settled)
 URL, USER, PASSWORD, TOKEN = (
     f"DOCKER_DELIVERY_AIRFLOW_{name}" for name in ("URL", "USER", "PASSWORD", "TOKEN")
 )
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     with httpx.Client(base_url=f"{base}/api/v2", timeout=30) as api:
         api.headers["Authorization"] = f"Bearer {_token(base, args)}"
         held = _waiting(api, args)
+        _settled(held, out)
         choice = CHOICES[args.command]
         hold = held["task_instance"]
         where = f"{hold['dag_id']} / {hold['dag_run_id']} / {hold['task_id']}"
@@ -120,6 +122,22 @@ def _waiting(api: Any, args: argparse.Namespace) -> dict[str, Any]:
         )
         raise UsageError(f"{len(held)} held rollouts wait ({runs}): give --dag-id and --run-id")
     return dict(held[0])
+
+
+def _settled(held: dict[str, Any], out: TextIO) -> None:
+    """Wait until the hold has waited SETTLE seconds: Airflow 3.3 fails a task answered before
+    the scheduler took in the end of the process that parked it (apache/airflow#67287)."""
+    import datetime as dt
+    import time
+
+    try:
+        since = dt.datetime.fromisoformat(str(held["created_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return
+    left = SETTLE - (dt.datetime.now(dt.timezone.utc) - since).total_seconds()
+    if left > 0:
+        print(f"the hold asked {SETTLE - left:.0f}s ago: answering in {left:.0f}s", file=out)
+        time.sleep(left)
 
 
 def _ok(response: Any, doing: str) -> None:

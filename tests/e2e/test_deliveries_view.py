@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kit.airflow_ui import ApiServer, api_server, browser
+from kit.airflow_ui import ApiServer, api_server, browser, load
 from kit.ledger_history import seed
 
 from docker_delivery.ledger import DeploymentRecord, Ledger
@@ -80,10 +80,9 @@ def page(ui: ApiServer, chromium: Any) -> Iterator[Any]:
 
 
 def test_the_view_loads_in_airflows_ui_with_its_charts(ui: ApiServer, page: Any) -> None:
-    page.goto(f"{ui.url}/plugin/deliveries")
     frame = page.frame_locator("iframe[title='Deliveries']")
     rows = frame.locator("#history tr.delivery")
-    rows.first.wait_for(timeout=60_000)
+    load(page, f"{ui.url}/plugin/deliveries", lambda: rows.first.wait_for(timeout=60_000))
     assert rows.count() == 50, "one page of history"
     assert rows.first.get_attribute("data-run-id") == RUN_ID, "the newest first"
     now_rows = frame.locator("#now tbody tr")
@@ -102,7 +101,7 @@ def test_the_view_loads_in_airflows_ui_with_its_charts(ui: ApiServer, page: Any)
 
 
 def test_a_history_row_links_to_its_dag_run(ui: ApiServer, page: Any) -> None:
-    page.goto(f"{ui.url}/docker-delivery/deliveries")
+    load(page, f"{ui.url}/docker-delivery/deliveries")
     row = page.locator(f"#history tr.delivery[data-run-id='{RUN_ID}']")
     link = row.locator("td.links a", has_text="run")
     assert link.get_attribute("href") == f"/dags/{DAG_ID}/runs/{RUN_ID}"
@@ -114,10 +113,13 @@ def test_a_history_row_links_to_its_dag_run(ui: ApiServer, page: Any) -> None:
 
 
 def test_the_dag_run_tab_shows_that_runs_delivery(ui: ApiServer, page: Any) -> None:
-    page.goto(f"{ui.url}/dags/{DAG_ID}/runs/{RUN_ID}/plugin/delivery")
     frame = page.frame_locator("iframe[title='Delivery']")
     rows = frame.locator("#history tr.delivery")
-    rows.first.wait_for(timeout=60_000)
+    load(
+        page,
+        f"{ui.url}/dags/{DAG_ID}/runs/{RUN_ID}/plugin/delivery",
+        lambda: rows.first.wait_for(timeout=60_000),
+    )
     assert rows.count() == 1
     assert rows.first.get_attribute("data-run-id") == RUN_ID
     assert "ada" in rows.first.inner_text() and "blue_green" in rows.first.inner_text()
@@ -130,7 +132,7 @@ def test_a_request_without_a_login_is_refused(ui: ApiServer, chromium: Any) -> N
         forged = httpx.get(ui.url + path, cookies={"_token": "forged"}, timeout=30)
         assert forged.status_code == 403, path
     anonymous = chromium.new_context().new_page()
-    answer = anonymous.goto(f"{ui.url}/docker-delivery/deliveries")
+    answer = load(anonymous, f"{ui.url}/docker-delivery/deliveries")
     assert answer is not None and answer.status == 401
     assert "Not authenticated" in anonymous.content()
     anonymous.context.close()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
 import yaml
 from kit.moto import ACCOUNT, REGION, clients, environment
@@ -111,6 +112,9 @@ def aws(moto: str) -> Iterator[dict[str, Any]]:
         yield {**c, "listener": listeners[0], "groups": groups}
 
 
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
+
+
 def the_example(ledger: Path) -> dict[str, Any]:
     """The example spec, less what moto cannot do (see the module)."""
     data = yaml.safe_load(EXAMPLE.read_text())
@@ -131,7 +135,8 @@ def test_the_ecs_example_delivers_to_staging_then_by_blue_green_to_production(
 ) -> None:
     from docker_delivery.templates import delivery_pipeline
 
-    dag = delivery_pipeline(the_example(tmp_path / "ledger.db"))
+    data = the_example(tmp_path / "ledger.db")
+    dag = delivery_pipeline(data)
     register(dag)
     v1, v2 = pushed(aws["ecr"], "v1"), pushed(aws["ecr"], "v2")
 
@@ -187,3 +192,25 @@ def test_the_ecs_example_delivers_to_staging_then_by_blue_green_to_production(
         ("production", "success", digest2),
     ]
     assert records[-1].previous_digest == digest1
+    # RollbackOperator on ECS: staging's previous revision serves again, and its tag follows.
+    from airflow.sdk import DAG
+
+    from docker_delivery.operators.deploy import RollbackOperator
+    from docker_delivery.templates.pipeline_spec import load_pipeline
+
+    spec = load_pipeline(data)
+    with DAG("dd_test_ecs_rollback", schedule=None, start_date=START) as undo:
+        RollbackOperator(
+            task_id="rollback",
+            service=spec.service,
+            environment="staging",
+            spec=spec.service_dict(),
+            repository=spec.repository,
+            docker_conn_id=spec.pipeline.docker_conn_id,
+        )
+    register(undo)
+    run = undo.test()
+    assert str(run.state) == "success", states(undo.dag_id, run.run_id)
+    assert tags()["staging"] == digest1 and tags()["production"] == digest2
+    sets = aws["ecs"].describe_task_sets(cluster="shop", service="shop-api-staging")["taskSets"]
+    assert [(s["externalId"], s["status"]) for s in sets] == [(digest1, "PRIMARY")]

@@ -153,3 +153,34 @@ def test_weights_and_bad_settings() -> None:
         ABTest(steps=(0, 100))
     with pytest.raises(DeploySettingsInvalid, match="max_5xx_ratio"):
         ABTest(max_5xx_ratio=1.5)
+
+
+def test_a_test_held_after_a_step_keeps_its_share_and_an_abort_goes_back_to_a(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """until_step stops with B at its share (a pipeline's hold), B keeps serving it; an abort
+    of the held test routes every client back to A and removes B, under load."""
+    from docker_delivery.strategies.abort import abort_rollout
+
+    router, kw = live_v1(bed, docker_client, demo_images, service)
+    held = ABTest(steps=(10, 100), bake_time=2, min_requests=1, poll=0.5, until_step=1)
+    v2 = release(demo_images["v2"], service)
+    with LoadGenerator(
+        router.url(LOOPBACK), rate=100, mix=SHARE_MIX, cookies=False, max_duration=120
+    ) as load:
+        result = ab_deploy(docker_client, v2, held, **kw)
+        load.mark("held")
+        time.sleep(3)
+        load.mark("abort")
+        aborted = abort_rollout(docker_client, v2, held, target="engine", **kw)
+        load.mark("aborted")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary(), aborted.as_dict())
+    assert not result.promoted and "test held at step 1/2" in result.steps[-1]
+    assert report.failed == 0, report.failures
+    assert {"v1", "v2"} <= set(report.by_phase["held"])  # B kept its share while held
+    assert set(report.by_phase["aborted"]) - {"total", "failed"} == {"v1"}
+    assert aborted.kind == "ab" and aborted.serving == demo_images["v1"].split("@")[1]
+    running = list_running(docker_client, service, "test", 8080)
+    assert {r.digest for r in running} == {aborted.serving} and len(running) == 3

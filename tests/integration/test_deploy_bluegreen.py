@@ -188,3 +188,33 @@ def test_minimum_in_service_after_blue_green_replaces_the_serving_colour_in_plac
     again = deploy_idle(docker_client, release(demo_images["v1"], service), settings, **kw)
     assert again.steps == ["already live"]
     assert releases_at(router.preview(LOOPBACK)) == {"v1"}
+
+
+def test_a_preview_held_for_a_decision_and_aborted_leaves_the_live_colour_alone(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """A human's Abort before the switch: the new colour is drained and removed, the live
+    release serves as before, under load with no request lost; too late after the switch."""
+    from docker_delivery.strategies.abort import AbortImpossible, abort_rollout
+
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    deploy(docker_client, release(demo_images["v1"], service), MinimumInService(3, 2), **kw)
+    settings = BlueGreen(hold_before_switch=True, scale_down_delay=0, post_switch_check=0)
+    v2 = release(demo_images["v2"], service)
+    deploy_idle(docker_client, v2, settings, **kw)
+    assert releases_at(router.preview(LOOPBACK)) == {"v2"}
+    with LoadGenerator(router.url(LOOPBACK), rate=120, max_duration=120) as load:
+        aborted = abort_rollout(docker_client, v2, settings, target="engine", **kw)
+        time.sleep(1.5)
+    print(load.report.summary(), aborted.as_dict())
+    assert load.report.failed == 0, load.report.failures
+    assert set(load.report.by_release) == {"v1"}
+    assert aborted.kind == "blue_green" and aborted.serving == demo_images["v1"].split("@")[1]
+    running = list_running(docker_client, service, "test", 8080)
+    assert {r.digest for r in running} == {aborted.serving} and len(running) == 3
+    assert abort_rollout(docker_client, v2, settings, target="engine", **kw).kind == "nothing"
+    deploy_idle(docker_client, v2, settings, **kw)
+    switch_traffic(docker_client, v2, settings, **kw)
+    with pytest.raises(AbortImpossible, match="too late to abort: roll back instead"):
+        abort_rollout(docker_client, v2, settings, target="engine", **kw)

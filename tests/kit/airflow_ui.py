@@ -133,3 +133,29 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+def load(page: Any, url: str, ready: Any = None, *, attempts: int = 3) -> Any:
+    """``page.goto(url)``, then ``ready()`` (waits for what the test needs), again when chromium
+    dropped a request with ERR_NETWORK_CHANGED: a container another test starts on this machine
+    adds a network interface, and chromium fails the requests in flight (the page's, or its
+    frame's). Returns the navigation's response."""
+    from playwright.sync_api import Error
+
+    dropped: list[str] = []
+    page.on("requestfailed", lambda request: dropped.append(str(request.failure)))
+    for attempt in range(1, attempts + 1):
+        dropped.clear()
+        try:
+            answer = page.goto(url)
+            if ready is not None:
+                ready()
+            return answer
+        except Error as exc:
+            changed = "ERR_NETWORK_CHANGED" in str(exc) or any(
+                "ERR_NETWORK_CHANGED" in d for d in dropped
+            )
+            if not changed or attempt == attempts:
+                raise
+            print(f"{url}: the network changed under chromium (try {attempt}); loading again")
+    return None

@@ -641,3 +641,19 @@ def test_the_shell_completes_commands_options_and_spec_files(tmp_path: Path) -> 
     assert "--period" in complete("docker-delivery metrics --p")
     words = complete("docker-delivery validate ")
     assert "web.yaml" in words and "notes.txt" not in words
+
+
+def test_continue_and_abort_say_what_they_need_before_calling_airflow(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the API server's address, or without a login, they stop at once (exit 2) saying
+    what to set; a password is never taken from the command line."""
+    for name in ("URL", "USER", "PASSWORD", "TOKEN"):
+        monkeypatch.delenv(f"DOCKER_DELIVERY_AIRFLOW_{name}", raising=False)
+    assert main(["continue", "web", "staging"], out=io.StringIO()) == 2
+    assert "give --airflow-url (or set DOCKER_DELIVERY_AIRFLOW_URL)" in capsys.readouterr().err
+    url = ["--airflow-url", "http://127.0.0.1:9"]
+    assert main(["abort", "web", "staging", *url, "--user", "ada"], out=io.StringIO()) == 2
+    assert "the password in DOCKER_DELIVERY_AIRFLOW_PASSWORD" in capsys.readouterr().err
+    refused = main(["abort", "web", "staging", *url, "--password", "s3cret"], out=io.StringIO())
+    assert refused == 2 and "unrecognized arguments: --password" in capsys.readouterr().err

@@ -542,6 +542,22 @@ class RollbackOperator(_DeployOperator):
 
         return roll_back(ctx)
 
+    def execute_on_ecs(self, spec: ServiceSpec, context: Context) -> dict[str, Any]:
+        """The rollback on ECS, then (with ``repository``) the environment tag back to the
+        release ECS serves again."""
+        out = super().execute_on_ecs(spec, context)
+        if self.repository and not self.plan_only:
+            from docker_delivery.hooks.registry import RegistryHook
+            from docker_delivery.images.promotion import promote
+            from docker_delivery.images.ref import ImageRef
+
+            serving = str(out.get("to_digest") or out["digest"])  # rolled back, or switched back
+            image = ImageRef.parse(str(self.repository)).with_digest(serving)
+            with RegistryHook(self.docker_conn_id).get_client(image.registry) as registry:
+                moved = promote(registry, image, self.environment, log=self.log.info)
+            out["tag"] = moved.as_dict()
+        return out
+
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.rollback import roll_back
 
