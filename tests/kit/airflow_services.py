@@ -33,7 +33,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
-from kit.airflow_ui import ApiServer
+from kit.airflow_ui import ApiServer, outside_environ
 from kit.loadgen import free_port
 from kit.postgres import psql
 
@@ -107,27 +107,25 @@ class Airflow:
     ) -> str:
         """Until the task instance is in one of ``states``: that state. Fails at once when it
         ends in another state."""
-        deadline = time.monotonic() + timeout
-        while (state := self.task_state(dag_id, run_id, task_id)) not in states:
-            assert state not in TASK_DONE, f"{task_id} ended {state}, not in {sorted(states)}"
-            self._alive()
-            assert time.monotonic() < deadline, (
-                f"{task_id} is still {state} after {timeout} s, not in {sorted(states)}"
-            )
-            time.sleep(0.5)
-        return str(state)
+        return self._wait(
+            task_id, lambda: self.task_state(dag_id, run_id, task_id), states, TASK_DONE, timeout
+        )
 
     def wait_run(self, dag_id: str, run_id: str, states: set[str], timeout: float = 120) -> str:
         """Until the DAG run is in one of ``states``: that state. Fails at once when it ends in
         another state."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}"
+        return self._wait(
+            run_id, lambda: self.call("GET", path)["state"], states, RUN_DONE, timeout
+        )
+
+    def _wait(self, what: str, read: Any, states: set[str], done: set[str], timeout: float) -> str:
         deadline = time.monotonic() + timeout
-        while (state := self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) not in (
-            states
-        ):
-            assert state not in RUN_DONE, f"{run_id} ended {state}, not in {sorted(states)}"
+        while (state := read()) not in states:
+            assert state not in done, f"{what} ended {state}, not in {sorted(states)}"
             self._alive()
             assert time.monotonic() < deadline, (
-                f"{run_id} is still {state} after {timeout} s, not in {sorted(states)}"
+                f"{what} is still {state} after {timeout} s, not in {sorted(states)}"
             )
             time.sleep(0.5)
         return str(state)
@@ -218,11 +216,7 @@ def services_env(
 ) -> dict[str, str]:
     """The environment of every service: this process's, less its Airflow settings and
     connections, and the settings of these services."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))
-    } | {
+    env = outside_environ() | {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),

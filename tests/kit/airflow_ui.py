@@ -57,6 +57,16 @@ class ApiServer:
         return run.stdout
 
 
+def outside_environ() -> dict[str, str]:
+    """This process's environment less its Airflow settings and connections: what Airflow
+    processes of their own start from (the tests' metadata database is not theirs)."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))
+    }
+
+
 @contextmanager
 def api_server(
     home: Path, *, ledger: str, dags: Path | None = None, role: str = "viewer"
@@ -68,11 +78,7 @@ def api_server(
     dags.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     (home / "passwords.json").write_text(f'{{"ada": "{password}"}}')
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))
-    } | {
+    env = outside_environ() | {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
