@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from kit.loadgen import free_port
+from kit.pipeline import pipeline_dag_file
 from kit.postgres import psql
 from kit.remote import bed_connections
 
@@ -119,13 +119,7 @@ def write_dags(folder: Path, bed: Any, images: dict[str, str], service: str, por
             ],
         },
     }
-    (folder / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (folder / "stack_delivery.py").write_text(  # "airflow" and "dag" in it: Airflow's safe mode
-        f'"""Airflow DAG {DAG_ID}: its pipeline spec is pipeline.yaml."""\n\n'
-        "from pathlib import Path\n\n"
-        "from docker_delivery.templates import delivery_pipeline\n\n"
-        'dag = delivery_pipeline(Path(__file__).parent / "pipeline.yaml")\n'
-    )
+    pipeline_dag_file(folder, "pipeline", spec)
     for path in [folder, *folder.rglob("*")]:  # the services run as uid 50000
         path.chmod(0o755 if path.is_dir() else 0o644)
 

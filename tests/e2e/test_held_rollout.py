@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kit.airflow_services import airflow_services, fresh_database
-from kit.pipeline import one_stage_pipeline
+from kit.pipeline import one_stage_pipeline, pipeline_dag_file
 from kit.remote import SWARM_CONN_ID, bed_connections
 
 from docker_delivery.images.ref import ImageRef
@@ -66,15 +65,7 @@ def test_a_rolling_deployment_held_after_its_first_stage_is_continued_then_abort
     ledger = tmp_path / "ledger.db"
     data = held_pipeline(bed, service, ledger)
     port = data["environments"][ENV]["router"]["port"]
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "held.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (dags / "held_delivery.py").write_text(  # "airflow" and "dag" in it: Airflow's safe mode
-        '"""Airflow DAG: a held rollout (held.yaml)."""\n\n'
-        "from pathlib import Path\n\n"
-        "from docker_delivery.templates import delivery_pipeline\n\n"
-        'dag = delivery_pipeline(Path(__file__).parent / "held.yaml")\n'
-    )
+    dags = pipeline_dag_file(tmp_path / "dags", "held", data).parent
     dag_id = data["pipeline"]["dag_id"]
     v1, v2 = ImageRef.parse(demo_images["v1"]), ImageRef.parse(demo_images["v2"])
     home, connections = tmp_path / "home", bed_connections(bed)  # the Swarm manager's, node 2's

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
 from kit.deploy import CHECK, LOOPBACK, release, router_settings
 from kit.loadgen import LoadGenerator
+from kit.remote import SWARM_CONN_ID
 
 from docker_delivery.strategies.ab import (
     ABTest,
@@ -17,6 +20,7 @@ from docker_delivery.strategies.ab import (
     split_weights,
     weight_order,
 )
+from docker_delivery.strategies.ab_analysis import BakeReport
 from docker_delivery.strategies.base import DeploySettingsInvalid
 from docker_delivery.strategies.bluegreen import list_running
 from docker_delivery.strategies.deploy import deploy
@@ -184,3 +188,98 @@ def test_a_test_held_after_a_step_keeps_its_share_and_an_abort_goes_back_to_a(
     assert aborted.kind == "ab" and aborted.serving == demo_images["v1"].split("@")[1]
     running = list_running(docker_client, service, "test", 8080)
     assert {r.digest for r in running} == {aborted.serving} and len(running) == 3
+
+
+def bake_in_trigger(service: str, settings: ABTest, bake: dict[str, Any]) -> dict[str, Any]:
+    """The step's bake as Airflow's triggerer runs it: ABBakeTrigger's first event. The trigger
+    finds the service's router through the engine's connection, as in the triggerer."""
+    from docker_delivery.triggers.ab import ABBakeTrigger
+
+    trigger = ABBakeTrigger(service, "test", settings, bake, engine_conn_id=SWARM_CONN_ID)
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first())
+
+
+def test_steps_baked_in_the_triggerer_promote_b_and_drop_no_request(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """The runner stops once a step's weights are set, keeping the deployment lock; the trigger
+    bakes the step; the runner carries on from its report: the next step, then the promotion."""
+    router, kw = live_v1(bed, docker_client, demo_images, service)
+    settings = ABTest(steps=(50, 100), bake_time=3, min_requests=5, poll=0.5)
+    v2 = release(demo_images["v2"], service)
+    reports = []
+    with LoadGenerator(
+        router.url(LOOPBACK), rate=60, mix=SHARE_MIX, cookies=False, max_duration=120
+    ) as load:
+        result = ab_deploy(docker_client, v2, settings, bake_elsewhere=True, **kw)
+        while result.bake is not None:
+            lock = docker_client.containers.get(f"dd-lock-{service}-test")
+            assert lock.labels["io.docker-delivery.lock-owner"] == "test"  # kept while baking
+            load.mark(f"baking step {result.bake['number']}")
+            reports.append(bake_in_trigger(service, settings, result.bake))
+            baked = BakeReport.from_dict(reports[-1])
+            result = ab_deploy(docker_client, v2, settings, bake_elsewhere=True, baked=baked, **kw)
+        load.mark("promoted")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary(), [r["figures"] for r in reports])
+    assert [(r["verdict"], r["bake"]["weight"]) for r in reports] == [
+        ("passed", 50),
+        ("passed", 100),
+    ]
+    assert all(r["figures"]["b_requests"] >= 5 for r in reports)
+    assert result.promoted and len(result.figures) == 1  # this last try's step
+    assert report.failed == 0, report.failures
+    assert {"v1", "v2"} <= set(report.by_phase["baking step 1"])
+    assert set(report.by_phase["promoted"]) - {"total", "failed"} == {"v2"}
+    assert not docker_client.containers.list(all=True, filters={"name": f"dd-lock-{service}-"})
+
+
+def test_a_faulty_variant_baked_in_the_triggerer_is_sent_back_to_a_by_the_trigger(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """On a breach the trigger routes every client back to A at once; the task, resumed seconds
+    later, finds A serving and removes B: only the requests B took before the cut failed."""
+    router, kw = live_v1(bed, docker_client, demo_images, service)
+    settings = ABTest(steps=(5, 50, 100), bake_time=20, poll=0.5)
+    bad = release(demo_images["v2"], service, ERROR_RATE="0.2")
+    with LoadGenerator(
+        router.url(LOOPBACK), rate=120, mix=SHARE_MIX, cookies=False, max_duration=120
+    ) as load:
+        handed = ab_deploy(docker_client, bad, settings, bake_elsewhere=True, **kw)
+        load.mark("baking")
+        assert handed.bake is not None and handed.bake["weight"] == 5
+        event = bake_in_trigger(service, settings, handed.bake)
+        load.mark("sent back")  # the trigger routed public to A's home group
+        time.sleep(3)  # the scheduler takes seconds to resume the task: B serves nobody meanwhile
+        load.mark("resumed")
+        with pytest.raises(ABTestAborted, match="error ratio"):
+            ab_deploy(docker_client, bad, settings, baked=BakeReport.from_dict(event), **kw)
+        load.mark("aborted")
+        time.sleep(1.5)
+    report = load.report
+    figures = event["figures"]
+    baking = report.by_phase["baking"]
+    expected = 0.05 * 0.2 * baking["total"]
+    print(report.summary())
+    print(
+        f"step 5% baked in the trigger: {baking['total']} requests until the cut, "
+        f"{baking['failed']} failed at the clients; weight x fault rate x requests = "
+        f"{expected:.1f}; router figures {figures}"
+    )
+    assert event["verdict"] == "failed" and figures["seconds"] < settings.bake_time
+    assert figures["b_5xx"] >= 1 and figures["b_requests"] >= settings.min_requests
+    for phase in ("sent back", "resumed", "aborted"):
+        after = report.by_phase[phase]
+        assert after["failed"] == 0 and set(after) - {"total", "failed"} == {"v1"}, (phase, after)
+    assert report.failed - baking["failed"] <= 1, report.by_phase  # one sent at the cut's instant
+    assert baking["failed"] <= 3 * expected + 5
+    running = list_running(docker_client, service, "test", 8080)
+    assert {r.digest for r in running} == {demo_images["v1"].split("@")[1]} and len(running) == 3
+    assert not docker_client.containers.list(all=True, filters={"name": f"dd-lock-{service}-"})

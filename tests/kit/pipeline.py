@@ -145,3 +145,24 @@ def one_stage_pipeline(
             ],
         },
     }
+
+
+def pipeline_dag_file(folder: Any, name: str, data: dict[str, Any]) -> Any:
+    """``data`` written as ``<name>.yaml`` in ``folder`` (made if missing), beside a DAG file
+    ``<name>_delivery.py`` that builds it with ``delivery_pipeline``, as a user's DAG folder
+    holds them ("airflow" and "dag" in its text: Airflow's safe mode reads it). The DAG file."""
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    dag = folder / f"{name}_delivery.py"
+    dag.write_text(
+        f'"""Airflow DAG of the pipeline spec {name}.yaml."""\n\n'
+        "from pathlib import Path\n\n"
+        "from docker_delivery.templates import delivery_pipeline\n\n"
+        f'dag = delivery_pipeline(Path(__file__).parent / "{name}.yaml")\n'
+    )
+    return dag

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kit.pipeline import pipeline_dag_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -108,14 +109,7 @@ def migrating_dag() -> Path:
     data = yaml.safe_load((DAGS / "pipelines" / "min_in_service.yaml").read_text())
     data["pipeline"]["build"]["context"] = str(DAGS / "demo_app")
     data["pipeline"]["migrations"] = {"database_conn_id": "demo_db"}
-    (folder / "migrating.yaml").write_text(yaml.safe_dump(data))
-    dag = folder / "deliver_migrating.py"
-    dag.write_text(
-        '"""Airflow DAG of a pipeline that migrates."""\n'
-        "from pathlib import Path\n"
-        "from docker_delivery.templates import delivery_pipeline\n"
-        'dag = delivery_pipeline(Path(__file__).parent / "migrating.yaml")\n'
-    )
+    dag = pipeline_dag_file(folder, "migrating", data)
     return dag
 
 

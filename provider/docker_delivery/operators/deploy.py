@@ -193,6 +193,8 @@ class _DeployOperator(BaseOperator):
                 self.image,
                 resolve_secret=lambda ref: read_secret(ref, aws_conn_id=self.aws_conn_id),
             )
+        from docker_delivery.targets.base import Release
+
         return Release.of(
             self.service,
             self.environment,
@@ -493,20 +495,77 @@ class ABDeployOperator(_DeployOperator):
     """A/B test: variant B (``image``) takes ``steps`` percent of new clients (sticky by cookie),
     pre-warmed ahead of each step; each step bakes ``bake_time`` s while the router's own
     counters are analysed (5xx ratio, response time); a bad step aborts back to A by itself;
-    100 % promotes B and retires A (:class:`~docker_delivery.strategies.settings.ABTest`)."""
+    100 % promotes B and retires A (:class:`~docker_delivery.strategies.settings.ABTest`).
+
+    ``deferrable`` (default: ``[operators] default_deferrable``): a bake of 30 s or more runs
+    in the triggerer (:class:`~docker_delivery.triggers.ab.ABBakeTrigger`), holding no worker
+    slot; the task sets a step's weights, defers, and resumes with the verdict: the next step,
+    or, on a breach, the abort (the trigger has already routed every client back to A). The
+    deployment lock stays this task's while it bakes. The result tells every step, as one
+    try's would."""
 
     settings_model = ABTest
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self._baked: Any = None  # resumed: the BakeReport of the step baked in the triggerer
 
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.ab import ab_deploy
 
+        settings = self.settings_of(spec, ABTest)
         return ab_deploy(
             client,
             self.release(spec),
-            self.settings_of(spec, ABTest),
+            settings,
             dry_run=self.plan_only,
+            bake_elsewhere=self.deferrable and settings.bake_time >= SHORTEST_DEFERRAL,
+            baked=self._baked,
             **self.wiring(spec, context),
         )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self.execute_baked(context, None, so_far={"started": time.time()})
+
+    def execute_baked(
+        self, context: Context, event: Any = None, *, so_far: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Carry on from the bake that ended (``event``) and defer for the next one, if any;
+        ``so_far``: what the tries before did (steps, figures), and since when."""
+        from docker_delivery.strategies.ab_analysis import BakeReport
+
+        self._baked = None if event is None else BakeReport.from_dict(event)
+        out = super().execute(context)
+        out["steps"] = [*so_far.get("steps", []), *out.get("steps", [])]
+        out["figures"] = [*so_far.get("figures", []), *out.get("figures", [])]
+        out["duration_s"] = round(time.time() - so_far["started"], 3)
+        bake = out.pop("bake", None)
+        if bake is None:
+            return out
+        from docker_delivery.triggers.ab import ABBakeTrigger
+
+        spec = self.environment_spec()
+        local = self.router_settings(spec) is not None
+        self.defer(
+            trigger=ABBakeTrigger(
+                self.service,
+                self.environment,
+                self.settings_of(spec, ABTest),
+                bake,
+                docker_url=self.docker_url,
+                engine_conn_id=self.engine(spec),
+                haproxy_conn_id=None if local else self.haproxy_conn_id or "haproxy_default",
+            ),
+            method_name="execute_baked",
+            kwargs={"so_far": {**so_far, "steps": out["steps"], "figures": out["figures"]}},
+        )
+        return out  # not reached: defer() raises TaskDeferred
 
 
 class RollbackOperator(_DeployOperator):

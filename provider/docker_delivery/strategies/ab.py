@@ -23,7 +23,10 @@ Variant A is what serves now: the instances ready in the live group (its *home*,
    goes back to A's home group (A never left it), B's servers are put in maintenance, their
    in-flight requests are waited for, B's containers are removed, and :class:`ABTestAborted`
    carries the figures. Too few requests by the end of the bake: the step waits for them up to
-   ``max_bake_time``, then aborts as inconclusive.
+   ``max_bake_time``, then aborts as inconclusive. The bake may be run elsewhere
+   (``bake_elsewhere``: Airflow's triggerer): the runner stops once the step's weights are set,
+   handing over its :class:`~docker_delivery.strategies.ab_analysis.StepBake`, and is called again
+   with the verdict (``baked``); the judging is the same function (``ab_analysis.judge``).
 4. At 100 %: promotion. A's servers leave the home group (not routed now), B's instances take
    their slots there (B's instance ``k`` in slot ``k``), HAProxy must see them up, ``public`` is
    routed back to the home group, the ``ab`` backend is emptied (in-flight requests waited for)
@@ -40,15 +43,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from docker_delivery.errors import ABTestAborted as ABTestAborted
 from docker_delivery.errors import DeliveryError
 from docker_delivery.health import HealthCheck
-from docker_delivery.routing.haproxy import BackendStats, HaproxyRouter, ServerState
+from docker_delivery.routing.haproxy import HaproxyRouter
 from docker_delivery.routing.service import AB, COLOURS, LIVE, PUBLIC, RouterSettings
+from docker_delivery.strategies.ab_analysis import BakeReport, StepBake, judge
 from docker_delivery.strategies.base import (
     DeployAborted,
     DeployResult,
@@ -128,6 +132,7 @@ class ABResult(DeployResult):
     home: str = ""
     promoted: bool = False
     figures: list[dict[str, Any]] = field(default_factory=list)
+    bake: dict[str, Any] | None = None  # a step left to bake elsewhere (StepBake.as_dict)
 
 
 @dataclass(frozen=True)
@@ -212,13 +217,30 @@ class ABDeployment:
     # -- the test ---------------------------------------------------------------------------
 
     def run(
-        self, release: Release, settings: ABTest, *, on_step: StepCallback | None = None
+        self,
+        release: Release,
+        settings: ABTest,
+        *,
+        on_step: StepCallback | None = None,
+        bake_elsewhere: bool = False,
+        baked: BakeReport | None = None,
     ) -> ABResult:
+        """The test, from where it stands. ``bake_elsewhere``: stop once a step's weights are
+        set, its analysis in ``result.bake`` (someone else bakes it: the triggerer); ``baked``:
+        how that bake ended, to carry on from (the next step, or the abort)."""
         started_at = time.monotonic()
         self._on_step, self._current = on_step, None
         w = self._w
         service, environment = release.service, release.environment
+        if baked is not None and baked.verdict != "passed":
+            self._bake_failed(release, settings, baked)
         state = w.state(service, environment)
+        if baked is not None and state.public != AB:
+            raise DeployAborted(
+                f"{service}/{environment}: step {baked.bake.number} of the A/B test passed its "
+                f"bake, but public routes to {state.public} now, not ab: the test was ended "
+                "meanwhile; nothing was changed"
+            )
         sides = self._sides(state, release)
         result = ABResult(service, environment, release.digest, home=sides.home)
         result.previous_digests = sorted({r.digest for r in sides.a})
@@ -251,21 +273,30 @@ class ABDeployment:
             else:
                 done = self._share(state, sides)
                 self._log(f"A/B test under way: B has {done:.0f}% of the weights; carrying on")
+            passed = 0
+            if baked is not None:  # the step baked elsewhere passed: on to the next
+                passed = baked.bake.number
+                self._current = StepEvent(passed, baked.bake.weight, "start")
+                if self._passed(result, settings, baked.figures):
+                    result.duration_s = time.monotonic() - started_at
+                    return result
             for number, weight in enumerate(settings.steps, start=1):
-                if weight + 0.5 < done:
+                if number <= passed or weight + 0.5 < done:
                     continue
                 line = f"step {number}/{len(settings.steps)}: {weight}% to B"
                 self._log(line)
                 result.steps.append(line)
-                figures = self._step(b_release, settings, sides.home, number, weight, total)
-                result.figures.append(figures)
-                if number == settings.until_step:
-                    line = (
-                        f"test held at step {number}/{len(settings.steps)} (until_step): B keeps "
-                        f"{weight}% of new clients; run again to go on"
-                    )
+                figures = self._step(
+                    b_release, settings, sides.home, number, weight, total, bake_elsewhere
+                )
+                if isinstance(figures, StepBake):
+                    line = f"step {number} ({weight}%): bake of {settings.bake_time:g}s handed over"
                     self._log(line)
                     result.steps.append(line)
+                    result.bake = figures.as_dict()
+                    result.duration_s = time.monotonic() - started_at
+                    return result
+                if self._passed(result, settings, figures):
                     result.duration_s = time.monotonic() - started_at
                     return result
         self._promote(release, settings, sides.home, total)
@@ -305,7 +336,10 @@ class ABDeployment:
         number: int,
         weight: int,
         total: int,
-    ) -> dict[str, Any]:
+        bake_elsewhere: bool = False,
+    ) -> dict[str, Any] | StepBake:
+        """B scaled for the step, the weights set, then the step's bake: its figures, or its
+        :class:`StepBake` to run elsewhere (``bake_elsewhere``). A failed bake aborts (raises)."""
         w = self._w
         count = settings.b_count(total, weight)
         state = w.state(release.service, release.environment)
@@ -326,15 +360,58 @@ class ABDeployment:
             f"weights: A {a_w} x {len(a_servers)}, B {b_w} x {len(b_servers)} ({weight}% to B)"
         )
         self._event(number, weight, "start")
-        figures = self._bake(settings, number, weight, a_servers, b_servers)
+        bake = StepBake.start(
+            number,
+            weight,
+            home,
+            [s.slot for s in a_servers],
+            [s.slot for s in b_servers],
+            w.router.stats(AB),
+        )
+        if bake_elsewhere:
+            return bake
+        figures = self._bake(settings, bake)
         if figures.get("failed"):
             self._abort(release, settings, home, str(figures["failed"]), figures)
+        return figures
+
+    def _passed(self, result: ABResult, settings: ABTest, figures: Mapping[str, Any]) -> bool:
+        """Log a passed step and keep its figures; True when the test stops after it
+        (``until_step``)."""
+        number, weight = figures["step"], figures["weight"]
         self._log(
             f"step {number} ({weight}%) passed: B {figures['b_requests']} requests, "
             f"{figures['b_5xx']} 5xx, rtime {figures['b_rtime_ms']} ms; A "
             f"{figures['a_requests']} requests, {figures['a_5xx']} 5xx"
         )
-        return figures
+        result.figures.append(dict(figures))
+        if number != settings.until_step:
+            return False
+        line = (
+            f"test held at step {number}/{len(settings.steps)} (until_step): B keeps "
+            f"{weight}% of new clients; run again to go on"
+        )
+        self._log(line)
+        result.steps.append(line)
+        return True
+
+    def _bake_failed(self, release: Release, settings: ABTest, report: BakeReport) -> None:
+        """A bake run elsewhere did not pass: the abort (``public`` already back to A), or a
+        clear error; raises."""
+        where = f"{release.service}/{release.environment}"
+        number = report.bake.number
+        if report.verdict == "failed":
+            why = str(report.figures.get("failed") or report.message)
+            self._abort(release, settings, report.bake.home, why, report.figures)
+        if report.verdict == "ended":
+            raise DeployAborted(
+                f"{where}: the A/B test was ended during the bake of step {number}: "
+                f"{report.message}"
+            )
+        raise DeployAborted(
+            f"{where}: the bake of step {number} could not read the router: {report.message}. "
+            "B keeps its share: run the task again to bake the step again, or abort the test"
+        )
 
     def _scale_b(
         self, state: ServiceState, release: Release, settings: ABTest, count: int, total: int
@@ -368,62 +445,13 @@ class ABDeployment:
             f"B: {len(serving) + len(fresh)} instance(s) ready in ab (weight 0 until the step)"
         )
 
-    def _bake(
-        self,
-        settings: ABTest,
-        number: int,
-        weight: int,
-        a_servers: Sequence[ServerState],
-        b_servers: Sequence[ServerState],
-    ) -> dict[str, Any]:
-        """The step's analysis; figures with ``failed`` set to the reason when it fails."""
-        w = self._w
-        base = w.router.stats(AB)
-        started = time.monotonic()
-        a_slots = [s.slot for s in a_servers]
-        b_slots = [s.slot for s in b_servers]
+    def _bake(self, settings: ABTest, bake: StepBake) -> dict[str, Any]:
+        """The step's analysis here: the router's counters every ``poll`` seconds, judged; the
+        figures once judged (``failed`` set to the reason when it fails)."""
         while True:
             time.sleep(min(settings.poll, max(0.0, settings.bake_time)) or settings.poll)
-            now = w.router.stats(AB)
-            elapsed = time.monotonic() - started
-            b = _delta(base, now, b_slots)
-            a = _delta(base, now, a_slots)
-            figures: dict[str, Any] = {
-                "step": number,
-                "weight": weight,
-                "seconds": round(elapsed, 2),
-                **{f"b_{k}": v for k, v in b.items()},
-                **{f"a_{k}": v for k, v in a.items()},
-                "max_5xx_ratio": settings.max_5xx_ratio,
-                "max_response_ms": settings.max_response_ms,
-                "failed": None,
-            }
-            if b["requests"] >= settings.min_requests:
-                if b["5xx_ratio"] > settings.max_5xx_ratio:
-                    figures["failed"] = (
-                        f"B's error ratio {b['5xx_ratio']:.1%} ({b['5xx']} of {b['requests']} "
-                        f"requests: 5xx or no answer) > {settings.max_5xx_ratio:.1%} at step "
-                        f"{number} ({weight}%), after {elapsed:.1f}s; A: {a['5xx']} of "
-                        f"{a['requests']} ({a['5xx_ratio']:.1%})"
-                    )
-                    return figures
-                if (
-                    settings.max_response_ms is not None
-                    and b["rtime_ms"] > settings.max_response_ms
-                ):
-                    figures["failed"] = (
-                        f"B's response time {b['rtime_ms']} ms > {settings.max_response_ms:g} ms "
-                        f"at step {number} ({weight}%), after {elapsed:.1f}s; A: "
-                        f"{a['rtime_ms']} ms"
-                    )
-                    return figures
-                if elapsed >= settings.bake_time:
-                    return figures
-            elif elapsed >= settings.longest_bake:
-                figures["failed"] = (
-                    f"inconclusive: B served {b['requests']} requests in {elapsed:.0f}s at step "
-                    f"{number} ({weight}%), fewer than min_requests ({settings.min_requests})"
-                )
+            figures = judge(settings, bake, self._w.router.stats(AB))
+            if figures["verdict"] is not None:
                 return figures
 
     def _abort(
@@ -518,34 +546,6 @@ def routed_public(w: Wiring) -> str:
     return w.router.routes().get(PUBLIC) or LIVE
 
 
-def _delta(base: BackendStats, now: BackendStats, slots: Sequence[int]) -> dict[str, Any]:
-    """Counters of ``slots`` since ``base``: requests, 5xx (with connect and response errors),
-    their ratio, and HAProxy's response time (ms, averaged over the servers by requests)."""
-    before = {s.slot: s for s in base.servers}
-    requests = errors = 0
-    rtime_sum = 0.0
-    for server in now.servers:
-        if server.slot not in slots:
-            continue
-        old = before.get(server.slot)
-        d_req = server.requests - (old.requests if old else 0)
-        d_err = (
-            server.hrsp_5xx
-            + server.connect_errors
-            + server.response_errors
-            - (old.hrsp_5xx + old.connect_errors + old.response_errors if old else 0)
-        )
-        requests += max(0, d_req)
-        errors += max(0, d_err)
-        rtime_sum += server.rtime_ms * max(0, d_req)
-    return {
-        "requests": requests,
-        "5xx": errors,
-        "5xx_ratio": round(errors / requests, 4) if requests else 0.0,
-        "rtime_ms": round(rtime_sum / requests) if requests else 0,
-    }
-
-
 def ab_deploy(
     client: docker.DockerClient,
     release: Release,
@@ -558,9 +558,15 @@ def ab_deploy(
     on_step: StepCallback | None = None,
     lock_wait: float = 0.0,
     dry_run: bool = False,
+    bake_elsewhere: bool = False,
+    baked: BakeReport | None = None,
     log: Log = print,
 ) -> ABResult:
-    """An A/B test of ``release`` against what is live, promoted at 100 % (ABDeployOperator)."""
+    """An A/B test of ``release`` against what is live, promoted at 100 % (ABDeployOperator).
+
+    ``bake_elsewhere``: return once a step's weights are set, its analysis in ``result.bake``,
+    the deployment lock kept (it stays this owner's while someone else bakes: no other delivery
+    comes between); call again with ``baked`` (the :class:`BakeReport`) to carry on."""
     if check.port != release.port:
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
@@ -584,5 +590,10 @@ def ab_deploy(
             log(line)
         return ABResult(release.service, release.environment, release.digest)
     image = str(release.image)
-    with locked(client, release.service, release.environment, owner, image, lock_wait, log):
-        return runner().run(release, settings, on_step=on_step)
+    with locked(client, release.service, release.environment, owner, image, lock_wait, log) as lock:
+        result = runner().run(
+            release, settings, on_step=on_step, bake_elsewhere=bake_elsewhere, baked=baked
+        )
+        if result.bake is not None:
+            lock.keep()
+        return result

@@ -63,6 +63,7 @@ class ContainerLock:
         self._log = log
         self._poll = poll
         self._labels = dict(labels or {})
+        self._kept = False
 
     # what the lock guards: messages and the error (overridden)
     def taken_message(self) -> str:
@@ -160,6 +161,11 @@ class ContainerLock:
             return None
         return labels.get(LABEL_OWNER, "?"), labels.get(LABEL_SINCE, "?")
 
+    def keep(self) -> None:
+        """Leave the lock taken when this holder lets it go: the work goes on elsewhere (a
+        trigger) and comes back as the same owner, who takes it over."""
+        self._kept = True
+
     def release(self) -> None:
         import docker.errors
 
@@ -169,6 +175,9 @@ class ContainerLock:
                 _HELD[self._key()] = depth
                 return
             _HELD.pop(self._key(), None)
+        if self._kept:
+            self._log(f"lock {self.name} kept for {self._owner}: the work goes on elsewhere")
+            return
         holder = self._holder()
         if holder is None or holder[0] != self._owner:
             return
