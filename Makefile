@@ -18,7 +18,7 @@ demo: venv bed airflow-db
 # and lose "requests not sent" to CPU starvation, not to a deployment), each test
 # file on one worker, each worker with its own Airflow metadata database (tests/conftest.py).
 test: venv bed airflow-db lint
-	$(BIN)/pytest -n 3 --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	$(BIN)/ruff check provider tests dags scripts

@@ -72,6 +72,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "docker_delivery.triggers.ab",
                     "docker_delivery.triggers.health",
+                    "docker_delivery.triggers.post_switch",
                     "docker_delivery.triggers.rollout",
                 ],
             }

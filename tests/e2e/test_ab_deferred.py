@@ -6,12 +6,15 @@ with ``[operators] default_deferrable`` on, as the compose stack runs. The pipel
 deploys v1 (minimum in-service); the second, under load, chooses the A/B test for v2 (steps 50 and
 100 %, 30 s bakes): each step's weights are set by the task, which defers; the bake runs in the
 triggerer (ABBakeTrigger) while no task runs and no worker slot is taken; the task resumes with
-the verdict, the last one promotes B. No request fails.
+the verdict, the last one promotes B. No request fails. The third run goes back to v1 by
+blue/green with a 40 s post-switch check: 10 s watched by the switch task, the rest in the
+triggerer (PostSwitchCheckTrigger).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 SERVICE_PREFIX = "ddbake"
 ENV = "staging"
 DEPLOY = f"{ENV}.deploy_ab"
+SWITCH = f"{ENV}.switch"
 MIX = {"get": 0.6, "get_new_conn": 0.2, "post": 0.2}
 
 
@@ -44,12 +48,13 @@ def test_an_ab_test_bakes_its_steps_in_the_triggerer_holding_no_worker_slot(
     )
     stage = data["pipeline"]["stages"][0]
     stage["alternatives"] = [
-        {"type": "ab", "steps": [50, 100], "bake_time": 30, "min_requests": 5, "poll": 1}
+        {"type": "ab", "steps": [50, 100], "bake_time": 30, "min_requests": 5, "poll": 1},
+        {"type": "blue_green", "scale_down_delay": 0, "post_switch_check": 40},
     ]
     port = data["environments"][ENV]["router"]["port"]
     dags = pipeline_dag_file(tmp_path / "dags", "bake", data).parent
     dag_id = data["pipeline"]["dag_id"]
-    v1, v2 = ImageRef.parse(demo_images["v1"]), ImageRef.parse(demo_images["v2"])
+    v1 = ImageRef.parse(demo_images["v1"])
     connections = bed_connections(bed)
     connections["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = "True"
     pools: list[dict[str, int]] = []
@@ -89,11 +94,24 @@ def test_an_ab_test_bakes_its_steps_in_the_triggerer_holding_no_worker_slot(
         path = f"/dags/{dag_id}/dagRuns/{second}/taskInstances/{DEPLOY}"
         result = af.call("GET", f"{path}/xcomEntries/return_value")["value"]
         log = json.dumps(af.call("GET", f"{path}/logs/1", params={"full_content": True}))
+        # Blue/green back to v1: the switch watches 10 s itself, the other 30 s in the triggerer.
+        third = af.trigger(dag_id, conf={"image": demo_images["v1"], f"deploy_{ENV}": "blue_green"})
+        af.wait_task(dag_id, third, SWITCH, {"deferred"}, timeout=300)
+        switch_deferred = af.running_slots()
+        assert af.wait_run(dag_id, third, {"success", "failed"}, timeout=300) == "success", af.tail(
+            "triggerer"
+        )
+        path = f"/dags/{dag_id}/dagRuns/{third}/taskInstances/{SWITCH}"
+        switched = af.call("GET", f"{path}/xcomEntries/return_value")["value"]
+        switch_log = json.dumps(af.call("GET", f"{path}/logs/1", params={"full_content": True}))
     report = load.report
     print(report.summary())
     looks = {json.dumps(p, sort_keys=True) for p in pools}
     print(f"default pool while baking, {len(pools)} looks: {sorted(looks)}")
     print("steps:", result["steps"], "figures:", result["figures"])
+    looks = re.findall(r"first look ([0-9.]+)s after it began", log + switch_log)
+    print("the triggers' first looks, seconds after the weights were set or the switch:", looks)
+    assert looks, (log + switch_log)[-3000:]  # the triggers' log lines reach the task's log
     assert len(pools) >= 20, pools  # two bakes of 30 s, looked at every 0.5 s or so
     for pool in pools:
         assert pool["running_tasks"] == 0 and pool["running_slots"] == 0, pool
@@ -109,8 +127,14 @@ def test_an_ab_test_bakes_its_steps_in_the_triggerer_holding_no_worker_slot(
     ]
     assert log.count("Pausing task as DEFERRED") == 2, log[-3000:]
     assert "step 1 (50%) passed: B" in log and "promoted: public -> live" in log, log[-3000:]
+    records = {r.run_id: r for r in Ledger(ledger).records()}
+    assert (records[second].outcome, records[second].deployment_type) == ("success", "ab")
+    assert records[second].previous_digest == v1.digest
+    print("default pool while the switch was checked:", switch_deferred, switched["figures"])
+    assert switch_deferred["running_slots"] == 0 and switch_deferred["deferred_slots"] == 1
+    assert "10s of 40s passed here" in switch_log and "Pausing task as DEFERRED" in switch_log
+    assert "post-switch check of blue passed" in switch_log, switch_log[-3000:]
+    assert switched["figures"]["seconds"] >= 40 and switched["figures"]["5xx"] == 0
     running_now = list_running(docker_client, service, ENV, 8080)
-    assert {r.digest for r in running_now} == {v2.digest} and len(running_now) == 2
-    record = next(r for r in Ledger(ledger).records() if r.run_id == second)
-    assert (record.outcome, record.deployment_type) == ("success", "ab")
-    assert record.previous_digest == v1.digest
+    assert {r.digest for r in running_now} == {v1.digest} and len(running_now) == 2
+    assert (records[third].outcome, records[third].deployment_type) == ("success", "blue_green")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import httpx
 import pytest
-from kit.deploy import CHECK, LOOPBACK, release, router_settings
+from kit.deploy import CHECK, LOOPBACK, first_event, release, router_settings
 from kit.loadgen import LoadGenerator
 from kit.remote import SWARM_CONN_ID
 
@@ -195,14 +194,7 @@ def bake_in_trigger(service: str, settings: ABTest, bake: dict[str, Any]) -> dic
     finds the service's router through the engine's connection, as in the triggerer."""
     from docker_delivery.triggers.ab import ABBakeTrigger
 
-    trigger = ABBakeTrigger(service, "test", settings, bake, engine_conn_id=SWARM_CONN_ID)
-
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(first())
+    return first_event(ABBakeTrigger(service, "test", settings, bake, engine_conn_id=SWARM_CONN_ID))
 
 
 def test_steps_baked_in_the_triggerer_promote_b_and_drop_no_request(

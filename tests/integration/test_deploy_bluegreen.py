@@ -6,8 +6,9 @@ import time
 
 import httpx
 import pytest
-from kit.deploy import CHECK, LOOPBACK, SLOW_FEW_MIX, release, router_settings
+from kit.deploy import CHECK, LOOPBACK, SLOW_FEW_MIX, first_event, release, router_settings
 from kit.loadgen import LoadGenerator
+from kit.remote import SWARM_CONN_ID
 
 from docker_delivery.strategies.base import DeployAborted, DeploySettingsInvalid
 from docker_delivery.strategies.bluegreen import (
@@ -23,6 +24,7 @@ from docker_delivery.strategies.bluegreen import (
 )
 from docker_delivery.strategies.deploy import deploy
 from docker_delivery.strategies.min_in_service import MinimumInService
+from docker_delivery.strategies.post_switch import WatchReport
 
 MIX = SLOW_FEW_MIX
 SERVICE_PREFIX = "bg"  # the service fixture's names (tests/conftest.py)
@@ -218,3 +220,78 @@ def test_a_preview_held_for_a_decision_and_aborted_leaves_the_live_colour_alone(
     switch_traffic(docker_client, v2, settings, **kw)
     with pytest.raises(AbortImpossible, match="too late to abort: roll back instead"):
         abort_rollout(docker_client, v2, settings, target="engine", **kw)
+
+
+def check_in_trigger(service: str, settings: BlueGreen, watch: dict) -> dict:  # type: ignore[type-arg]
+    """The post-switch check as Airflow's triggerer runs it: PostSwitchCheckTrigger's first
+    event; it finds the router (and probes from its container) through the engine's connection."""
+    from docker_delivery.triggers.post_switch import PostSwitchCheckTrigger
+
+    trigger = PostSwitchCheckTrigger(
+        service, "test", settings, CHECK, watch, engine_conn_id=SWARM_CONN_ID
+    )
+    return first_event(trigger)
+
+
+def test_post_switch_checks_run_in_the_triggerer_pass_or_send_clients_back_at_once(
+    bed, docker_client, demo_images, service
+) -> None:  # type: ignore[no-untyped-def]
+    """The switch watches the first 10 s itself, then hands the rest of its check over (the
+    lock kept); the trigger passes a good colour, and sends every client back to the old one at
+    once when the new one turns bad; the switch, called again with the report, returns, or
+    records the switch back and fails."""
+    router = router_settings(bed)
+    kw = dict(router=router, check=CHECK, owner="test", log=print)
+    first = BlueGreen(replicas=2, post_switch_check=0)
+    deploy_idle(docker_client, release(demo_images["v1"], service), first, **kw)
+    switch_traffic(docker_client, release(demo_images["v1"], service), first, **kw)
+    settings = BlueGreen(post_switch_check=14, scale_down_delay=0)
+    good, later_bad = release(demo_images["v2"], service), release(demo_images["v3"], service)
+    lock = f"dd-lock-{service}-test"
+    with LoadGenerator(router.url(LOOPBACK), rate=100, mix=MIX, max_duration=240) as load:
+        deploy_idle(docker_client, good, settings, **kw)
+        load.mark("good switched")
+        handed = switch_traffic(docker_client, good, settings, watch_elsewhere=True, **kw)
+        assert handed.watch is not None and handed.live == "green"
+        assert "10s of 14s passed here" in handed.steps[-1]
+        assert docker_client.containers.get(lock).labels["io.docker-delivery.lock-owner"] == "test"
+        passed = check_in_trigger(service, settings, handed.watch)
+        done = switch_traffic(
+            docker_client, good, settings, watched=WatchReport.from_dict(passed), **kw
+        )
+        retire(docker_client, service, "test", settings, **kw)
+        deploy_idle(docker_client, later_bad, settings, **kw)
+        handed = switch_traffic(docker_client, later_bad, settings, watch_elsewhere=True, **kw)
+        load.mark("turned bad")  # once handed over, 30 % of its answers become 500s
+        for instance in list_running(docker_client, service, "test", 8080):
+            if instance.group == "blue":
+                httpx.post(
+                    f"http://{instance.address}/admin/fault",
+                    json={"error_rate": 0.3},
+                    trust_env=False,
+                ).raise_for_status()
+        failed = check_in_trigger(service, settings, handed.watch)
+        load.mark("sent back")  # by the trigger
+        time.sleep(3)  # the task resumes seconds later: nobody may see the bad colour meanwhile
+        with pytest.raises(SwitchAborted, match="post-switch check of blue failed") as caught:
+            switch_traffic(
+                docker_client, later_bad, settings, watched=WatchReport.from_dict(failed), **kw
+            )
+        load.mark("recorded")
+        time.sleep(1.5)
+    report = load.report
+    print(report.summary(), passed["figures"], failed["figures"])
+    assert passed["verdict"] == "passed" and passed["figures"]["seconds"] >= 14
+    assert passed["figures"]["probes"] >= 2 and passed["figures"]["5xx"] == 0
+    assert done.figures == passed["figures"] and done.live == "green"
+    assert report.by_phase["good switched"]["failed"] == 0
+    assert failed["verdict"] == "failed" and failed["figures"]["5xx"] >= 1
+    assert failed["figures"]["seconds"] < settings.post_switch_check
+    assert caught.value.figures == failed["figures"]
+    for phase in ("sent back", "recorded"):
+        after = report.by_phase[phase]
+        assert after["failed"] == 0 and set(after) - {"total", "failed"} == {"v2"}, (phase, after)
+    assert report.failed == report.by_phase["turned bad"]["failed"], report.by_phase
+    record = last_switch(docker_client, service, "test")
+    assert record is not None and (record.live, record.previous) == ("green", "blue")
+    assert not docker_client.containers.list(all=True, filters={"name": lock})

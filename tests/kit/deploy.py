@@ -44,3 +44,15 @@ def router_settings(bed: Any, *, preview: bool = True) -> RouterSettings:
         slots=8,
         check_interval_ms=500,
     )
+
+
+def first_event(trigger: Any) -> dict[str, Any]:
+    """A trigger's first event's payload, run as the triggerer runs it (its own event loop)."""
+    import asyncio
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first())

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -107,14 +106,10 @@ class FakeRouter:
 
 
 def first_event(trigger: Any, router: FakeRouter) -> dict[str, Any]:
-    trigger._router = lambda: (router, None)
+    from kit.deploy import first_event as run_first
 
-    async def run() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    return asyncio.run(run())
+    trigger.open = lambda: (router, None)
+    return run_first(trigger)
 
 
 def test_the_trigger_routes_back_to_a_on_a_breach_and_reports_it() -> None:
@@ -166,13 +161,13 @@ def test_the_operator_defers_each_bake_and_tells_every_step_at_the_end() -> None
     seen: list[Any] = []
 
     def deliver(client: Any, spec: Any, context: Any) -> ABResult:  # the domain's answers
-        seen.append(op._baked)
+        seen.append(op._report)
         result = ABResult("web", "prod", "sha256:" + "a" * 64, home="live")
-        if op._baked is None:
+        if op._report is None:
             result.steps, result.bake = ["step 1/2: 50% to B"], bake().as_dict()
         else:
             result.steps, result.promoted = ["step 2/2: 100% to B"], True
-            result.figures = [dict(op._baked.figures)]
+            result.figures = [dict(op._report["figures"])]
         return result
 
     op.deliver = deliver  # type: ignore[method-assign]
@@ -184,15 +179,15 @@ def test_the_operator_defers_each_bake_and_tells_every_step_at_the_end() -> None
         trigger = deferred.value.trigger
         assert isinstance(trigger, ABBakeTrigger) and trigger.bake == bake()
         assert (trigger.engine_conn_id, trigger.haproxy_conn_id) == (None, None)  # its router
-        assert deferred.value.method_name == "execute_baked"
+        assert deferred.value.method_name == "execute_resumed"
         so_far = deferred.value.kwargs["so_far"]
         assert so_far["steps"] == ["step 1/2: 50% to B"]
         figures = judge(SETTINGS, bake(), stats(s1=(150, 0, 5), s2=(150, 1, 5), s3=(25, 0, 9)))
         report = BakeReport("passed", bake(), figures)
-        out = op.execute_baked({"ti": None}, report.as_dict(), so_far=so_far)  # type: ignore[arg-type]
+        out = op.execute_resumed({"ti": None}, report.as_dict(), so_far=so_far)  # type: ignore[arg-type]
     finally:
         deploy.engine_client = engine
-    assert seen[0] is None and seen[1] == report
+    assert seen[0] is None and BakeReport.from_dict(seen[1]) == report
     assert out["steps"] == ["step 1/2: 50% to B", "step 2/2: 100% to B"] and out["promoted"]
     assert out["figures"][0]["b_requests"] == 25 and "bake" not in out
 

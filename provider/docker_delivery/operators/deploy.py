@@ -37,6 +37,8 @@ from docker_delivery.strategies.settings import (
 from docker_delivery.targets.engine_errors import engine_calls
 
 if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
+
     from docker_delivery.routing.haproxy import HaproxyRouter
     from docker_delivery.spec import ServiceSpec
     from docker_delivery.strategies.aws import EcsContext
@@ -294,6 +296,68 @@ class _DeployOperator(BaseOperator):
         return out
 
 
+class _HandsOver(_DeployOperator):
+    """A deployment step whose runner may hand a watch over to the triggerer (``deferrable``,
+    default: ``[operators] default_deferrable``, for one of 30 s or more): the runner returns
+    its result with what to watch under ``handed_key``; the task defers to :meth:`trigger_for`
+    and, resumed with the trigger's report (``self._report``), runs the step again from it. The
+    steps of every try are told at the end, with the time since the first began."""
+
+    handed_key: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self._report: dict[str, Any] | None = None  # resumed: the trigger's event
+
+    def hands_over(self, seconds: float) -> bool:
+        return self.deferrable and not self.plan_only and seconds >= SHORTEST_DEFERRAL
+
+    def trigger_for(self, handed: dict[str, Any], spec: ServiceSpec | None) -> BaseTrigger:
+        raise NotImplementedError
+
+    def router_access(self, spec: ServiceSpec | None) -> dict[str, Any]:
+        """How a trigger reaches the router this step drove: through the engine (the service's
+        router container) or the ``haproxy`` connection."""
+        local = self.router_settings(spec) is not None
+        return {
+            "docker_url": self.docker_url,
+            "engine_conn_id": self.engine(spec),
+            "haproxy_conn_id": None if local else self.haproxy_conn_id or "haproxy_default",
+        }
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self.execute_resumed(context, None, so_far={"started": time.time()})
+
+    def execute_resumed(
+        self, context: Context, event: Any = None, *, so_far: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Carry on from the watch that ended (``event``) and defer for the next one, if any;
+        ``so_far``: what the tries before did (steps, figures), and since when."""
+        self._report = event
+        out = super().execute(context)
+        out["steps"] = [*so_far.get("steps", []), *out.get("steps", [])]
+        if isinstance(out.get("figures"), list):
+            out["figures"] = [*so_far.get("figures", []), *out["figures"]]
+        out["duration_s"] = round(time.time() - so_far["started"], 3)
+        handed = out.pop(self.handed_key, None)
+        if handed is None:
+            return out
+        spec = self.environment_spec()
+        done = {"steps": out["steps"], "figures": out.get("figures")}
+        self.defer(
+            trigger=self.trigger_for(handed, spec),
+            method_name="execute_resumed",
+            kwargs={"so_far": {**so_far, **done}},
+        )
+        return out  # not reached: defer() raises TaskDeferred
+
+
 class MinimumInServiceDeployOperator(_DeployOperator):
     """Replace ``replicas`` containers on one engine in batches, keeping ``min_in_service``
     (:class:`~docker_delivery.strategies.settings.MinimumInService`).
@@ -420,21 +484,45 @@ class BlueGreenDeployOperator(_DeployOperator):
         )
 
 
-class SwitchTrafficOperator(BlueGreenDeployOperator):
+class SwitchTrafficOperator(_HandsOver, BlueGreenDeployOperator):
     """Move all traffic to the colour running ``image`` at once (atomic at the router), after
-    bringing it to full capacity; a failed post-switch check switches back by itself."""
+    bringing it to full capacity; a failed post-switch check switches back by itself.
+
+    ``deferrable`` (default: ``[operators] default_deferrable``): a ``post_switch_check`` of
+    30 s or more runs in the triggerer (:class:`~docker_delivery.triggers.post_switch.
+    PostSwitchCheckTrigger`), holding no worker slot; on a failure it sends every client back
+    to the old colour at once, and the task, resumed, records the switch back and fails."""
+
+    handed_key = "watch"
 
     def on_ecs(self, ctx: EcsContext, spec: ServiceSpec) -> Outcome:
         raise TargetError("on ECS the blue/green deploy step checks, switches and retires")
 
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.bluegreen import switch_traffic
+        from docker_delivery.strategies.post_switch import WatchReport
 
+        settings = self.settings_of(spec, BlueGreen)
         return switch_traffic(
             client,
             self.release(spec),
-            self.settings_of(spec, BlueGreen),
+            settings,
+            watch_elsewhere=self.hands_over(settings.post_switch_check),
+            watched=None if self._report is None else WatchReport.from_dict(self._report),
             **self.wiring(spec, context),
+        )
+
+    def trigger_for(self, handed: dict[str, Any], spec: ServiceSpec | None) -> BaseTrigger:
+        from docker_delivery.triggers.post_switch import PostSwitchCheckTrigger
+
+        return PostSwitchCheckTrigger(
+            self.service,
+            self.environment,
+            self.settings_of(spec, BlueGreen),
+            self.check(spec),
+            handed,
+            target=self.target_kind(spec),
+            **self.router_access(spec),
         )
 
 
@@ -491,7 +579,7 @@ class RetireOperator(BlueGreenDeployOperator):
         )
 
 
-class ABDeployOperator(_DeployOperator):
+class ABDeployOperator(_HandsOver):
     """A/B test: variant B (``image``) takes ``steps`` percent of new clients (sticky by cookie),
     pre-warmed ahead of each step; each step bakes ``bake_time`` s while the router's own
     counters are analysed (5xx ratio, response time); a bad step aborts back to A by itself;
@@ -505,19 +593,11 @@ class ABDeployOperator(_DeployOperator):
     try's would."""
 
     settings_model = ABTest
-
-    def __init__(
-        self,
-        *,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.deferrable = deferrable
-        self._baked: Any = None  # resumed: the BakeReport of the step baked in the triggerer
+    handed_key = "bake"
 
     def deliver(self, client: Any, spec: ServiceSpec | None, context: Context) -> Outcome:
         from docker_delivery.strategies.ab import ab_deploy
+        from docker_delivery.strategies.ab_analysis import BakeReport
 
         settings = self.settings_of(spec, ABTest)
         return ab_deploy(
@@ -525,47 +605,21 @@ class ABDeployOperator(_DeployOperator):
             self.release(spec),
             settings,
             dry_run=self.plan_only,
-            bake_elsewhere=self.deferrable and settings.bake_time >= SHORTEST_DEFERRAL,
-            baked=self._baked,
+            bake_elsewhere=self.hands_over(settings.bake_time),
+            baked=None if self._report is None else BakeReport.from_dict(self._report),
             **self.wiring(spec, context),
         )
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        return self.execute_baked(context, None, so_far={"started": time.time()})
-
-    def execute_baked(
-        self, context: Context, event: Any = None, *, so_far: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Carry on from the bake that ended (``event``) and defer for the next one, if any;
-        ``so_far``: what the tries before did (steps, figures), and since when."""
-        from docker_delivery.strategies.ab_analysis import BakeReport
-
-        self._baked = None if event is None else BakeReport.from_dict(event)
-        out = super().execute(context)
-        out["steps"] = [*so_far.get("steps", []), *out.get("steps", [])]
-        out["figures"] = [*so_far.get("figures", []), *out.get("figures", [])]
-        out["duration_s"] = round(time.time() - so_far["started"], 3)
-        bake = out.pop("bake", None)
-        if bake is None:
-            return out
+    def trigger_for(self, handed: dict[str, Any], spec: ServiceSpec | None) -> BaseTrigger:
         from docker_delivery.triggers.ab import ABBakeTrigger
 
-        spec = self.environment_spec()
-        local = self.router_settings(spec) is not None
-        self.defer(
-            trigger=ABBakeTrigger(
-                self.service,
-                self.environment,
-                self.settings_of(spec, ABTest),
-                bake,
-                docker_url=self.docker_url,
-                engine_conn_id=self.engine(spec),
-                haproxy_conn_id=None if local else self.haproxy_conn_id or "haproxy_default",
-            ),
-            method_name="execute_baked",
-            kwargs={"so_far": {**so_far, "steps": out["steps"], "figures": out["figures"]}},
+        return ABBakeTrigger(
+            self.service,
+            self.environment,
+            self.settings_of(spec, ABTest),
+            handed,
+            **self.router_access(spec),
         )
-        return out  # not reached: defer() raises TaskDeferred
 
 
 class RollbackOperator(_DeployOperator):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from docker_delivery.routing.service import AB, PUBLIC
+from docker_delivery.strategies.base import VERDICTS, Verdict
 from docker_delivery.strategies.settings import ABTest
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class BakeReport:
     went back to A), ``ended`` (someone else routed ``public`` away from ``ab`` meanwhile) or
     ``error`` (the router could not be read: B keeps its share; the step may bake again)."""
 
-    verdict: Literal["passed", "failed", "ended", "error"]
+    verdict: Verdict
     bake: StepBake
     figures: Mapping[str, Any]
     message: str = ""
@@ -193,7 +194,7 @@ class BakeReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BakeReport:
         verdict = data.get("verdict")
-        if verdict not in ("passed", "failed", "ended", "error"):
+        if verdict not in VERDICTS:
             raise ValueError(f"not a bake report: verdict {verdict!r}")
         return cls(
             verdict,

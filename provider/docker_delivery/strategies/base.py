@@ -37,6 +37,13 @@ class Router(Protocol):
     def free_slots(self, backend: str) -> list[int]: ...
 
 
+Verdict = Literal["passed", "failed", "ended", "error"]
+"""How a watch run elsewhere (a step's bake, a post-switch check) ended: passed; failed (the
+clients were sent back); ended (someone else moved the traffic meanwhile); error (it could not
+look)."""
+VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "ended", "error")
+
+
 @dataclass
 class DeployResult:
     """What a deployment did. ``previous_digest``: what served before it (the same digest when

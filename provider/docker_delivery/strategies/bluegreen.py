@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,7 @@ from docker_delivery.strategies.markers import SwitchRecord as SwitchRecord
 from docker_delivery.strategies.markers import last_switch as last_switch
 from docker_delivery.strategies.markers import record_switch as record_switch
 from docker_delivery.strategies.markers import switch_records as switch_records
+from docker_delivery.strategies.post_switch import PostSwitchWatch, WatchReport
 from docker_delivery.strategies.settings import BlueGreen as BlueGreen
 from docker_delivery.strategies.state import GROUPS as GROUPS
 from docker_delivery.strategies.state import Running as Running
@@ -91,6 +92,7 @@ from docker_delivery.strategies.state import running_kind as running_kind
 from docker_delivery.strategies.state import serving_digest as serving_digest
 from docker_delivery.strategies.state import with_history as with_history
 from docker_delivery.strategies.watch import Prober as Prober
+from docker_delivery.strategies.watch import WatchStart
 from docker_delivery.strategies.watch import probe_all as probe_all
 from docker_delivery.strategies.watch import watch as watch
 from docker_delivery.strategies.wiring import Wiring as Wiring
@@ -104,12 +106,19 @@ if TYPE_CHECKING:
     import docker
 
 
+WATCHED_HERE_FIRST = 10.0
+"""Seconds of a post-switch check watched where the switch runs even when the rest is handed
+over (to Airflow's triggerer): a bad release shows in its first seconds of traffic, and a
+handover takes seconds before its first look."""
+
+
 @dataclass
 class BlueGreenResult(DeployResult):
     live: str = ""
     idle: str = ""
     switched_at: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    watch: dict[str, Any] | None = None  # a post-switch check left to run elsewhere
 
 
 @dataclass(frozen=True)
@@ -310,12 +319,23 @@ class BlueGreenDeployment:
 
     # -- 2. the switch ---------------------------------------------------------------------
 
-    def switch(self, release: Release, settings: BlueGreen) -> BlueGreenResult:
+    def switch(
+        self,
+        release: Release,
+        settings: BlueGreen,
+        *,
+        watch_elsewhere: bool = False,
+        watched: WatchReport | None = None,
+    ) -> BlueGreenResult:
         """Route ``public`` to the idle colour running ``release`` (at full capacity, healthy),
-        watch it, switch back by itself if the watch fails (SwitchAborted)."""
+        watch it, switch back by itself if the watch fails (SwitchAborted).
+        ``watch_elsewhere``: return once switched, the post-switch check in ``result.watch``
+        (someone else watches: the triggerer); ``watched``: how that check ended."""
         started_at = time.monotonic()
         w = self._w
         service, environment = release.service, release.environment
+        if watched is not None:
+            return self._after_watch(release, watched)
         state = w.state(service, environment)
         self._refuse_ab(state)
         live = state.live()
@@ -370,30 +390,117 @@ class BlueGreenDeployment:
         line = f"public -> {idle} ({release.short_digest}, {len(ready)} instances), was {previous}"
         result.steps.append(line)
         result.switched_at = record.at_utc.isoformat()
+        checked = [r for r, _ in ready]
+        start = WatchStart.now(w.router, idle, checked)
+        seconds = settings.post_switch_check
+        here = min(seconds, WATCHED_HERE_FIRST) if watch_elsewhere else seconds
         why, figures = watch(
             w,
             idle,
-            [r for r, _ in ready],
-            seconds=settings.post_switch_check,
+            checked,
+            seconds=here,
             max_5xx_ratio=settings.max_5xx_ratio,
             min_requests=settings.min_requests,
+            start=start,
         )
         result.figures = figures
         if why is not None:
             self._switch_back(state, previous, idle, old_digest, release, live)
-            raise SwitchAborted(
-                f"{service}/{environment}: the post-switch check of {idle} failed after "
-                f"{figures['seconds']}s: {why}. public went back to {previous} "
-                f"({old_digest[7:19]}); "
-                f"{release.short_digest} stays in {idle} for a look, until the next deployment",
-                figures=figures,
+            raise self._check_failed(release, idle, previous, old_digest, why, figures)
+        if here < seconds:
+            check = PostSwitchWatch(start, seconds, previous if live else None, old_digest)
+            result.watch = check.as_dict()
+            line = (
+                f"post-switch check of {idle}: {here:g}s of {seconds:g}s passed here "
+                f"({figures['requests']} requests, {figures['5xx']} failed); the rest handed over"
             )
-        self._log(
-            f"post-switch check of {idle} passed: {figures['requests']} requests, "
-            f"{figures['5xx']} failed, {figures['probes']} probes in {figures['seconds']}s"
-        )
+            self._log(line)
+            result.steps.append(line)
+            result.duration_s = time.monotonic() - started_at
+            return result
+        self._check_passed(idle, figures)
         result.duration_s = time.monotonic() - started_at
         return result
+
+    def _check_passed(self, live: str, figures: Mapping[str, Any]) -> None:
+        self._log(
+            f"post-switch check of {live} passed: {figures['requests']} requests, "
+            f"{figures['5xx']} failed, {figures['probes']} probes in {figures['seconds']}s"
+        )
+
+    def _check_failed(
+        self,
+        release: Release,
+        checked: str,
+        previous: str,
+        old_digest: str,
+        why: str,
+        figures: Mapping[str, Any],
+    ) -> SwitchAborted:
+        return SwitchAborted(
+            f"{release.service}/{release.environment}: the post-switch check of {checked} "
+            f"failed after {figures.get('seconds', '?')}s: {why}. public went back to "
+            f"{previous} ({old_digest[7:19]}); {release.short_digest} stays in {checked} for a "
+            "look, until the next deployment",
+            figures=figures,
+        )
+
+    def _after_watch(self, release: Release, watched: WatchReport) -> BlueGreenResult:
+        """The switch, carried on after its check ran elsewhere: passed, it returns; failed, the
+        switch back is recorded (the watcher routed the clients back) and SwitchAborted says
+        why."""
+        w, check = self._w, watched.watch
+        service, environment = release.service, release.environment
+        checked, previous = check.start.backend, check.previous
+        state = w.state(service, environment)
+        result = BlueGreenResult(
+            service, environment, release.digest, live=checked, idle=idle_colour(checked)
+        )
+        result.previous_digest = check.previous_digest or None
+        result.previous_digests = [check.previous_digest] if check.previous_digest else []
+        result.figures = dict(watched.figures)
+        record = last_switch(w.client, service, environment)
+        result.switched_at = record.at_utc.isoformat() if record else None
+        where = f"{service}/{environment}"
+        if watched.verdict == "passed":
+            if state.public != checked:
+                raise DeployAborted(
+                    f"{where}: {checked} passed its post-switch check, but public routes to "
+                    f"{state.public} now: it was switched back meanwhile"
+                )
+            self._check_passed(checked, watched.figures)
+            result.steps.append(f"post-switch check of {checked} passed")
+            return result
+        if watched.verdict == "failed":
+            why = watched.message
+            if previous is None:
+                self._log(f"nothing was live before {checked}: it stays live")
+                raise DeployAborted(f"{where}: the post-switch check of {checked} failed: {why}")
+            old = state.serving(previous)
+            if state.public == checked:  # the watcher could not route them back
+                w.router.route(PUBLIC, previous)
+            record_switch(
+                w.client,
+                service,
+                environment,
+                image=old[0].image if old and old[0].image else str(release.image),
+                live=previous,
+                previous=checked,
+                digest=check.previous_digest,
+                previous_digest=release.digest,
+                log=self._log,
+            )
+            raise self._check_failed(
+                release, checked, previous, check.previous_digest, why, watched.figures
+            )
+        if watched.verdict == "ended":
+            raise DeployAborted(
+                f"{where}: the post-switch check of {checked} was ended: {watched.message}"
+            )
+        raise DeployAborted(
+            f"{where}: the post-switch check of {checked} could not run: {watched.message}. "
+            f"{checked} is live: run the task again to check it again, or roll back"
+        )
 
     def _switch_back(
         self,
@@ -455,10 +562,8 @@ class BlueGreenDeployment:
         result.figures = figures
         if why is not None and old is not None:
             self._switch_back(state, old, state.public, record.previous_digest, release, warm)
-            raise SwitchAborted(
-                f"{state.service}/{state.environment}: the post-switch check of {state.public} "
-                f"failed: {why}. public went back to {old}",
-                figures=figures,
+            raise self._check_failed(
+                release, state.public, old, record.previous_digest, why, figures
             )
         result.duration_s = time.monotonic() - started_at
         return result
@@ -603,15 +708,22 @@ def switch_traffic(
     target: TargetKind = "engine",
     owner: str,
     lock_wait: float = 0.0,
+    watch_elsewhere: bool = False,
+    watched: WatchReport | None = None,
     log: Log = print,
 ) -> BlueGreenResult:
-    """Step 2 (SwitchTrafficOperator): ``public`` to the idle colour running ``release``."""
+    """Step 2 (SwitchTrafficOperator): ``public`` to the idle colour running ``release``.
+    ``watch_elsewhere``/``watched``: the post-switch check handed over and its report (see
+    :meth:`BlueGreenDeployment.switch`); the deployment lock stays this owner's meanwhile."""
     _check_port(release, check)
     pull_if_missing(client, release, log)
     service, environment = release.service, release.environment
-    with locked(client, service, environment, owner, str(release.image), lock_wait, log):
+    with locked(client, service, environment, owner, str(release.image), lock_wait, log) as lock:
         _, bg = _start(client, service, environment, router, check, target, log)
-        return bg.switch(release, settings)
+        result = bg.switch(release, settings, watch_elsewhere=watch_elsewhere, watched=watched)
+        if result.watch is not None:
+            lock.keep()  # this owner's while the check runs elsewhere
+        return result
 
 
 def retire(

@@ -9,12 +9,17 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from docker_delivery.health import HealthCheck
 from docker_delivery.strategies.state import Running
 from docker_delivery.strategies.wiring import Wiring
+
+if TYPE_CHECKING:
+    from docker_delivery.routing.haproxy import HaproxyRouter
+    from docker_delivery.routing.haproxy.runtime import Traffic
 
 
 class Prober:
@@ -67,6 +72,117 @@ def probe_all(
         return prober.round(members)
 
 
+@dataclass(frozen=True)
+class WatchStart:
+    """A watch's beginning, as plain data (it may go on elsewhere: Airflow's triggerer): the
+    backend, the instances watched (addresses), the backend's request and error counters then,
+    and when (Unix time)."""
+
+    backend: str
+    addresses: tuple[str, ...]
+    requests: int
+    errors: int
+    started_at: float
+
+    @classmethod
+    def now(cls, router: HaproxyRouter, backend: str, members: Sequence[Running]) -> WatchStart:
+        stats = router.stats(backend)
+        return cls(
+            backend,
+            tuple(m.address for m in members),
+            stats.requests,
+            _errors(stats),
+            time.time(),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "addresses": list(self.addresses)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WatchStart:
+        return cls(
+            str(data["backend"]),
+            tuple(str(a) for a in data["addresses"]),
+            int(data["requests"]),
+            int(data["errors"]),
+            float(data["started_at"]),
+        )
+
+
+def _errors(stats: Traffic) -> int:
+    return stats.hrsp_5xx + stats.response_errors + stats.connect_errors
+
+
+class Watcher:
+    """Looks at a backend that just took traffic, once per :meth:`look`: its router 5xx counters
+    (deltas since ``start``) and its instances' health (probed as the health gate probes them;
+    ``unhealthy_threshold`` failures in a row fail it, as an exit does)."""
+
+    def __init__(
+        self,
+        w: Wiring,
+        members: Sequence[Running],
+        start: WatchStart,
+        *,
+        seconds: float,
+        max_5xx_ratio: float,
+        min_requests: int,
+    ) -> None:
+        self._w, self._members, self.start = w, list(members), start
+        self._seconds, self._max, self._min = seconds, max_5xx_ratio, min_requests
+        self._in_a_row: Counter[str] = Counter()
+        self._probes = self._failed_probes = self._requests = self._errors = 0
+        self._prober = Prober(w.check, len(members), w.transport)
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._prober.__exit__()
+
+    def figures(self) -> dict[str, Any]:
+        requests, errors = self._requests, self._errors
+        return {
+            "backend": self.start.backend,
+            "seconds": round(time.time() - self.start.started_at, 2),
+            "requests": requests,
+            "5xx": errors,
+            "5xx_ratio": round(errors / requests, 4) if requests else 0.0,
+            "max_5xx_ratio": self._max,
+            "probes": self._probes,
+            "failed_probes": self._failed_probes,
+        }
+
+    def look(self) -> tuple[bool, str | None]:
+        """One look: (done, why it failed or None); done once failed or ``seconds`` passed."""
+        w, backend, check = self._w, self.start.backend, self._w.check
+        stats = w.router.stats(backend)
+        requests = self._requests = stats.requests - self.start.requests
+        errors = self._errors = _errors(stats) - self.start.errors
+        if requests >= max(1, self._min) and errors / requests > self._max:
+            return True, (
+                f"{errors} of {requests} requests to {backend} failed (5xx or no answer at "
+                f"the router: {errors / requests:.1%} > {self._max:.1%})"
+            )
+        results = self._prober.round(self._members)
+        for member in self._members:
+            address = member.address
+            ok, detail = results[address]
+            self._probes += 1
+            self._failed_probes += not ok
+            self._in_a_row[address] = 0 if ok else self._in_a_row[address] + 1
+            if not ok:
+                gone = w.target.exit_reason(member)
+                if gone is not None:
+                    return True, gone
+            if self._in_a_row[address] >= check.unhealthy_threshold:
+                return True, (
+                    f"{address} is unhealthy: {check.describe()} failed "
+                    f"{self._in_a_row[address]} times in a row; last: {detail}"
+                )
+        return time.time() - self.start.started_at >= self._seconds, None
+
+
 def watch(
     w: Wiring,
     backend: str,
@@ -76,63 +192,16 @@ def watch(
     max_5xx_ratio: float,
     min_requests: int,
     poll: float = 0.25,
+    start: WatchStart | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
-    """Watch a backend that just took traffic: its router 5xx counters (deltas from now) and its
-    instances' health (probed as the health gate probes them; ``unhealthy_threshold`` failures
-    in a row fail it, as an exit does). Returns (why it failed or None, figures)."""
-    check = w.check
-    base = w.router.stats(backend)
-    started = time.monotonic()
-    in_a_row: Counter[str] = Counter()
-    probes = failed_probes = requests = errors = 0
-
-    def figures() -> dict[str, Any]:
-        return {
-            "backend": backend,
-            "seconds": round(time.monotonic() - started, 2),
-            "requests": requests,
-            "5xx": errors,
-            "5xx_ratio": round(errors / requests, 4) if requests else 0.0,
-            "max_5xx_ratio": max_5xx_ratio,
-            "probes": probes,
-            "failed_probes": failed_probes,
-        }
-
-    with Prober(check, len(members), w.transport) as prober:
+    """Watch a backend that just took traffic for ``seconds`` (from ``start``, else from now):
+    see :class:`Watcher`. Returns (why it failed or None, figures)."""
+    start = start or WatchStart.now(w.router, backend, members)
+    with Watcher(
+        w, members, start, seconds=seconds, max_5xx_ratio=max_5xx_ratio, min_requests=min_requests
+    ) as watcher:
         while True:
-            stats = w.router.stats(backend)
-            requests = stats.requests - base.requests
-            errors = (
-                stats.hrsp_5xx
-                - base.hrsp_5xx
-                + stats.response_errors
-                - base.response_errors
-                + stats.connect_errors
-                - base.connect_errors
-            )
-            if requests >= max(1, min_requests) and errors / requests > max_5xx_ratio:
-                return (
-                    f"{errors} of {requests} requests to {backend} failed (5xx or no answer at "
-                    f"the router: {errors / requests:.1%} > {max_5xx_ratio:.1%})",
-                    figures(),
-                )
-            results = prober.round(members)
-            for member in members:
-                address = member.address
-                ok, detail = results[address]
-                probes += 1
-                failed_probes += not ok
-                in_a_row[address] = 0 if ok else in_a_row[address] + 1
-                if not ok:
-                    gone = w.target.exit_reason(member)
-                    if gone is not None:
-                        return gone, figures()
-                if in_a_row[address] >= check.unhealthy_threshold:
-                    return (
-                        f"{address} is unhealthy: {check.describe()} failed "
-                        f"{in_a_row[address]} times in a row; last: {detail}",
-                        figures(),
-                    )
-            if time.monotonic() - started >= seconds:
-                return None, figures()
+            done, why = watcher.look()
+            if done:
+                return why, watcher.figures()
             time.sleep(poll)

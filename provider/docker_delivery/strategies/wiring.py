@@ -131,16 +131,61 @@ def connect(
     if target not in ("engine", "swarm"):
         raise DeploySettingsInvalid(f"target must be 'engine' or 'swarm', got {target!r}")
     require_target(client, service, environment, target, port=check.port)
-    slots: SlotTarget = (
-        SwarmTarget(client, log=log)
-        if target == "swarm"
-        else EngineTarget(client, port=check.port, log=log)
-    )
+    slots = _slots(client, target, check, log)
     network = slots.network(service, environment)
     haproxy, transport = service_router(
         client, service, environment, network, router, check=check, log=log
     )
+    return _wired(client, slots, haproxy, check, log, transport)
+
+
+def _slots(
+    client: docker.DockerClient, target: TargetKind, check: HealthCheck, log: Log
+) -> SlotTarget:
+    if target == "swarm":
+        return SwarmTarget(client, log=log)
+    return EngineTarget(client, port=check.port, log=log)
+
+
+def _wired(
+    client: docker.DockerClient,
+    slots: SlotTarget,
+    router: HaproxyRouter,
+    check: HealthCheck,
+    log: Log,
+    transport: ProbeTransport | None,
+) -> Wiring:
     gate = health_gate(
         check, slots.exit_reason, deadline=health_deadline(check), log=log, transport=transport
     )
-    return Wiring(client, slots, haproxy, check, gate, log, transport)
+    return Wiring(client, slots, router, check, gate, log, transport)
+
+
+def attach(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    *,
+    router: HaproxyRouter | None,
+    check: HealthCheck,
+    target: TargetKind = "engine",
+    log: Log = print,
+) -> Wiring:
+    """What :func:`connect` wires, for a watch that goes on elsewhere (a trigger): nothing is
+    started or changed. ``router``: an HAProxy given as it is; None: the service's own router
+    container, which must run."""
+    from docker_delivery.errors import RouterError
+    from docker_delivery.routing.haproxy.container import RouterContainer
+    from docker_delivery.routing.service import router_name
+
+    slots = _slots(client, target, check, log)
+    transport = None
+    if router is None:
+        network = slots.network(service, environment)
+        handle = RouterContainer.find(
+            client, router_name(service, environment), network=network, log=log
+        )
+        if handle is None:
+            raise RouterError(f"{service}/{environment} has no router running")
+        router, transport = handle.router, handle.probes
+    return _wired(client, slots, router, check, log, transport)

@@ -3,12 +3,10 @@ slot."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from docker_delivery.errors import DeliveryError
 from docker_delivery.strategies.ab_analysis import (
@@ -19,14 +17,10 @@ from docker_delivery.strategies.ab_analysis import (
     under_way,
 )
 from docker_delivery.strategies.settings import ABTest
-
-if TYPE_CHECKING:
-    from docker_delivery.routing.haproxy import HaproxyRouter
-
-READ_ERRORS_TOLERATED = 5  # reads of the router in a row that may fail before the bake gives up
+from docker_delivery.triggers.watching import WatchingTrigger
 
 
-class ABBakeTrigger(BaseTrigger):
+class ABBakeTrigger(WatchingTrigger):
     """Read the service's router (``ab`` backend) every ``settings.poll`` seconds and judge the
     step (:func:`docker_delivery.strategies.ab_analysis.judge`) until it passes or fails; on a
     failure route every client back to A at once (the resumed task removes B). One event: a
@@ -56,6 +50,10 @@ class ABBakeTrigger(BaseTrigger):
         self.docker_url = docker_url
         self.engine_conn_id = engine_conn_id
         self.haproxy_conn_id = haproxy_conn_id
+        self.poll_s = self.settings.poll
+        self.what = (
+            f"{service}/{environment}: the bake of step {self.bake.number} ({self.bake.weight}%)"
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -71,8 +69,8 @@ class ABBakeTrigger(BaseTrigger):
             },
         )
 
-    def _router(self) -> tuple[HaproxyRouter, Any]:
-        """The router and the engine client to close after (None for a connection's HAProxy)."""
+    def open(self) -> tuple[Any, Any]:
+        """The router, and the engine client to close after (None for a connection's HAProxy)."""
         if self.haproxy_conn_id:
             from docker_delivery.hooks.haproxy import HaproxyHook
 
@@ -89,59 +87,27 @@ class ABBakeTrigger(BaseTrigger):
             raise DeliveryError(f"{self.service}/{self.environment} has no router running")
         return router, client
 
-    def _report(self, verdict: str, figures: dict[str, Any], message: str) -> TriggerEvent:
+    def close(self, opened: tuple[Any, Any]) -> None:
+        if opened[1] is not None:
+            with contextlib.suppress(Exception):
+                opened[1].close()
+
+    def ended(self, opened: tuple[Any, Any]) -> str | None:
+        router = opened[0]
+        if under_way(router):
+            return None
+        return f"public routes to {router.routes().get('public')!r}, not ab"
+
+    def look(self, opened: tuple[Any, Any]) -> tuple[str | None, dict[str, Any], str]:
+        figures = judge(self.settings, self.bake, opened[0].stats("ab"))
+        return figures["verdict"], figures, str(figures["failed"] or "")
+
+    def send_back(self, opened: tuple[Any, Any]) -> None:
+        send_back_to_a(opened[0], self.bake)
+
+    def since(self) -> float:
+        return self.bake.elapsed()
+
+    def report(self, verdict: str, figures: dict[str, Any], message: str) -> TriggerEvent:
         report = BakeReport(verdict, self.bake, figures, message)  # type: ignore[arg-type]
         return TriggerEvent(report.as_dict())  # type: ignore[no-untyped-call]
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        where = f"{self.service}/{self.environment}"
-        step = f"step {self.bake.number} ({self.bake.weight}%)"
-        try:
-            router, client = await asyncio.to_thread(self._router)
-        except Exception as exc:  # the engine or the connection: the task says what to do
-            yield self._report("error", {}, f"{type(exc).__name__}: {exc}")
-            return
-        self.log.info("%s: baking %s for %gs", where, step, self.settings.bake_time)
-        failures = 0
-        try:
-            while True:
-                try:
-                    if not await asyncio.to_thread(under_way, router):
-                        routes = await asyncio.to_thread(router.routes)
-                        message = f"public routes to {routes.get('public')!r}, not ab"
-                        yield self._report("ended", {}, message)
-                        return
-                    stats = await asyncio.to_thread(router.stats, "ab")
-                    failures = 0
-                except Exception as exc:
-                    failures += 1
-                    self.log.warning("%s: reading the router failed (%d): %s", where, failures, exc)
-                    if failures >= READ_ERRORS_TOLERATED:
-                        yield self._report("error", {}, f"{type(exc).__name__}: {exc}")
-                        return
-                    await asyncio.sleep(self.settings.poll)
-                    continue
-                figures = judge(self.settings, self.bake, stats)
-                if figures["verdict"] == "failed":
-                    try:
-                        await asyncio.to_thread(send_back_to_a, router, self.bake)
-                    except Exception as exc:  # the resumed task's abort routes it again
-                        self.log.warning("%s: routing public back to A failed: %s", where, exc)
-                    self.log.info(
-                        "%s: %s failed: %s; public -> %s", where, step, figures["failed"],
-                        self.bake.home,
-                    )  # fmt: skip
-                    yield self._report("failed", figures, str(figures["failed"]))
-                    return
-                if figures["verdict"] == "passed":
-                    self.log.info(
-                        "%s: %s passed: B %d requests, %d 5xx", where, step,
-                        figures["b_requests"], figures["b_5xx"],
-                    )  # fmt: skip
-                    yield self._report("passed", figures, "")
-                    return
-                await asyncio.sleep(self.settings.poll)
-        finally:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
