@@ -43,11 +43,9 @@ BASE = stats(s1=(100, 0, 5), s2=(100, 1, 5), s3=(0, 0, 0))
 SETTINGS = ABTest(bake_time=30, min_requests=20, max_5xx_ratio=0.05, max_response_ms=200)
 
 
-STEP = StepBake.start(1, 5, "live", [1, 2], [3], BASE)
-
-
 def bake() -> StepBake:
-    return STEP
+    """Step 1 (5 %), its weights set now (the bake's clock is the wall clock)."""
+    return StepBake.start(1, 5, "live", [1, 2], [3], BASE)
 
 
 def test_a_step_bakes_on_until_its_time_then_passes() -> None:
@@ -159,12 +157,13 @@ def test_the_operator_defers_each_bake_and_tells_every_step_at_the_end() -> None
         router_port=18080, steps=[50, 100], bake_time=30, deferrable=True,
     )  # fmt: skip
     seen: list[Any] = []
+    step = bake()
 
     def deliver(client: Any, spec: Any, context: Any) -> ABResult:  # the domain's answers
         seen.append(op._report)
         result = ABResult("web", "prod", "sha256:" + "a" * 64, home="live")
         if op._report is None:
-            result.steps, result.bake = ["step 1/2: 50% to B"], bake().as_dict()
+            result.steps, result.bake = ["step 1/2: 50% to B"], step.as_dict()
         else:
             result.steps, result.promoted = ["step 2/2: 100% to B"], True
             result.figures = [dict(op._report["figures"])]
@@ -177,13 +176,13 @@ def test_the_operator_defers_each_bake_and_tells_every_step_at_the_end() -> None
         with pytest.raises(TaskDeferred) as deferred:
             op.execute({"ti": None})  # type: ignore[arg-type]
         trigger = deferred.value.trigger
-        assert isinstance(trigger, ABBakeTrigger) and trigger.bake == bake()
+        assert isinstance(trigger, ABBakeTrigger) and trigger.bake == step
         assert (trigger.engine_conn_id, trigger.haproxy_conn_id) == (None, None)  # its router
         assert deferred.value.method_name == "execute_resumed"
         so_far = deferred.value.kwargs["so_far"]
         assert so_far["steps"] == ["step 1/2: 50% to B"]
-        figures = judge(SETTINGS, bake(), stats(s1=(150, 0, 5), s2=(150, 1, 5), s3=(25, 0, 9)))
-        report = BakeReport("passed", bake(), figures)
+        figures = judge(SETTINGS, step, stats(s1=(150, 0, 5), s2=(150, 1, 5), s3=(25, 0, 9)))
+        report = BakeReport("passed", step, figures)
         out = op.execute_resumed({"ti": None}, report.as_dict(), so_far=so_far)  # type: ignore[arg-type]
     finally:
         deploy.engine_client = engine
