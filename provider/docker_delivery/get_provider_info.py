@@ -71,6 +71,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": _INTEGRATION,
                 "python-modules": [
                     "docker_delivery.triggers.ab",
+                    "docker_delivery.triggers.ecs_bake",
                     "docker_delivery.triggers.health",
                     "docker_delivery.triggers.post_switch",
                     "docker_delivery.triggers.rollout",

@@ -48,6 +48,7 @@ from docker_delivery.strategies.aws import (
     switch_back,
     targets_healthy,
 )
+from docker_delivery.strategies.aws_bake import BakeHandedOver
 from docker_delivery.strategies.aws_lock import AwsDeploymentLock
 from docker_delivery.strategies.settings import ABTest, BlueGreen, MinimumInService, Rolling
 from docker_delivery.targets.ecs import (
@@ -70,10 +71,16 @@ def digest(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, Any]]:
+def aws_url() -> Iterator[str]:
     """A moto server whose ECS services report every task running: deployments COMPLETED."""
     with moto_server(MOTO_ECS_SERVICE_RUNNING="1000") as url:
-        yield clients(url, *SERVICES)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def aws(aws_url: str) -> dict[str, Any]:
+    """Clients of that server."""
+    return clients(aws_url, *SERVICES)
 
 
 @dataclass
@@ -488,3 +495,119 @@ def test_the_service_target_group_gates_minimum_in_service_and_rolling(
         register_targets(aws, group, "10.50.1.30")  # as ECS does once the tasks answer
         run_on_ecs(ctx, kind)  # the retry goes on from where the first attempt stopped
         assert any("live: 1 targets healthy" in line for line in logs), logs
+
+
+def quiet_alarm(aws: dict[str, Any]) -> str:
+    """A CloudWatch alarm, not in ALARM: its name."""
+    alarm = f"bake-{os.urandom(3).hex()}"
+    aws["cloudwatch"].put_metric_alarm(
+        AlarmName=alarm, MetricName="m", Namespace="n", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+    return alarm
+
+
+def v1_live_behind_the_alb(
+    aws: dict[str, Any], alb: Alb, name: str, logs: list[str]
+) -> tuple[EcsContext, EcsTarget, AlbRouter, tuple[str, str]]:
+    """Release v1 of ``name`` live by blue/green behind the ALB: the context, its target and
+    router, and (the live colour, the other one)."""
+    ecs = target(aws, logs)
+    router = AlbRouter(aws["elbv2"], alb.listener, alb.groups, log=logs.append)
+    ctx = EcsContext(
+        ecs, release(name, "v1"), 2, router=router, target_groups=alb.groups, log=logs.append
+    )
+    run_on_ecs(ctx, BlueGreen(scale_down_delay=0, post_switch_check=0))
+    live = "blue" if router.weights()["blue"] else "green"
+    return ctx, ecs, router, (live, "green" if live == "blue" else "blue")
+
+
+def bake_in_trigger(aws_url: str, handed: BakeHandedOver) -> dict[str, Any]:
+    """The bake handed over, run by EcsAlarmBakeTrigger as the triggerer runs it, through an
+    Airflow connection to moto; shortened to 1 s for the test."""
+    from dataclasses import replace
+
+    from kit.deploy import first_event
+    from kit.moto import CREDENTIALS, aws_connection, environment
+
+    from docker_delivery.triggers.ecs_bake import EcsAlarmBakeTrigger
+
+    bake = replace(handed.bake, seconds=1.0)
+    with environment(AIRFLOW_CONN_MOTO_BAKE=aws_connection(aws_url), **CREDENTIALS):
+        return first_event(
+            EcsAlarmBakeTrigger(bake, aws_conn_id="moto_bake", region=REGION, poll_s=0.2)
+        )
+
+
+def test_bakes_handed_over_to_the_triggerer_carry_on_or_abort_on_an_alarm(
+    aws: dict[str, Any], aws_url: str, alb: Alb
+) -> None:
+    """A/B on ECS with its bakes handed over: the runner stops at each step's bake (the
+    service's lock kept), EcsAlarmBakeTrigger watches the alarms through an Airflow connection,
+    and the runner, run again with the reports, goes on to the next step, or, once an alarm
+    fired, sends every request back to A."""
+    alarm = quiet_alarm(aws)
+    logs: list[str] = []
+    ctx, ecs, router, (a, b) = v1_live_behind_the_alb(aws, alb, "abh", logs)
+    ctx.release, ctx.alarms, ctx.hand_over_after = release("abh", "v2"), (alarm,), 30.0
+    ctx.lock = AwsDeploymentLock(
+        aws["ssm"], ecs.cluster, "abh", "prod", owner="dag/run/deploy", log=logs.append
+    )
+    settings = ABTest(steps=(50, 100), bake_time=30, stop_grace=0)
+
+    with pytest.raises(BakeHandedOver) as first:
+        run_on_ecs(ctx, settings)
+    assert first.value.bake.key.endswith(":50%") and first.value.bake.seconds == 30
+    assert router.weights()[b] == 500  # the step's weights set before the hand-over
+    assert ctx.lock.holder() is not None  # kept while the bake runs elsewhere
+    passed = bake_in_trigger(aws_url, first.value)
+    assert passed["verdict"] == "passed" and passed["figures"]["alarms"] == [alarm]
+    ctx.baked = {passed["key"]: passed}
+    with pytest.raises(BakeHandedOver) as second:  # the lock is this owner's: taken over
+        run_on_ecs(ctx, settings)
+    assert second.value.bake.key.endswith(":100%") and router.weights()[b] == 999
+    aws["cloudwatch"].set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="5xx")
+    failed = bake_in_trigger(aws_url, second.value)
+    assert failed["verdict"] == "failed" and failed["figures"]["firing"] == [alarm]
+    ctx.baked[failed["key"]] = failed
+    with pytest.raises(ABTestAborted, match=f"aborted at 100 %: alarm {alarm} in ALARM"):
+        run_on_ecs(ctx, settings)
+    assert router.weights() == {a: 999, b: 0}
+    assert ctx.lock.holder() is None  # the delivery ended: the lock is free
+
+
+def test_blue_green_bakes_handed_over_resume_after_the_switch_or_switch_back(
+    aws: dict[str, Any], aws_url: str, alb: Alb
+) -> None:
+    """Blue/green on ECS: the post-switch check and the old colour's delay before it is scaled
+    to 0 are handed over in turn; run again with their reports, the runner carries on after the
+    switch it made (the old colour warm), or switches back when an alarm fired."""
+    alarm = quiet_alarm(aws)
+    logs: list[str] = []
+    ctx, ecs, router, (old, new) = v1_live_behind_the_alb(aws, alb, "bgh", logs)
+    settings = BlueGreen(scale_down_delay=30, post_switch_check=30)
+    ctx.release, ctx.alarms, ctx.hand_over_after = release("bgh", "v2"), (alarm,), 30.0
+    reports = []
+    while True:
+        try:
+            result = run_on_ecs(ctx, settings)
+            break
+        except BakeHandedOver as handed:
+            reports.append(bake_in_trigger(aws_url, handed))
+            ctx.baked[reports[-1]["key"]] = reports[-1]
+    assert [r["key"].rsplit(":", 1)[1] for r in reports] == ["switched", "retire"]
+    assert {r["verdict"] for r in reports} == {"passed"}
+    assert router.weights() == {new: 999, old: 0} and result.previous_digest == digest("v1")
+    assert ecs.service(f"bgh-prod-{old}").desired == 0  # scaled to 0 after its delay
+    assert "switched to " + new + " before; carrying on from its bake" in "\n".join(logs)
+    # The next release: an alarm fires during its post-switch check: back to the warm colour.
+    ctx.release, ctx.baked = release("bgh", "v3"), {}
+    with pytest.raises(BakeHandedOver) as handed:
+        run_on_ecs(ctx, settings)
+    assert router.weights() == {old: 999, new: 0}  # switched to v3 before the check
+    aws["cloudwatch"].set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="5xx")
+    failed = bake_in_trigger(aws_url, handed.value)
+    ctx.baked = {failed["key"]: failed}
+    with pytest.raises(DeployAborted, match=f"alarm {alarm} in ALARM"):
+        run_on_ecs(ctx, settings)
+    assert router.weights() == {new: 999, old: 0}  # v2 serves again

@@ -27,6 +27,7 @@ from docker_delivery.operators.common import (
 )
 from docker_delivery.operators.links import DeliveryLink, ImageLink, ServiceLink
 from docker_delivery.routing.service import RouterSettings
+from docker_delivery.strategies.aws_bake import BakeHandedOver
 from docker_delivery.strategies.settings import (
     ABTest,
     BlueGreen,
@@ -87,6 +88,7 @@ class _DeployOperator(BaseOperator):
         spec: Any = None,
         aws_conn_id: str = "aws_default",
         target: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         model = type(self).settings_model
@@ -96,6 +98,8 @@ class _DeployOperator(BaseOperator):
             if model is not None and k in model.model_fields and k != "type"
         }
         super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self._ecs_baked: dict[str, Any] = {}  # resumed: the reports of the bakes run elsewhere
         # The deployment type's settings, validated now (at parse time).
         self.settings = model.of(settings, **fields) if model is not None else None
         if target not in (None, "engine", "swarm"):
@@ -269,11 +273,33 @@ class _DeployOperator(BaseOperator):
             owner=lock_owner(context),
             lock_wait=self.lock_wait,
         )
-        with says_when_nothing_changed(context):
-            out: dict[str, Any] = self.on_ecs(ctx, spec).as_dict()
+        ctx.hand_over_after = SHORTEST_DEFERRAL if self.deferrable and not self.plan_only else None
+        ctx.baked = dict(self._ecs_baked)
+        try:
+            with says_when_nothing_changed(context):
+                out: dict[str, Any] = self.on_ecs(ctx, spec).as_dict()
+        except BakeHandedOver as handed:
+            from docker_delivery.triggers.ecs_bake import EcsAlarmBakeTrigger
+
+            self.log.info("%s: in the triggerer", handed)
+            self.defer(
+                trigger=EcsAlarmBakeTrigger(
+                    handed.bake, aws_conn_id=aws.conn_id, region=aws.region
+                ),
+                method_name="execute_ecs_baked",
+                kwargs={"baked": ctx.baked},
+            )
         if aws.public_url:
             out["url"] = aws.public_url
         return out
+
+    def execute_ecs_baked(
+        self, context: Context, event: Any = None, *, baked: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Resumed after a bake on ECS ran in the triggerer: the step again, from where it
+        stands, with the reports of its bakes so far (``baked``) and this one (``event``)."""
+        self._ecs_baked = {**baked, str(event["key"]): event}
+        return self.execute(context)
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.environment_spec()
@@ -305,14 +331,8 @@ class _HandsOver(_DeployOperator):
 
     handed_key: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        *,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.deferrable = deferrable
         self._report: dict[str, Any] | None = None  # resumed: the trigger's event
 
     def hands_over(self, seconds: float) -> bool:
@@ -386,16 +406,9 @@ class RollingDeployOperator(_DeployOperator):
 
     settings_model = Rolling
 
-    def __init__(
-        self,
-        *,
-        continue_variable: str | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, continue_variable: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.continue_variable = continue_variable
-        self.deferrable = deferrable
         self._stage: int | None = None  # deferring: the stage this try rolls up to
 
     def deploy_settings(self, spec: ServiceSpec | None) -> DeploySettings:
@@ -533,15 +546,8 @@ class RetireOperator(BlueGreenDeployOperator):
     the triggerer, holding no worker slot; the task then looks again and retires (or waits
     again, after a switch back)."""
 
-    def __init__(
-        self,
-        *,
-        image: str = "",
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, image: str = "", **kwargs: Any) -> None:
         super().__init__(image=image, **kwargs)
-        self.deferrable = deferrable
 
     def execute(self, context: Context) -> dict[str, Any]:
         from docker_delivery.errors import RetireNotDue

@@ -28,7 +28,7 @@ This module is domain code: it never imports Airflow.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from docker_delivery.routing.alb import AlbRouter, target_health
 from docker_delivery.routing.route53 import Route53Router
 from docker_delivery.routing.weighted import WeightedRouter, all_to, live_group, split
 from docker_delivery.spec.aws import AlbRouterSpec, Route53RouterSpec
+from docker_delivery.strategies.aws_bake import AlarmBake, BakeHandedOver
 from docker_delivery.strategies.aws_lock import AwsDeploymentLock
 from docker_delivery.strategies.base import DeployResult, result_dict
 from docker_delivery.strategies.rolling import resolve_stages
@@ -80,9 +81,27 @@ class EcsContext:
     lock: AwsDeploymentLock | None = None  # one delivery of the service and environment at once
     log: Callable[[str], None] = print
     sleep: Callable[[float], None] = time.sleep
+    hand_over_after: float | None = None  # bakes this long or longer are handed over
+    baked: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # key -> report
 
     def locked(self) -> AbstractContextManager[object]:
         return self.lock if self.lock is not None else nullcontext()
+
+    def bake(self, name: str, seconds: float, *, step: str) -> None:
+        """Watch the alarms for ``seconds`` while ``name`` serves (``step``: the point of the
+        rollout); DeployAborted on one in ALARM. A bake already run elsewhere passes or fails by
+        its report (``baked``); one of ``hand_over_after`` seconds or more is handed over
+        (:class:`~docker_delivery.strategies.aws_bake.BakeHandedOver`)."""
+        key = f"{name}:{step}"
+        report = self.baked.get(key)
+        if report is not None:
+            if report.get("verdict") != "passed":
+                raise DeployAborted(str(report.get("message") or f"the bake {key} failed"))
+            self.log(f"{key}: baked {seconds:g}s elsewhere, no alarm fired")
+            return
+        if self.hand_over_after is not None and seconds >= self.hand_over_after:
+            raise BakeHandedOver(AlarmBake(key, name, seconds, tuple(self.alarms), time.time()))
+        self.target.bake(name, seconds, self.alarms)
 
     def needs_router(self) -> WeightedRouter:
         if self.router is None:
@@ -117,7 +136,7 @@ def deploy_in_place(ctx: EcsContext, settings: MinimumInService) -> DeployResult
         ctx.health_gate("live")
     if ctx.bake_s:
         ctx.log(f"baking {ctx.bake_s:.0f}s against the alarms")
-        ctx.target.bake(release.name, ctx.bake_s, ctx.alarms)
+        ctx.bake(release.name, ctx.bake_s, step="deployed")
     return DeployResult(
         release.service,
         release.environment,
@@ -175,8 +194,8 @@ def deploy_rolling(ctx: EcsContext, settings: Rolling) -> DeployResult:
             if ctx.health_gate is not None and group is not None:
                 ctx.health_gate("live")
             bake = max(ctx.bake_s, settings.pause)
-            if bake:
-                target.bake(name, bake, ctx.alarms)
+            if bake and new.scale <= percent:  # a stage past it was baked before
+                ctx.bake(name, bake, step=f"{percent:g}%")
             for task_set in old:
                 target.scale_task_set(name, task_set, max(0.0, 100 - percent))
             steps.append(f"{count} of {total} tasks on {release.digest[:19]}")
@@ -235,7 +254,7 @@ def _retire_after(ctx: EcsContext, group: str, wait_s: float, why: str) -> None:
     name = _coloured(ctx, group).name
     if wait_s > 0:
         ctx.log(f"{name} keeps serving {wait_s:.0f}s before it is scaled to 0: {why}")
-        ctx.target.bake(name, wait_s, ctx.alarms)
+        ctx.bake(name, wait_s, step="retire")
     ctx.target.scale(name, 0)
 
 
@@ -246,21 +265,27 @@ def deploy_blue_green(ctx: EcsContext, settings: BlueGreen) -> DeployResult:
     release = ctx.release
     previous = digests.get(live) if live else None
     if live is not None and previous == release.digest:
-        ctx.log(f"{release.digest} already serves in {live}: nothing to switch")
-        return DeployResult(
-            release.service, release.environment, release.digest, [previous], previous, 0,
-            ctx.replicas, [f"{live} already serves it"], time.monotonic() - started,
-        )  # fmt: skip
-    idle = _other(live)
-    ctx.log(f"live: {live or '(none)'}; the release goes to {idle}")
-    _start(ctx, idle, settings.preview_replicas or ctx.replicas)
-    router.set_weights(all_to(idle, COLOURS, router.max_weight))
+        old = _other(live)
+        if not ctx.baked or digests.get(old) is None:
+            ctx.log(f"{release.digest} already serves in {live}: nothing to switch")
+            return DeployResult(
+                release.service, release.environment, release.digest, [previous], previous, 0,
+                ctx.replicas, [f"{live} already serves it"], time.monotonic() - started,
+            )  # fmt: skip
+        # Resumed after a bake run elsewhere: the switch was made; the old colour is warm.
+        ctx.log(f"switched to {live} before; carrying on from its bake")
+        idle, live, previous = live, old, digests[old]
+    else:
+        idle = _other(live)
+        ctx.log(f"live: {live or '(none)'}; the release goes to {idle}")
+        _start(ctx, idle, settings.preview_replicas or ctx.replicas)
+        router.set_weights(all_to(idle, COLOURS, router.max_weight))
     steps = [f"{idle} deployed", f"switched to {idle}"]
     if live is not None:
         try:
             if settings.post_switch_check:
                 ctx.log(f"post-switch check: {settings.post_switch_check:.0f}s against the alarms")
-                ctx.target.bake(_coloured(ctx, idle).name, settings.post_switch_check, ctx.alarms)
+                ctx.bake(_coloured(ctx, idle).name, settings.post_switch_check, step="switched")
         except DeployAborted:
             router.set_weights(all_to(live, COLOURS, router.max_weight))
             ctx.log(f"switched back to {live}: {idle} stays up for inspection")
@@ -393,22 +418,24 @@ def deploy_ab(ctx: EcsContext, settings: ABTest) -> DeployResult:
         )
     b = b or _other(a)
     ctx.log(f"A/B: variant A is {a} ({digests[a]}), B is {b} ({ctx.release.digest})")
-    _start(ctx, b, ctx.replicas)
-    done = round(100 * weights.get(b, 0) / router.max_weight)
+    done = 100 * weights.get(b, 0) / router.max_weight  # B's share now (%)
     steps = []
-    for percent in settings.steps:
-        if percent <= done:
-            continue  # a retry goes on from the step the router serves
-        router.set_weights(split(a, b, percent, router.max_weight))
-        steps.append(f"{percent} % to {b}")
-        try:
-            ctx.target.bake(_coloured(ctx, b).name, settings.bake_time, ctx.alarms)
-        except DeployAborted as exc:
-            router.set_weights(all_to(a, COLOURS, router.max_weight))
-            raise ABTestAborted(
-                f"A/B test aborted at {percent} %: {exc}; every request back to {a}",
-                figures={"percent": percent},
-            ) from exc
+    at = round(done)  # where the test stands (%), for a failure's message
+    try:  # B may take a share already (a retry, a resumed bake): any failure sends all to A
+        _start(ctx, b, ctx.replicas)
+        for percent in settings.steps:
+            if percent + 0.5 < done:
+                continue  # a retry goes on from the step the router serves, baking it again
+            at = percent
+            router.set_weights(split(a, b, percent, router.max_weight))
+            steps.append(f"{percent} % to {b}")
+            ctx.bake(_coloured(ctx, b).name, settings.bake_time, step=f"{percent}%")
+    except DeployAborted as exc:
+        router.set_weights(all_to(a, COLOURS, router.max_weight))
+        raise ABTestAborted(
+            f"A/B test aborted at {at} %: {exc}; every request back to {a}",
+            figures={"percent": at},
+        ) from exc
     _retire_after(ctx, a, settings.stop_grace, "the connections it still serves")
     return DeployResult(
         ctx.release.service, ctx.release.environment, ctx.release.digest,

@@ -21,6 +21,7 @@ from typing import Any
 
 from docker_delivery.awsapi import call
 from docker_delivery.errors import DeploymentLocked, TargetError
+from docker_delivery.strategies.aws_bake import BakeHandedOver
 
 PREFIX = "/docker-delivery/locks"
 WAIT_LOG_EVERY = 30.0
@@ -116,6 +117,9 @@ class AwsDeploymentLock:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if isinstance(exc, BakeHandedOver):  # the delivery goes on elsewhere, as this owner
+            self.log(f"the lock of {self.what} stays this task's while the bake runs elsewhere")
+            return
         holder = self.holder()
         if holder is not None and holder.get("owner") == self.owner:
             call(self.ssm, "delete_parameter", f"freeing the lock {self.name}", TargetError,

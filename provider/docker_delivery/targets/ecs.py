@@ -569,14 +569,7 @@ class EcsTarget:
 
     def alarms_firing(self, names: Sequence[str]) -> list[str]:
         """Which of the CloudWatch alarms ``names`` are in ALARM now."""
-        if not names:
-            return []
-        if self.cloudwatch is None:
-            raise TargetError("alarms are named but no CloudWatch client was given")
-        found = self.cloudwatch.describe_alarms(AlarmNames=list(names))
-        return sorted(
-            a["AlarmName"] for a in found.get("MetricAlarms") or [] if a["StateValue"] == "ALARM"
-        )
+        return alarms_firing(self.cloudwatch, names)
 
     def wait(
         self,
@@ -639,6 +632,19 @@ class EcsTarget:
             if left <= 0:
                 return
             self.sleep(min(poll, left))
+
+
+def alarms_firing(cloudwatch: Any, names: Sequence[str]) -> list[str]:
+    """Which of the CloudWatch alarms ``names`` are in ALARM now (``cloudwatch``: a boto3
+    client)."""
+    if not names:
+        return []
+    if cloudwatch is None:
+        raise TargetError("alarms are named but no CloudWatch client was given")
+    found = cloudwatch.describe_alarms(AlarmNames=list(names))
+    return sorted(
+        a["AlarmName"] for a in found.get("MetricAlarms") or [] if a["StateValue"] == "ALARM"
+    )
 
 
 def _family(arn: str) -> str:
