@@ -81,6 +81,10 @@ def test_a_rolling_deployment_held_after_its_first_stage_is_continued_then_abort
         assert serving(port) == {v1.digest}
         answered = af.answer(dag_id, first, HOLD, "Continue")
         assert answered["responded_by"]["name"] == af.user, answered
+        # Stage 2, then the pause in the triggerer: the deployment lock stays the task's.
+        af.wait_task(dag_id, first, f"{ENV}.deploy", {"deferred"}, timeout=300)
+        lock = docker_client.containers.get(f"dd-lock-{service}-{ENV}")
+        assert lock.labels["io.docker-delivery.lock-owner"] == f"{dag_id}/{first}/{ENV}.deploy"
         assert af.wait_run(dag_id, first, {"success", "failed"}, timeout=300) == "success", af.tail(
             "scheduler"
         )
@@ -140,6 +144,7 @@ def test_a_rolling_deployment_held_after_its_first_stage_is_continued_then_abort
     assert serving(port) == {v1.digest}
     services = SwarmTarget(docker_client).services(service, ENV)
     assert [s.digest for s in services] == [v1.digest]
+    assert not docker_client.containers.list(all=True, filters={"name": f"dd-lock-{service}-"})
     assert len(SwarmTarget(docker_client).tasks(services[0].name)) == 3
     records = {r.run_id: r for r in Ledger(ledger).records()}
     assert records[first].outcome == "success"

@@ -197,6 +197,34 @@ def test_the_lock_is_reentrant_for_its_owner_and_freed_by_the_outermost_holder(
     assert not docker_client.containers.list(all=True, filters={"name": name})
 
 
+def test_a_kept_lock_stays_its_owners_until_taken_over_and_a_failure_frees_it(
+    bed: Any, docker_client: Any, demo_images: dict[str, str], service: str
+) -> None:
+    """A step that goes on elsewhere (a trigger, a pause) keeps the lock; its next try, the same
+    owner, takes it over; a kept lock whose step fails is freed."""
+    name = f"dd-lock-{service}-test"
+    image = demo_images["v1"]
+    EngineTarget(docker_client).ensure_image(release(image, service))
+
+    def lock(owner: str, lines: list[str] | None = None) -> DeploymentLock:
+        log = print if lines is None else lines.append
+        return DeploymentLock(docker_client, service, "test", owner=owner, image=image, log=log)
+
+    with lock("d/r/deploy") as held:
+        held.keep()
+    assert docker_client.containers.get(name).labels["io.docker-delivery.lock-owner"] == (
+        "d/r/deploy"
+    )
+    with pytest.raises(Exception, match="another delivery \\(d/r/deploy"), lock("d/r2/deploy"):
+        pass
+    lines: list[str] = []
+    with pytest.raises(RuntimeError, match="the step failed"), lock("d/r/deploy", lines) as again:
+        again.keep()
+        raise RuntimeError("the step failed")
+    assert "already held by this task (d/r/deploy): taking it over" in lines[0]
+    assert not docker_client.containers.list(all=True, filters={"name": name})
+
+
 def test_a_redeploy_of_the_running_digest_names_it_as_the_previous_one(
     bed: Any, docker_client: Any, demo_images: dict[str, str], service: str
 ) -> None:

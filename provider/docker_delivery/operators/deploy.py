@@ -243,8 +243,14 @@ class _DeployOperator(BaseOperator):
             lock_wait=self.lock_wait,
             dry_run=self.plan_only,
             hold=self.hold,
+            keep_lock=self.keeps_lock(),
             log=self.log.info,
         )
+
+    def keeps_lock(self) -> bool:
+        """Whether the deployment lock stays this task's when the step returns (it goes on
+        after a pause in the triggerer)."""
+        return False
 
     def engine(self, spec: ServiceSpec | None) -> str | None:
         """The engine's connection id: ``engine_conn_id``, else the environment spec's."""
@@ -395,10 +401,10 @@ class RollingDeployOperator(_DeployOperator):
     ``pause``: seconds between stages; with ``deferrable`` (default: ``[operators]
     default_deferrable``) a pause of 30 s or more runs in the triggerer, holding no worker
     slot: the task rolls one stage, defers for the pause, and resumes with the next (the
-    runner carries on from where the services stand). ``continue_variable``: between stages,
-    wait until that Airflow Variable holds a number >= the next stage (a human or another task
-    sets it; in a pipeline, ``hold_after`` holds the rollout as a human decision, without a
-    worker slot).
+    runner carries on from where the services stand; the deployment lock stays the task's).
+    ``continue_variable``: between stages, wait until that Airflow Variable holds a number >=
+    the next stage (a human or another task sets it; in a pipeline, ``hold_after`` holds the
+    rollout as a human decision, without a worker slot).
     ``until_stage``: stop after that stage; a later run of this operator carries on.
     ``drain_timeout``: seconds an old task may take to finish its requests in flight; past it
     the rollout stops where it stands and the task fails; a retry waits for that task again.
@@ -445,6 +451,9 @@ class RollingDeployOperator(_DeployOperator):
             kwargs={"stage": stage + 1},
         )
         return out  # not reached: defer() raises TaskDeferred
+
+    def keeps_lock(self) -> bool:
+        return self._stage is not None  # rolled up to a stage; the next comes after the pause
 
     def hold(self, stage: int) -> None:
         if self.continue_variable is None:

@@ -52,13 +52,16 @@ def deploy(
     lock_wait: float = 0.0,
     dry_run: bool = False,
     hold: Callable[[int], None] | None = None,
+    keep_lock: bool = False,
     log: Log = print,
 ) -> DeployResult:
     """Deploy ``release`` with ``strategy``; ``router`` is the service's own (started if needed)
     or an existing HAProxy. ``dry_run`` prints the plan and changes nothing.
 
     The deployment lock is taken first (waiting ``lock_wait`` seconds for another delivery):
-    what runs is judged only once no other delivery can change it."""
+    what runs is judged only once no other delivery can change it. ``keep_lock``: it stays
+    ``owner``'s once the deployment returns (a rollout stopped at ``until_stage`` that the same
+    owner carries on after a pause); a failure frees it."""
     if check.port != release.port:
         raise DeploySettingsInvalid(
             f"the health check probes port {check.port} but the release listens on {release.port}"
@@ -78,7 +81,9 @@ def deploy(
         image=str(release.image),
         wait=lock_wait,
         log=log,
-    ):
+    ) as lock:
+        if keep_lock and not dry_run:
+            lock.keep()  # freed by the exit all the same when the deployment fails
         require_target(
             client,
             release.service,

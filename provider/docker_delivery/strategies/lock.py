@@ -94,6 +94,8 @@ class ContainerLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is not None:
+            self._kept = False  # the work failed: it goes on nowhere
         self.release()
 
     def _key(self) -> tuple[str, str, str]:
@@ -162,8 +164,8 @@ class ContainerLock:
         return labels.get(LABEL_OWNER, "?"), labels.get(LABEL_SINCE, "?")
 
     def keep(self) -> None:
-        """Leave the lock taken when this holder lets it go: the work goes on elsewhere (a
-        trigger) and comes back as the same owner, who takes it over."""
+        """Leave the lock taken when this holder lets it go without an error: the work goes on
+        elsewhere (a trigger, a pause) and comes back as the same owner, who takes it over."""
         self._kept = True
 
     def release(self) -> None:
