@@ -16,6 +16,8 @@ variables):
   EXIT_ON_SIGTERM_IMMEDIATELY=1  exit at once on SIGTERM/SIGINT (code 128+signal) without
                                draining, like apps that drop requests when stopped
   KEEPALIVE_TIMEOUT_S          idle keep-alive connections are closed after this (default 15)
+  UPSTREAM_URL                 another service this one calls (http://host:port): GET /upstream
+                               answers 200 with that service's /version, 502 when it fails
   DATABASE_URL                 PostgreSQL URL (postgresql://user:password@host:port/db) for
                                /greetings, or DATABASE_URL_FILE: a file holding it. Optional:
                                without it the app runs as before and /greetings answers 503.
@@ -24,7 +26,7 @@ variables):
 Flags (FAIL_HEALTH, EXIT_ON_START, EXIT_ON_SIGTERM_IMMEDIATELY) are on for 1/true/yes/on. Logs go
 to stdout, one line per request (method, path, status, duration_ms), flushed at once.
 
-Endpoints: GET /, /health, /ready, /version, /slow?ms=N (cap 60000), /admin/fault,
+Endpoints: GET /, /health, /ready, /version, /slow?ms=N (cap 60000), /upstream, /admin/fault,
 /greetings?limit=N; POST /echo, /admin/fault, /greetings. Every response carries X-Release and
 X-Instance headers. The fault switches can be changed at runtime: POST /admin/fault
 {"unhealthy": bool, "error_rate": 0..1, "exit_on_start": bool} (exit_on_start only matters at
@@ -73,6 +75,7 @@ ROUTES = {  # path -> methods; /admin/fault is served by Handler.route_admin_fau
     "/echo": ("POST",),
     "/admin/fault": ("GET", "POST"),
     "/greetings": ("GET", "POST"),
+    "/upstream": ("GET",),
 }
 MAX_GREETING = 1000
 
@@ -106,6 +109,7 @@ class Config:
     exit_on_sigterm_immediately: bool = False
     keepalive_timeout_s: float = 15.0
     database_url: str | None = field(default=None, repr=False)
+    upstream_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -121,6 +125,7 @@ class Config:
             exit_on_sigterm_immediately=_flag(env.get("EXIT_ON_SIGTERM_IMMEDIATELY", "")),
             keepalive_timeout_s=float(env.get("KEEPALIVE_TIMEOUT_S", "15")),
             database_url=db.database_url(env),
+            upstream_url=(env.get("UPSTREAM_URL") or "").rstrip("/") or None,
         )
         if not 0.0 <= cfg.error_rate <= 1.0:
             raise ValueError(f"ERROR_RATE must be within 0..1, got {cfg.error_rate}")
@@ -264,6 +269,21 @@ class Handler(BaseHTTPRequestHandler):
                 "pid": os.getpid(),
             },
         )
+
+    def route_upstream(self, query: dict, body: bytes) -> None:
+        import urllib.error
+        import urllib.request
+
+        upstream = self.server.config.upstream_url
+        if upstream is None:
+            self._json(503, {"error": "no UPSTREAM_URL configured"})
+            return
+        try:
+            with urllib.request.urlopen(upstream + "/version", timeout=3) as answer:
+                payload = json.loads(answer.read())
+                self._json(200, {"status": answer.status, "upstream": payload})
+        except (OSError, ValueError) as exc:  # HTTPError, URLError, timeouts, bad JSON
+            self._json(502, {"error": f"{upstream}/version: {exc}"})
 
     def route_slow(self, query: dict, body: bytes) -> None:
         try:

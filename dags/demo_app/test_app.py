@@ -54,6 +54,17 @@ class ServerTestCase(unittest.TestCase):
 
 
 class EndpointTest(ServerTestCase):
+    def test_upstream_calls_the_other_service(self) -> None:
+        self.assertEqual(self.get_json("/upstream", 503), {"error": "no UPSTREAM_URL configured"})
+        other = app.make_server(0, app.Config(release="api-v1"), host="127.0.0.1")
+        threading.Thread(target=other.serve_forever, args=(0.05,), daemon=True).start()
+        self.addCleanup(app.drain, other, 5)
+        self.config.upstream_url = f"http://127.0.0.1:{other.server_address[1]}"
+        got = self.get_json("/upstream")
+        self.assertEqual((got["status"], got["upstream"]["release"]), (200, "api-v1"))
+        app.drain(other, 5)
+        self.assertIn("/version", self.get_json("/upstream", 502)["error"])
+
     def test_health(self) -> None:
         self.assertEqual(self.get_json("/health"), {"status": "ok"})
         self.assertEqual(self.get_json("/ready"), {"status": "ok"})

@@ -2,7 +2,8 @@
 """``docker-delivery``: check a pipeline spec, print its plan, or write a starter pipeline.
 
     docker-delivery validate SPEC...      every problem, one line each with its field path
-    docker-delivery plan SPEC             the DAG's tasks per environment, in order
+    docker-delivery plan SPEC             the DAG's tasks per environment, in order (SPEC: a
+                                          pipeline spec, or a release file of several services)
     docker-delivery init [--service ...]  a starter spec and DAG file (asks in a terminal)
     docker-delivery status SERVICE ENV [--watch]  what runs, the router, the rollout's stage
     docker-delivery rollback SERVICE ENV  back to the previous release (docker_delivery.cli_rollout)
@@ -47,8 +48,12 @@ class UsageError(Exception):
 
 
 def _load(path: str) -> Any:
+    """A pipeline spec, or a release (several services released as one)."""
     from docker_delivery.templates.pipeline_spec import load_pipeline
+    from docker_delivery.templates.release_spec import load_release, release_source
 
+    if release_source(Path(path)):
+        return load_release(Path(path))
     return load_pipeline(Path(path))
 
 
@@ -81,6 +86,14 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
             status = 1
             if not args.json:
                 _print_problems(path, problems, out)
+        elif not args.json and hasattr(spec, "pipelines"):  # a release
+            from docker_delivery.templates.release_plan import plan_release
+
+            print(
+                f"{path}: valid: DAG {spec.dag_id}, {len(plan_release(spec))} tasks; release "
+                f"of {', '.join(spec.order)} to {', '.join(spec.settings.environments)}",
+                file=out,
+            )
         elif not args.json:
             from docker_delivery.templates.plan import TYPE_NAMES, plan_tasks
 
@@ -103,6 +116,13 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         return 1
     from docker_delivery.templates.plan import describe_plan, plan_data
 
+    if hasattr(spec, "pipelines"):  # a release
+        from docker_delivery.templates.release_plan import (
+            describe_release_plan,
+            release_plan_data,
+        )
+
+        describe_plan, plan_data = describe_release_plan, release_plan_data  # type: ignore[assignment]
     if args.json:
         print(json.dumps(plan_data(spec), indent=2), file=out)
     else:

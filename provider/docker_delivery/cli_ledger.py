@@ -56,6 +56,7 @@ def add_parsers(sub: Any) -> None:
     add_ledger_options(h)
     h.add_argument("--service")
     h.add_argument("--environment")
+    h.add_argument("--release", metavar="ID", help="the records of one release (its services)")
     h.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     h.add_argument("--json", action="store_true", help="one JSON record a line")
     led = sub.add_parser("ledger", help="the ledger's database: import a JSON Lines file, upgrade")
@@ -233,19 +234,24 @@ def _history(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
 
     if args.limit < 1:
         raise UsageError(f"--limit must be 1 or more, got {args.limit}")
-    records = ledger.records(args.service, args.environment, limit=args.limit, newest_first=True)
+    if args.release:
+        records = ledger.release(args.release)
+    else:
+        records = ledger.records(
+            args.service, args.environment, limit=args.limit, newest_first=True
+        )
     if args.json:
         for record in records:
             print(json.dumps(record.to_dict()), file=out)
         return 0
     lines = [["finished (UTC)", "service", "environment", "from -> to", "type", "outcome",
-              "approved by", "run"]]  # fmt: skip
+              "approved by", "run", "release"]]  # fmt: skip
     for r in records:
         before = r.previous_digest[7:19] if r.previous_digest else "none"
         kind = r.deployment_type + ("" if r.planned else " (unplanned)")
         lines.append([f"{r.finished_at:%Y-%m-%d %H:%M:%S}", r.service, r.environment,
                       f"{before} -> {r.digest[7:19]}", kind, r.outcome, r.approved_by or "",
-                      f"{r.dag_id}/{r.run_id}"])  # fmt: skip
+                      f"{r.dag_id}/{r.run_id}", r.release_id or ""])  # fmt: skip
     _print_columns(lines, out)
     if not records:
         print(f"no deliveries in {ledger.where}", file=out)

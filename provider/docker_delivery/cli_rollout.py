@@ -4,6 +4,9 @@
                                                    weights and health, the rollout's stage
     docker-delivery rollback SERVICE ENV           back to the previous release (a switch back
                                                    where it is warm, a redeploy otherwise)
+    docker-delivery rollback --release ID --spec RELEASE.yaml
+                                                   every service of a release back to what ran
+                                                   before it, the last first (or nothing)
 
 The engine: ``--engine-conn-id`` (an Airflow ``docker_engine`` connection: TLS or SSH to a
 remote engine or Swarm manager; Airflow is imported for it), else ``--docker-url``, else
@@ -59,8 +62,13 @@ def add_parsers(sub: Any) -> None:
         "A/B), a redeploy of the previous digest in batches otherwise; what ran before is read "
         "from the running objects. Recorded in the ledger as an unplanned rollback.",
     )
-    r.add_argument("service")
-    r.add_argument("environment")
+    r.add_argument("service", nargs="?")
+    r.add_argument("environment", nargs="?")
+    r.add_argument(
+        "--release", metavar="ID",
+        help="a whole release (docker-delivery history --release), with --spec",
+    )  # fmt: skip
+    r.add_argument("--spec", metavar="RELEASE.yaml", help="the release file it was delivered from")
     _engine(r)
     r.add_argument("--health-path", default="/health", help="the app's health check path")
     r.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -116,9 +124,49 @@ def _client(args: argparse.Namespace) -> Any:
     return docker.from_env(timeout=30)
 
 
-def _rollback(args: argparse.Namespace, out: TextIO) -> int:
+def _owner() -> str:
     import getpass
     import socket
+
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _rollback_release(args: argparse.Namespace, out: TextIO) -> int:
+    from docker_delivery.cli import UsageError
+    from docker_delivery.cli_ledger import ledger_of
+    from docker_delivery.templates.release_spec import load_release
+    from docker_delivery.templates.release_undo import undo_release
+
+    if args.service or args.environment or not args.spec:
+        raise UsageError("rollback --release ID takes --spec RELEASE.yaml, and no SERVICE ENV")
+    started = dt.datetime.now(dt.timezone.utc)
+    client_for = None
+    if args.docker_url or args.engine_conn_id:  # every service on that engine
+        client_for = lambda _conn: _client(args)  # noqa: E731
+    steps = undo_release(
+        load_release(args.spec), args.release, ledger_of(args),
+        owner=_owner(), dag_id="docker-delivery-cli",
+        run_id=f"rollback__{started:%Y-%m-%dT%H:%M:%S.%fZ}", lock_wait=args.lock_wait,
+        dry_run=args.dry_run, client_for=client_for,
+        log=lambda line: print(line, file=out, flush=True),
+    )  # fmt: skip
+    verb = "would go back" if args.dry_run else "went back"
+    moved = [s["service"] for s in steps if s["action"] == "roll_back"]
+    print(
+        f"release {args.release}: {verb}: {', '.join(moved) or 'nothing to do'}"
+        + (f"; recorded as release {args.release}.rollback" if moved and not args.dry_run else ""),
+        file=out,
+    )
+    return 0
+
+
+def _rollback(args: argparse.Namespace, out: TextIO) -> int:
+    if args.release:
+        return _rollback_release(args, out)
+    if not (args.service and args.environment):
+        from docker_delivery.cli import UsageError
+
+        raise UsageError("rollback takes SERVICE ENV, or --release ID --spec RELEASE.yaml")
 
     from docker_delivery.health import HealthCheck
     from docker_delivery.routing.service import find_router
@@ -140,7 +188,7 @@ def _rollback(args: argparse.Namespace, out: TextIO) -> int:
                 "roll back here (check the service, the environment and --engine-conn-id)"
             )
         started = dt.datetime.now(dt.timezone.utc)
-        owner = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+        owner = _owner()
         result = roll_back(
             client, args.service, args.environment,
             router=router, check=HealthCheck(path=args.health_path, port=args.port),

@@ -10,7 +10,6 @@ failed gate is a failed deployment, a lost lock is ``not_deployed`` (nothing cha
 
 from __future__ import annotations
 
-import io
 import json
 import urllib.request
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.images import demo_variant
 from kit.pipeline import one_stage_pipeline, register, states
 
 from docker_delivery.images.ref import ImageRef
@@ -33,13 +33,7 @@ SERVICE_PREFIX = "ddtag"
 @pytest.fixture(scope="module")
 def unhealthy_image(bed: Any, docker_client: Any, demo_images: dict[str, str]) -> str:
     """A release of the demo app that never passes its health check (FAIL_HEALTH baked in)."""
-    repo = f"{bed.registry}/dd-test/demo-app"
-    dockerfile = f"FROM {demo_images['v2']}\nENV FAIL_HEALTH=1\nLABEL dd-test=unhealthy\n"
-    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{repo}:unhealthy")
-    docker_client.images.push(repo, tag="unhealthy")
-    ref = ImageRef.parse(f"{repo}:unhealthy")
-    with RegistryClient(bed.registry) as registry:
-        return str(ref.with_digest(registry.resolve(ref)))
+    return demo_variant(bed, docker_client, demo_images["v2"], "unhealthy", "ENV FAIL_HEALTH=1")
 
 
 def pipeline(bed: Any, service: str, env: str, ledger: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from kit.postgres import psql
 from sqlalchemy import URL, create_engine
 
 from docker_delivery.ledger import DeploymentRecord, Incident, Ledger, delivery_metrics
+from docker_delivery.ledger.schema import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -106,8 +107,43 @@ def test_a_ledger_in_a_database_server_through_an_airflow_connection(
     assert sorted(n for n in names if n.startswith("docker")) == [
         "docker_delivery_deployments", "docker_delivery_incidents", "docker_delivery_schema",
     ]  # fmt: skip
-    assert {"dd_deployments_where_when", "dd_deployments_when"} <= indexes
-    assert sql_in(db_url, "SELECT version FROM docker_delivery_schema") == "2"
+    assert {"dd_deployments_where_when", "dd_deployments_when", "dd_deployments_release"} <= indexes
+    assert sql_in(db_url, "SELECT version FROM docker_delivery_schema") == str(SCHEMA_VERSION)
+
+
+def test_a_version_2_ledger_on_a_server_gains_release_ids(db_url: URL) -> None:
+    """Tables made by the version before release ids (no release_id column) are upgraded in
+    place by an ALTER TABLE on the server; the records they held stay."""
+    from sqlalchemy import MetaData, Table, UniqueConstraint, insert
+
+    from docker_delivery.ledger import schema
+
+    old = MetaData()
+    Table(schema.schema.name, old, *(c.copy() for c in schema.schema.columns))
+    deployments = Table(
+        schema.deployments.name, old,
+        *(c.copy() for c in schema.deployments.columns if c.name != "release_id"),
+        UniqueConstraint("dag_id", "run_id", "service", "environment"),
+    )  # fmt: skip
+    Table(schema.incidents.name, old, *(c.copy() for c in schema.incidents.columns))
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            old.create_all(connection)
+            connection.execute(insert(old.tables[schema.schema.name]).values(id=1, version=2))
+            kept = record(run_id="before")
+            row = {k: v for k, v in kept.to_dict().items() if k in deployments.c}
+            at = kept.finished_at.timestamp()
+            row.update(started_at=at, finished_at=at, committed_at=None, recorded_at=at)
+            connection.execute(insert(deployments).values(row))
+    finally:
+        engine.dispose()
+    ledger = Ledger(db_url)
+    assert ledger.upgrade() == (2, SCHEMA_VERSION)
+    ledger.record(record(run_id="r1", release_id="shop-production-1"))
+    assert [r.run_id for r in ledger.release("shop-production-1")] == ["r1"]
+    assert [r.release_id for r in ledger.records(run_id="before")] == [None]
+    assert Ledger(db_url).upgrade() == (SCHEMA_VERSION, SCHEMA_VERSION)
 
 
 def sql_in(url: URL, sql: str) -> str:
@@ -159,4 +195,4 @@ def four_writers(location: str) -> None:
     assert ledger.count() == 4000
     runs = {r.run_id for r in ledger.records()}
     assert runs == {f"w{w}-{n}" for w in range(4) for n in range(1000)}
-    assert ledger.schema_version() == 2
+    assert ledger.schema_version() == SCHEMA_VERSION

@@ -500,7 +500,7 @@ def test_the_ledger_commands_import_a_file_and_record_incidents(tmp_path: Path) 
 
     db = str(tmp_path / "ledger.db")
     code, out = run("ledger", "upgrade", "--ledger", db)
-    assert (code, out.strip()) == (0, f"{db}: schema version 0 -> 2")
+    assert (code, out.strip()) == (0, f"{db}: schema version 0 -> 3")
     code, out = run("ledger", "import", str(tmp_path / "none.jsonl"), "--ledger", db)
     assert code == 1
     code, out = run("incident", "record", "web", "production", "--started", "2026-01-02T10:00",

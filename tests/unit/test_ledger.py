@@ -312,6 +312,43 @@ def test_tables_of_an_older_version_are_upgraded_and_a_newer_version_refused(
     engine.dispose()
 
 
+def test_a_version_2_ledger_gains_release_ids_and_keeps_its_records(tmp_path: Path) -> None:
+    from sqlalchemy import MetaData, Table, UniqueConstraint, create_engine, insert
+
+    from docker_delivery.ledger import schema
+
+    path = tmp_path / "ledger.db"
+    engine = create_engine(f"sqlite:///{path}")
+    old = MetaData()  # the tables as version 2 made them: no release_id
+    Table(schema.schema.name, old, *(c.copy() for c in schema.schema.columns))
+    deployments = Table(
+        schema.deployments.name,
+        old,
+        *(c.copy() for c in schema.deployments.columns if c.name != "release_id"),
+        UniqueConstraint("dag_id", "run_id", "service", "environment"),
+    )
+    Table(schema.incidents.name, old, *(c.copy() for c in schema.incidents.columns))
+    before = make(run_id="before")
+    with engine.begin() as connection:
+        old.create_all(connection)
+        connection.execute(insert(old.tables[schema.schema.name]).values(id=1, version=2))
+        row = {k: v for k, v in before.to_dict().items() if k in deployments.c}
+        row.update(started_at=T0.timestamp(), finished_at=T0.timestamp(), committed_at=None,
+                   recorded_at=T0.timestamp())  # fmt: skip
+        connection.execute(insert(deployments).values(row))
+    engine.dispose()
+    ledger = Ledger(path)
+    assert ledger.upgrade() == (2, SCHEMA_VERSION) and SCHEMA_VERSION == 3
+    ledger.record(make(run_id="r1", service="api", release_id="shop-staging-1"))
+    ledger.record(make(run_id="r1", service="web", release_id="shop-staging-1"))
+    assert [r.service for r in ledger.release("shop-staging-1")] == ["api", "web"]
+    assert [r.release_id for r in ledger.records(run_id="before")] == [None]
+    with pytest.raises(LedgerError, match="no release 'shop-staging-2'"):
+        ledger.release("shop-staging-2")
+    with pytest.raises(InvalidRecord, match="release_id"):
+        make(release_id=" ")
+
+
 def test_incidents_are_recorded_ended_and_listed(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.db")
     ledger.record_incident(Incident(id="INC-1", service="web", environment="production",

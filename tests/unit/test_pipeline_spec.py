@@ -294,6 +294,8 @@ def test_a_dag_from_an_invalid_spec_is_refused_with_every_problem() -> None:
 
 
 class FakeTI:
+    task_id = "what_to_deliver"
+
     def __init__(self, xcoms: dict[tuple[str, str | None], Any] | None = None) -> None:
         self.pushed: dict[str, Any] = {}
         self.xcoms = xcoms or {}

@@ -91,8 +91,14 @@ def pinned(image: str) -> bool:
         return False
 
 
-def write_record(
-    ledger: Ledger,
+def write_record(ledger: Ledger, **fields: Any) -> DeploymentRecord:
+    """:func:`build_record` of ``fields``, written to ``ledger``; returns it."""
+    record = build_record(**fields)
+    ledger.record(record)
+    return record
+
+
+def build_record(
     *,
     context: Context,
     service: str,
@@ -103,8 +109,10 @@ def write_record(
     previous_digest: str | None = None,
     approval: tuple[str | None, str | None] = (None, None),
     detail: str = "",
+    release_id: str | None = None,
+    branch_task_id: str = "what_to_deliver",
 ) -> DeploymentRecord:
-    """One DeploymentRecord of this run in ``ledger``; returns it. A run triggered for an
+    """One DeploymentRecord of this run. A run triggered for an
     incident (its conf's ``incident``: the incident's id) or as a hotfix (``unplanned: true``)
     is recorded as unplanned, as a rollback is."""
     from docker_delivery.images.ref import ImageRef
@@ -113,8 +121,8 @@ def write_record(
     ti, run = context["ti"], context["dag_run"]
     ref = ImageRef.parse(image).require_pinned()
     now = dt.datetime.now(dt.timezone.utc)
-    revision = ti.xcom_pull(task_ids="what_to_deliver", key="revision")
-    committed = ti.xcom_pull(task_ids="what_to_deliver", key="committed_at")
+    revision = ti.xcom_pull(task_ids=branch_task_id, key="revision")
+    committed = ti.xcom_pull(task_ids=branch_task_id, key="committed_at")
     given = getattr(run, "conf", None)
     conf: dict[str, Any] = given if isinstance(given, dict) else {}
     incident = str(conf["incident"]) if conf.get("incident") else None
@@ -139,6 +147,6 @@ def write_record(
         detail=detail,
         incident=incident,
         planned=False if conf.get("unplanned") is True or incident else None,
+        release_id=release_id,
     )
-    ledger.record(record)
     return record

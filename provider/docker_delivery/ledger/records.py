@@ -59,7 +59,7 @@ the service's lock): not a deployment, so not a failed one either."""
 APPROVALS: Final[tuple[Approval, ...]] = ("approved", "rejected")
 UNPLANNED_TYPES: Final[tuple[DeploymentType, ...]] = ("rollback", "redeploy")
 """Deployment types that are never planned: they undo a release because something went wrong."""
-OPTIONAL_FIELDS: Final = ("detail", "planned", "incident")
+OPTIONAL_FIELDS: Final = ("detail", "planned", "incident", "release_id")
 """Fields a record's data may leave out (records written before they existed lack them)."""
 
 DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
@@ -67,7 +67,7 @@ DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
 _TEXT_FIELDS: Final = ("service", "environment", "image", "dag_id", "run_id")
 _TIME_FIELDS: Final = ("started_at", "finished_at", "committed_at")
-_OPTIONAL_TEXT_FIELDS: Final = ("revision", "approved_by")
+_OPTIONAL_TEXT_FIELDS: Final = ("revision", "approved_by", "release_id")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +103,9 @@ class DeploymentRecord:
     linked to an incident."""
     incident: str | None = None
     """The id of the incident this deployment was made for, when it was (a hotfix)."""
+    release_id: str | None = None
+    """The release this record belongs to, when several services were delivered as one: every
+    record of the release has it (``docker-delivery history --release ID``)."""
 
     def __post_init__(self) -> None:
         if self.incident is not None and (

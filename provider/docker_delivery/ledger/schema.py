@@ -7,6 +7,7 @@ Three tables, named ``docker_delivery_*`` so they can share a database with anyt
 * ``docker_delivery_deployments``: one row per delivery, unique by its key
   ``(dag_id, run_id, service, environment)``: a retry of the run replaces its row with the
   last attempt's and counts it in ``attempts``;
+  ``release_id`` names the release a record belongs to (several services delivered as one);
 * ``docker_delivery_incidents``: incidents recorded by hand (the CLI, the Python API), with
   their start and end. Incidents caused by a failed or rolled-back deployment are not stored:
   they are read from the deployments, so two writers never race to open the same one.
@@ -81,9 +82,12 @@ deployments = Table(
     Column("recorded_at", Double, nullable=False),
     # how many times the delivery was recorded: a retry of its run records it again
     Column("attempts", Integer, nullable=False, default=1),
+    # the release (several services delivered as one) the record belongs to, when it does
+    Column("release_id", String(250)),
     UniqueConstraint("dag_id", "run_id", "service", "environment", name="dd_deployments_key"),
     Index("dd_deployments_where_when", "service", "environment", "finished_at"),
     Index("dd_deployments_when", "finished_at"),
+    Index("dd_deployments_release", "release_id"),
 )
 
 incidents = Table(
@@ -108,9 +112,24 @@ def _create(*tables: Table) -> Callable[[Connection], None]:
     return step
 
 
+def _add_release_id(connection: Connection) -> None:
+    """The release id column and its index, where the deployments table lacks them (a table
+    created at this version has them already)."""
+    columns = {c["name"] for c in inspect(connection).get_columns(deployments.name)}
+    if "release_id" not in columns:
+        column = deployments.c.release_id
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE {deployments.name} ADD COLUMN {column.name} {kind}"
+        )
+    index = next(i for i in deployments.indexes if i.name == "dd_deployments_release")
+    index.create(connection, checkfirst=True)
+
+
 STEPS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create(schema, deployments),  # 0 -> 1: the deployments
     _create(incidents),  # 1 -> 2: incidents recorded by hand
+    _add_release_id,  # 2 -> 3: records of one release share its id
 )
 """``STEPS[n]`` takes the tables from version ``n`` to ``n + 1``."""
 

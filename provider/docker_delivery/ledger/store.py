@@ -255,13 +255,15 @@ class Ledger:
         newest_first: bool = False,
         dag_ids: Collection[str] | None = None,
         run_id: str | None = None,
+        release_id: str | None = None,
     ) -> list[DeploymentRecord]:
         """The records, ordered by ``finished_at`` (the newest first if asked); ``service``,
         ``environment``, ``since`` and ``until`` (timezone-aware, inclusive), ``dag_ids`` (the
-        DAGs whose records may be shown) and ``run_id`` keep only those."""
+        DAGs whose records may be shown), ``run_id`` and ``release_id`` keep only those."""
         table = schema.deployments
         query = select(*(table.c[name] for name in _RECORD_COLUMNS)).where(
-            *_where(table, service, environment, since, until, dag_ids, run_id)
+            *_where(table, service, environment, since, until, dag_ids, run_id),
+            *([table.c.release_id == release_id] if release_id is not None else []),
         )
         order = table.c.finished_at.desc() if newest_first else table.c.finished_at
         query = query.order_by(order, table.c.id.desc() if newest_first else table.c.id)
@@ -269,6 +271,14 @@ class Ledger:
             query = query.limit(limit)
         with self._connect() as connection:
             return [_record(row) for row in connection.execute(query)]
+
+    def release(self, release_id: str) -> list[DeploymentRecord]:
+        """The records of the release ``release_id``, in the order they were written (the
+        release's order of services); LedgerError when the ledger has none."""
+        found = self.records(release_id=release_id)
+        if not found:
+            raise LedgerError(f"no release {release_id!r} in the ledger {self.where}")
+        return found
 
     def attempts(self, dag_id: str, run_id: str, service: str, environment: str) -> int:
         """How many times the delivery of this key was recorded (0: never)."""

@@ -124,6 +124,20 @@ class RollbackResult:
         return result_dict(self)
 
 
+@dataclass(frozen=True)
+class NotServing:
+    """A rollback of one release that found another one serving: nothing was changed."""
+
+    service: str
+    environment: str
+    serving: str
+    release: str
+    kind: str = "nothing"
+
+    def as_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
 class Rollback:
     """Plans and runs a rollback from where things stand (see the module docstring)."""
 
@@ -133,10 +147,12 @@ class Rollback:
 
     # -- the plan --------------------------------------------------------------------------
 
-    def plan(self, service: str, environment: str) -> RollbackPlan:
-        return self._plan(self._w.state(service, environment))
+    def plan(self, service: str, environment: str, to_digest: str | None = None) -> RollbackPlan:
+        return self._plan(self._w.state(service, environment), to_digest)
 
-    def _plan(self, state: ServiceState) -> RollbackPlan:
+    def _plan(self, state: ServiceState, to_digest: str | None = None) -> RollbackPlan:
+        """``to_digest``: go back to that release (a release's rollback by id knows what ran
+        before it from the ledger), not to what the live instances' labels name."""
         if state.public == AB:
             return self._plan_ab(state)
         live = state.live()
@@ -153,6 +169,7 @@ class Rollback:
             # The last switch made this release live: what it replaced is the previous one
             # (after a switch back, that is the release rolled back from: undo goes forward).
             previous = record.previous_digest or previous
+        previous = to_digest or previous
         if not previous:
             raise RollbackImpossible(
                 f"{state.service}/{state.environment}: the live instances ({current[7:19]}) do "
@@ -174,7 +191,16 @@ class Rollback:
                     instances=len(live),
                     why=f"{len(ready)} instance(s) of it still ready in {group}",
                 )
-        image = most_common([r.previous_image for r in current_ones]) or ""
+        image = (
+            most_common(
+                [
+                    r.previous_image
+                    for r in current_ones
+                    if (r.previous_image or "").endswith(previous)
+                ]
+            )
+            or ""
+        )
         if not image:
             image = str(ImageRef.parse(current_ones[0].image).without_tag().with_digest(previous))
         return RollbackPlan(
@@ -229,11 +255,13 @@ class Rollback:
         template: Release | None = None,
         stop_grace: float = 30.0,
         started_at: float | None = None,
+        to_digest: str | None = None,
     ) -> RollbackResult:
-        """Roll back; ``started_at`` (time.monotonic() at the call) times the switch."""
+        """Roll back (to ``to_digest`` when given); ``started_at`` (time.monotonic() at the
+        call) times the switch."""
         t0 = started_at if started_at is not None else time.monotonic()
         state = self._w.state(service, environment)
-        plan = self._plan(state)
+        plan = self._plan(state, to_digest)
         self._log(plan.describe())
         result = RollbackResult(
             service, environment, plan.kind, plan.from_digest, plan.to_digest, plan.target
@@ -428,8 +456,10 @@ def roll_back(
     lock_wait: float = 0.0,
     dry_run: bool = False,
     log: Log = print,
+    to_digest: str | None = None,
 ) -> RollbackResult:
-    """Return ``service`` in ``environment`` to its previous release (RollbackOperator).
+    """Return ``service`` in ``environment`` to its previous release (RollbackOperator), or to
+    ``to_digest`` (a release's rollback by id: what ran before it, from the ledger).
 
     A switch back when the previous release is still warm (blue/green before retire, or an A/B
     test under way), a min-in-service redeploy of the previous digest otherwise (``settings``;
@@ -456,7 +486,7 @@ def roll_back(
         return Rollback(w)
 
     if dry_run:
-        plan = runner().plan(service, environment)
+        plan = runner().plan(service, environment, to_digest)
         log(plan.describe())
         return RollbackResult(
             service, environment, plan.kind, plan.from_digest, plan.to_digest, plan.target
@@ -470,6 +500,7 @@ def roll_back(
                 template=template,
                 stop_grace=stop_grace,
                 started_at=t0,
+                to_digest=to_digest,
             )
         except DeployAborted as exc:
             raise DeployAborted(f"rollback of {service}/{environment} failed: {exc}") from exc

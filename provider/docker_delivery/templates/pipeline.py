@@ -32,7 +32,14 @@ from docker_delivery.templates.pipeline_spec import (
     TestSpec,
     load_pipeline,
 )
-from docker_delivery.templates.plan import RELEASE, PlannedTask, plan_tasks, public_url
+from docker_delivery.templates.plan import (
+    BRANCH,
+    BUILD,
+    RELEASE,
+    PlannedTask,
+    plan_tasks,
+    public_url,
+)
 from docker_delivery.templates.runtime import (
     choose_deploy,
     engine_host_of,
@@ -46,10 +53,24 @@ __all__ = ["DeliveryApprovalOperator", "delivery_pipeline", "http_check"]
 
 log = logging.getLogger(__name__)
 
-IMAGE = "{{ ti.xcom_pull(task_ids='release') }}"
-BUILT = "{{ ti.xcom_pull(task_ids='build') }}"
-REVISION = "{{ ti.xcom_pull(task_ids='what_to_deliver', key='revision') }}"
-DIGEST = "{{ ti.xcom_pull(task_ids='release').split('@')[-1] }}"
+
+def image_of(t: PlannedTask) -> str:
+    """The digest-pinned image ``t`` delivers (the ``release`` task's XCom of its scope)."""
+    return "{{ ti.xcom_pull(task_ids='" + t.upstream_of(RELEASE) + "') }}"
+
+
+def _built(t: PlannedTask) -> str:
+    return "{{ ti.xcom_pull(task_ids='" + t.upstream_of(BUILD) + "') }}"
+
+
+def _revision(t: PlannedTask) -> str:
+    return "{{ ti.xcom_pull(task_ids='" + t.upstream_of(BRANCH) + "', key='revision') }}"
+
+
+def _digest(t: PlannedTask) -> str:
+    return "{{ ti.xcom_pull(task_ids='" + t.upstream_of(RELEASE) + "').split('@')[-1] }}"
+
+
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 
 
@@ -93,7 +114,7 @@ def _build_deploy(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
         spec=spec.service_dict(),
         service=spec.service,
         environment=t.stage.environment,
-        image=IMAGE,
+        image=image_of(t),
         settings=spec.deploy_settings(t.stage),
         lock_wait=t.stage.lock_wait,
         docker_url=spec.pipeline.docker_url,
@@ -106,7 +127,12 @@ def _build_branch(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
     build = spec.pipeline.build
     return BranchPythonOperator(
         python_callable=what_to_deliver,
-        op_kwargs={"context_dir": build.context, "default_revision": build.revision},
+        op_kwargs={
+            "context_dir": build.context,
+            "default_revision": build.revision,
+            "image_param": f"image_{t.scope}" if t.scope else "image",
+            "default_image": t.extra.get("image"),
+        },
         **common,
     )
 
@@ -117,7 +143,7 @@ def _build_build(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> 
     b = spec.pipeline.build
     return BuildImageOperator(
         repository=spec.repository,
-        revision=REVISION,
+        revision=_revision(t),
         context=b.context,
         dockerfile=b.dockerfile,
         build_args=dict(b.build_args),
@@ -137,7 +163,7 @@ def _build_test(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> B
     item = t.item
     assert isinstance(item, (TestSpec, SmokeTest)) and item.command is not None
     return TestImageOperator(
-        image=BUILT if t.kind == "test" else IMAGE,
+        image=_built(t) if t.kind == "test" else image_of(t),
         command=item.command,
         shell=item.shell,
         environment=dict(item.environment),
@@ -151,7 +177,7 @@ def _build_test(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> B
 
 def _build_python(callable_: Callable[..., Any]) -> Builder:
     def build(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOperator:
-        return PythonOperator(python_callable=callable_, **common)
+        return PythonOperator(python_callable=callable_, op_kwargs={"scope": t.scope}, **common)
 
     return build
 
@@ -172,8 +198,8 @@ def _build_approval(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) 
     before = previous[: previous.index(env_name)]
     body = (
         f"**{spec.service}** to **{env_name}**\n\n"
-        f"- image: `{IMAGE}`\n"
-        f"- revision: `{REVISION}`\n"
+        f"- image: `{image_of(t)}`\n"
+        f"- revision: `{_revision(t)}`\n"
         f"- run: `{{{{ run_id }}}}`\n"
         + "".join(f"- {name}: {public_url(spec.environments[name])} serves it\n" for name in before)
         + "\nApprove to deliver it; Reject stops this delivery here."
@@ -209,7 +235,7 @@ def _build_hold(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> B
     body = (
         f"**{spec.service}** in **{env_name}**: the {t.stage.deploy.type} rollout is held "
         f"after {after}.\n\n"
-        f"- image: `{IMAGE}`\n"
+        f"- image: `{image_of(t)}`\n"
         f"- serves at: {public_url(env)}\n"
         f"{preview}"
         f"- run: `{{{{ run_id }}}}`\n\n"
@@ -242,7 +268,7 @@ def _build_promote(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
         "lock_wait": t.stage.lock_wait,
     }
     return PromoteImageOperator(
-        image=IMAGE,
+        image=image_of(t),
         repository=spec.repository,
         environment=t.stage.environment,
         docker_conn_id=spec.pipeline.docker_conn_id,
@@ -255,7 +281,7 @@ def _build_require(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
     from docker_delivery.operators.promote import RequireTagOperator
 
     return RequireTagOperator(
-        image=IMAGE, tag=t.extra["tag"], docker_conn_id=spec.pipeline.docker_conn_id, **common
+        image=image_of(t), tag=t.extra["tag"], docker_conn_id=spec.pipeline.docker_conn_id, **common
     )
 
 
@@ -285,7 +311,7 @@ def _build_migrate(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -
     if m.status_command is not None:
         optional["status_command"] = list(m.status_command)
     return MigrateDatabaseOperator(
-        image=IMAGE,
+        image=image_of(t),
         database_conn_id=m.database_conn_id,
         phase=t.item,
         env=dict(m.env),
@@ -322,7 +348,7 @@ def _build_smoke(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) -> 
     if item.http is None:
         return _build_test(spec, t, common)
     http = item.http
-    contains = http.contains or (DIGEST if http.expect_digest else None)
+    contains = http.contains or (_digest(t) if http.expect_digest else None)
     return PythonOperator(
         python_callable=http_check,
         op_kwargs={
@@ -349,7 +375,7 @@ def _build_record(spec: PipelineSpec, t: PlannedTask, common: dict[str, Any]) ->
         environment=name,
         group=name,
         deployment_type=kind,
-        image=IMAGE,
+        image=image_of(t),
         ledger=spec.pipeline.ledger,
         ledger_conn_id=spec.pipeline.ledger_conn_id,
         deploy_task_ids=[
@@ -435,10 +461,18 @@ def delivery_pipeline(
     spec: PipelineSpec | str | Path | Mapping[str, Any], **dag_kwargs: Any
 ) -> DAG:
     """The delivery DAG of ``spec`` (a pipeline spec: a YAML path, YAML text, a mapping, or a
-    :class:`PipelineSpec`), validated first: :class:`~docker_delivery.spec.SpecInvalid`
+    :class:`PipelineSpec`; or a release file: several services released as one, see
+    :mod:`.release_spec`), validated first: :class:`~docker_delivery.spec.SpecInvalid`
     lists every problem with its field path. ``dag_kwargs`` override DAG arguments."""
     from docker_delivery.templates.plan import describe_plan
+    from docker_delivery.templates.release_spec import load_release, release_source
 
+    if release_source(spec):  # several services, released as one
+        from docker_delivery.templates.release_dag import release_dag
+
+        dag = release_dag(load_release(spec), **dag_kwargs)  # type: ignore[arg-type]
+        dag.fileloc = sys._getframe(1).f_code.co_filename
+        return dag
     spec = load_pipeline(spec)
     p = spec.pipeline
     tasks = plan_tasks(spec)

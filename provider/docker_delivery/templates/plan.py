@@ -76,14 +76,21 @@ class PlannedTask:
     item: Any = None
     trigger_rule: str = "all_success"
     extra: dict[str, Any] = field(default_factory=dict)
+    scope: str = ""
+    """In a release, the service (its key) whose spec the task is made from; "" otherwise."""
 
     @property
     def group(self) -> str | None:
-        return self.task_id.split(".", 1)[0] if "." in self.task_id else None
+        """The task's task group (``staging``; ``staging.api`` in a release), if any."""
+        return self.task_id.rsplit(".", 1)[0] if "." in self.task_id else None
 
     @property
     def local_id(self) -> str:
-        return self.task_id.split(".", 1)[-1]
+        return self.task_id.rsplit(".", 1)[-1]
+
+    def upstream_of(self, task_id: str) -> str:
+        """``task_id`` of the build section as this task's scope names it (``api.release``)."""
+        return f"{self.scope}.{task_id}" if self.scope else task_id
 
 
 def _deploy_summary(spec: PipelineSpec, stage: StageSpec) -> str:
@@ -105,57 +112,71 @@ def _deploy_summary(spec: PipelineSpec, stage: StageSpec) -> str:
     return f"{head}: steps [{steps}], {d.bake_time:g}s each, max 5xx {d.max_5xx_ratio:g}"
 
 
-def plan_tasks(spec: PipelineSpec) -> list[PlannedTask]:
-    """Every task of the DAG, in an order that respects dependencies."""
+def build_once_tasks(spec: PipelineSpec, scope: str = "") -> list[PlannedTask]:
+    """What to deliver, the build and its tests, or the image to redeploy; then ``release``.
+    In a release, ``scope`` (the service's key) prefixes the ids: ``api.build``."""
     p = spec.pipeline
     repo = spec.repository
+    at = (scope + ".") if scope else ""
     tasks: list[PlannedTask] = [
         PlannedTask(
-            BRANCH,
+            at + BRANCH,
             "branch",
             "control",
             "build the revision, or redeploy an image built before (param image, or the "
             "promotion event that triggered the run)",
+            scope=scope,
         ),
         PlannedTask(
-            BUILD,
+            at + BUILD,
             "build",
             "build",
             f"BuildImageOperator: {repo}:<revision>, once, pushed; returns it by digest",
-            (BRANCH,),
+            (at + BRANCH,),
+            scope=scope,
         ),
     ]
     tests = [
         PlannedTask(
-            f"test_{t.name}",
+            f"{at}test_{t.name}",
             "test",
             "test",
             f"TestImageOperator in the image, by digest: {_command(t.command)}",
-            (BUILD,),
+            (at + BUILD,),
             item=t,
+            scope=scope,
         )
         for t in p.tests
     ]
     tasks += tests
     tasks.append(
         PlannedTask(
-            REDEPLOY,
+            at + REDEPLOY,
             "redeploy",
             "control",
             "an image built before: build and tests skipped",
-            (BRANCH,),
+            (at + BRANCH,),
+            scope=scope,
         )
     )
     tasks.append(
         PlannedTask(
-            RELEASE,
+            at + RELEASE,
             "release",
             "control",
             "the digest-pinned image every stage delivers",
-            (*(t.task_id for t in tests or tasks[1:2]), REDEPLOY),
+            (*(t.task_id for t in tests or tasks[1:2]), at + REDEPLOY),
             trigger_rule="none_failed_min_one_success",
+            scope=scope,
         )
     )
+    return tasks
+
+
+def plan_tasks(spec: PipelineSpec) -> list[PlannedTask]:
+    """Every task of the DAG, in an order that respects dependencies."""
+    p = spec.pipeline
+    tasks = build_once_tasks(spec)
     leaves: tuple[str, ...] = (RELEASE,)
     previous: StageSpec | None = None
     for stage in p.stages:
@@ -184,11 +205,18 @@ def _leaves(tasks: list[PlannedTask]) -> tuple[str, ...]:
 
 
 def _stage_tasks(
-    spec: PipelineSpec, stage: StageSpec, previous: StageSpec | None, leaves: tuple[str, ...]
+    spec: PipelineSpec,
+    stage: StageSpec,
+    previous: StageSpec | None,
+    leaves: tuple[str, ...],
+    *,
+    scope: str = "",
 ) -> list[PlannedTask]:
+    """The stage's tasks after ``leaves``. In a release, ``scope`` (the service's key) puts
+    them in the group ``<env>.<scope>``."""
     env = spec.env(stage)
     ecs = env.target == "ecs"  # the deploy task checks, switches and retires on its own
-    name = stage.environment
+    name = f"{stage.environment}.{scope}" if scope else stage.environment
     out: list[PlannedTask] = []
     last = leaves
     join: str | None = None  # the trigger rule of the task after a choice's paths
@@ -200,7 +228,9 @@ def _stage_tasks(
         if join is not None:
             kw.setdefault("trigger_rule", join)
             join = None
-        task = PlannedTask(f"{name}.{local}", kind, policy, summary, last, stage=at or stage, **kw)
+        task = PlannedTask(
+            f"{name}.{local}", kind, policy, summary, last, stage=at or stage, scope=scope, **kw
+        )
         out.append(task)
         last = (task.task_id,)
         return task
@@ -355,7 +385,7 @@ def _stage_tasks(
             what = f"TestImageOperator: {_command(smoke.command or [])}"
         task = PlannedTask(
             f"{name}.smoke_{smoke.name}", "smoke", "verify", what, base, stage=stage, item=smoke,
-            trigger_rule=join or "all_success",
+            trigger_rule=join or "all_success", scope=scope,
         )  # fmt: skip
         smokes.append(task)
     out += smokes
@@ -365,9 +395,11 @@ def _stage_tasks(
         "promote",
         "promote",
         "promote",
-        f"PromoteImageOperator: tag {name} -> the digest, once it passed its checks there"
+        f"PromoteImageOperator: tag {stage.environment} -> the digest, once it passed its "
+        "checks there"
         if ecs
-        else f"PromoteImageOperator: tag {name} -> the digest, once it serves there and passed "
+        else f"PromoteImageOperator: tag {stage.environment} -> the digest, once it serves there "
+        "and passed "
         "its checks (under the deployment lock)",
     )
     verified = last

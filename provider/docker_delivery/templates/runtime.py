@@ -7,16 +7,23 @@ import logging
 import time
 from typing import Any
 
-from docker_delivery.templates.plan import BRANCH, BUILD
+from docker_delivery.templates.plan import BRANCH, BUILD, REDEPLOY
 
 __all__ = ["choose_deploy", "http_check", "redeploy", "release", "what_to_deliver"]
 
 log = logging.getLogger(__name__)
 
 
-def what_to_deliver(context_dir: str, default_revision: str | None = None, **context: Any) -> str:
-    """``redeploy`` when the run has an image already built (param ``image``, or the newest
-    promotion event that triggered it), else ``build`` with the revision (XCom ``revision``):
+def what_to_deliver(
+    context_dir: str,
+    default_revision: str | None = None,
+    image_param: str = "image",
+    default_image: str | None = None,
+    **context: Any,
+) -> str:
+    """``redeploy`` when the run has an image already built (param ``image_param``, or the
+    newest promotion event that triggered it, or ``default_image``: a release's service given
+    by digest), else ``build`` with the revision (XCom ``revision``):
     param ``revision`` (a SHA, or a git ref resolved in the context), the spec's rendered
     ``build.revision`` as it is, or the context's own revision (git HEAD, or a content hash)."""
     from docker_delivery.images.ref import ImageRef
@@ -28,7 +35,8 @@ def what_to_deliver(context_dir: str, default_revision: str | None = None, **con
     )
 
     params, ti = context["params"], context["ti"]
-    image = str(params.get("image") or "").strip()
+    scope = ti.task_id.rsplit(".", 1)[0] + "." if "." in ti.task_id else ""
+    image = str(params.get(image_param) or "").strip()
     if not image:
         events = context.get("triggering_asset_events") or {}
         found = [e for seq in events.values() for e in seq if (e.extra or {}).get("image")]
@@ -36,11 +44,12 @@ def what_to_deliver(context_dir: str, default_revision: str | None = None, **con
             newest = max(found, key=lambda e: e.timestamp)
             image = str(newest.extra["image"])
             log.info("triggered by the promotion %s (%s)", newest.asset.name, image)
+    image = image or (default_image or "")
     if image:
         ref = ImageRef.parse(image).require_pinned()  # a tag moves: only a digest is redeployed
         ti.xcom_push(key="image", value=str(ref))
         log.info("redeploying %s: built before, so build and tests are skipped", ref)
-        return "redeploy"
+        return scope + REDEPLOY
     given = str(params.get("revision") or "").strip()
     if given:
         revision = resolve_revision(given, context_dir)
@@ -51,19 +60,26 @@ def what_to_deliver(context_dir: str, default_revision: str | None = None, **con
     ti.xcom_push(key="revision", value=revision)
     ti.xcom_push(key="committed_at", value=commit_time(revision, context_dir))
     log.info("delivering revision %s (built once, from %s)", revision, context_dir)
-    return BUILD
+    return scope + BUILD
 
 
-def redeploy(**context: Any) -> str:
-    image = str(context["ti"].xcom_pull(task_ids=BRANCH, key="image"))
+def _scoped(scope: str, task_id: str) -> str:
+    return f"{scope}.{task_id}" if scope else task_id
+
+
+def redeploy(scope: str = "", **context: Any) -> str:
+    image = str(context["ti"].xcom_pull(task_ids=_scoped(scope, BRANCH), key="image"))
     log.info("redeploying %s", image)
     return image
 
 
-def release(**context: Any) -> str:
-    """The digest-pinned image this run delivers: the build's, or the one to redeploy."""
+def release(scope: str = "", **context: Any) -> str:
+    """The digest-pinned image this run delivers: the build's, or the one to redeploy (of the
+    service ``scope`` in a release)."""
     ti = context["ti"]
-    image = ti.xcom_pull(task_ids=BUILD) or ti.xcom_pull(task_ids=BRANCH, key="image")
+    image = ti.xcom_pull(task_ids=_scoped(scope, BUILD)) or ti.xcom_pull(
+        task_ids=_scoped(scope, BRANCH), key="image"
+    )
     if not image:
         raise ValueError("neither a build nor an image to redeploy: nothing to deliver")
     log.info("releasing %s", image)

@@ -1,0 +1,232 @@
+"""A release of two services (an API, and a web front that calls it) run in Airflow against the
+bed, under load on both routers: delivered as one, verified together (the web reaches the API),
+undone together.
+
+Three runs of the release DAG, then the CLI:
+
+1. v1 of both: the first release;
+2. v2 of both: passes; promoted, the web's old colour retired;
+3. v3 of the API and a web release that never passes its health check: the API was already
+   replaced (minimum in-service) when the web's new colour failed; the release rolls the API
+   back to v2 (the web never took traffic), and its two ledger records share one release id,
+   both rolled back;
+4. ``docker-delivery rollback --release <the id of run 2>``: both back to v1, the web first,
+   though the API's running instances name v3 as their previous release (the ledger says v1).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kit.images import demo_variant
+from kit.loadgen import LoadGenerator, free_port
+from kit.pipeline import register, states
+
+from docker_delivery.images.ref import ImageRef
+from docker_delivery.ledger import Ledger
+
+pytestmark = pytest.mark.timeout(1500)
+
+ROOT = Path(__file__).resolve().parents[2]
+HEALTH = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
+
+
+@pytest.fixture(scope="module")
+def unhealthy_web(bed: Any, docker_client: Any, demo_images: dict[str, str]) -> str:
+    """A web release that never passes its health check."""
+    return demo_variant(bed, docker_client, demo_images["v3"], "rel-bad", "ENV FAIL_HEALTH=1")
+
+
+def service_spec(
+    bed: Any, name: str, where: str, deploy: dict[str, Any], **environment: Any
+) -> dict[str, Any]:
+    env = where
+    return {
+        "service": name,
+        "image": f"{bed.registry}/dd-test/demo-app",
+        "defaults": {
+            "replicas": 2,
+            "stop_grace": 5,
+            "health_check": HEALTH,
+            "router": {
+                "image": bed.haproxy_image,
+                "check_interval_ms": 500,
+                "slots": 4,
+                "address": "127.0.0.1",
+            },
+        },
+        "environments": {env: environment},
+        "pipeline": {
+            "mode": "continuous_deployment",
+            "build": {"context": str(ROOT / "dags" / "demo_app")},
+            "stages": [
+                {
+                    "environment": env,
+                    "deploy": deploy,
+                    "verify": {
+                        "smoke": [
+                            {"name": "version", "http": {"path": "/version", "expect_digest": True}}
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def shop(bed: Any, airflow_db: None, docker_client: Any, tmp_path_factory: Any) -> Iterator[Any]:
+    from docker_delivery.templates import delivery_pipeline
+    from docker_delivery.templates.release_spec import load_release
+
+    tag = uuid.uuid4().hex[:5]
+    env, api, web = f"rel{tag}", f"rel{tag}-api", f"rel{tag}-web"
+    folder = tmp_path_factory.mktemp("release")
+    ledger = folder / "ledger.db"
+    ports = {"api": free_port(), "web": free_port(), "preview": free_port()}
+    data = {
+        "release": {
+            "name": f"shop{tag}",
+            "mode": "continuous_deployment",
+            "environments": [env],
+            "ledger": str(ledger),
+            "services": {
+                "api": {
+                    "spec": service_spec(
+                        bed,
+                        api,
+                        env,
+                        {"type": "min_in_service", "min_in_service": 1},
+                        router={"port": ports["api"]},
+                    )
+                },
+                "web": {
+                    "spec": service_spec(
+                        bed,
+                        web,
+                        env,
+                        {"type": "blue_green", "preview_replicas": 1, "scale_down_delay": 0},
+                        router={"port": ports["web"], "preview_port": ports["preview"]},
+                        env={"UPSTREAM_URL": f"http://dd-router-{api}-{env}:8080"},
+                        networks=[f"dd-{api}-{env}"],
+                    ),
+                    "depends_on": ["api"],
+                },
+            },
+            "checks": [
+                {
+                    "name": "web_reaches_api",
+                    "http": {"service": "web", "path": "/upstream", "contains": '"status": 200'},
+                }
+            ],
+        }
+    }
+    rs = load_release(data)
+    (folder / "release.yaml").write_text(_yaml(rs, data, folder))
+    dag = delivery_pipeline(data)
+    register(dag)
+    yield {
+        "dag": dag, "env": env, "api": api, "web": web, "ledger": Ledger(ledger),
+        "ports": ports, "release_file": folder / "release.yaml",
+    }  # fmt: skip
+    for container in docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"name": f"rel{tag}"}
+    ):
+        container.remove(force=True)
+    for network in docker_client.networks.list(names=[f"dd-rel{tag}"]):
+        network.remove()
+
+
+def _yaml(rs: Any, data: dict[str, Any], folder: Path) -> str:
+    """The release as files (what the CLI is given): the services' specs beside it."""
+    import yaml
+
+    section = json.loads(json.dumps(data["release"]))
+    for key, entry in section["services"].items():
+        (folder / f"{key}.yaml").write_text(yaml.safe_dump(entry["spec"], sort_keys=False))
+        entry["spec"] = f"{key}.yaml"
+    return str(yaml.safe_dump({"release": section}, sort_keys=False))
+
+
+def serving(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as answer:
+        return str(json.loads(answer.read())["digest"])
+
+
+def test_a_release_goes_as_one_and_comes_back_as_one(
+    shop: dict[str, Any], demo_images: dict[str, str], unhealthy_web: str
+) -> None:
+    from docker_delivery.cli import main
+
+    dag, ports, ledger = shop["dag"], shop["ports"], shop["ledger"]
+    digest = {v: str(ImageRef.parse(demo_images[v]).digest) for v in ("v1", "v2", "v3")}
+
+    def deliver(api: str, web: str) -> tuple[str, str, dict[str, tuple[str, int]]]:
+        run = dag.test(run_conf={"image_api": api, "image_web": web, "revision": ""})
+        return str(run.state), str(run.run_id), states(dag.dag_id, run.run_id)
+
+    state, _, got = deliver(demo_images["v1"], demo_images["v1"])
+    assert state == "success", got
+    state, second, got = deliver(demo_images["v2"], demo_images["v2"])
+    assert state == "success", got
+    assert (serving(ports["api"]), serving(ports["web"])) == (digest["v2"], digest["v2"])
+    good = ledger.records(run_id=second)
+    assert {r.outcome for r in good} == {"success"} and len({r.release_id for r in good}) == 1
+    good_id = str(good[0].release_id)
+
+    urls = [f"http://127.0.0.1:{ports['api']}/", f"http://127.0.0.1:{ports['web']}/"]
+    with LoadGenerator(urls, rate=40, max_duration=600, cookies=False) as load:
+        state, third, got = deliver(demo_images["v3"], unhealthy_web)
+        load.mark("after the failed release")
+        api_after, web_after = serving(ports["api"]), serving(ports["web"])
+    report = load.report
+    assert report is not None
+    print(f"failed release under load: {report.summary()}")
+    assert state == "failed", got
+    assert got[f"{shop['env']}.api.deploy"][0] == "success"  # the API had moved
+    assert got[f"{shop['env']}.web.deploy"][0] == "failed"
+    assert got[f"{shop['env']}.roll_back_api"][0] == "success"
+    assert (api_after, web_after) == (digest["v2"], digest["v2"]), "both on their previous"
+    assert report.total > 500 and report.failed == 0, report.summary()
+    records = ledger.records(run_id=third)
+    assert sorted((r.service, r.outcome) for r in records) == [
+        (shop["api"], "rolled_back"), (shop["web"], "rolled_back"),
+    ]  # fmt: skip
+    assert len({r.release_id for r in records}) == 1
+    bad_id = str(records[0].release_id)
+    assert [r.service for r in ledger.release(bad_id)] == [shop["api"], shop["web"]]
+
+    # The release that passed, by its id: the web, then the API, back to v1.
+    code = main(["history", "--ledger", ledger.where, "--release", good_id], out=io.StringIO())
+    assert code == 0
+    out = io.StringIO()
+    with LoadGenerator(urls, rate=40, max_duration=600, cookies=False) as load:
+        code = main(
+            ["rollback", "--release", good_id, "--spec", str(shop["release_file"]),
+             "--ledger", ledger.where],
+            out=out,
+        )  # fmt: skip
+    print(out.getvalue())
+    print(f"release rollback under load: {load.report.summary() if load.report else '?'}")
+    assert code == 0, out.getvalue()
+    assert (serving(ports["api"]), serving(ports["web"])) == (digest["v1"], digest["v1"])
+    assert load.report is not None and load.report.failed == 0, load.report.summary()
+    back = ledger.release(f"{good_id}.rollback")
+    assert [(r.service, r.digest) for r in back] == [
+        (shop["web"], digest["v1"]), (shop["api"], digest["v1"]),
+    ]  # fmt: skip
+    # Once more: nothing of that release serves now; refused, and nothing changes.
+    out = io.StringIO()
+    code = main(
+        ["rollback", "--release", bad_id, "--spec", str(shop["release_file"]),
+         "--ledger", ledger.where],
+        out=out,
+    )  # fmt: skip
+    assert code == 0 and "nothing to do" in out.getvalue(), out.getvalue()
