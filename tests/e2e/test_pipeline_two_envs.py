@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.approval import APPROVER, answer_approval
 from kit.cleanup import remove_containers
 from kit.remote import SWARM_CONN_ID, bed_connections
 
@@ -36,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "deliver_two_envs"
 SERVICE = "demo-two-envs"
 GATE = "approve_production"
-APPROVER = {"id": "e2e-test", "name": "e2e approver"}
 URLS = {"staging": "http://127.0.0.1:18181/", "production": "http://127.0.0.1:18182/"}
 
 
@@ -60,59 +60,6 @@ def remove_service(docker_client: Any) -> None:
                 time.sleep(0.5)
 
 
-def answer_approval(
-    revision: str,
-    stop: threading.Event,
-    answered: list[str],
-    dag_id: str = DAG_ID,
-    choice: str = "Approve",
-) -> None:
-    """Wait for the gate of the run delivering ``revision`` (another run may share the
-    database) to ask, then answer ``choice`` as APPROVER, as the REST endpoint does."""
-    from airflow._shared.timezones import timezone
-    from airflow.models.dagrun import DagRun
-    from airflow.models.hitl import HITLDetail
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.trigger import handle_event_submit
-    from airflow.triggers.base import TriggerEvent
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-
-    while not stop.is_set():
-        try:
-            with create_session() as session:
-                waiting = (
-                    session.query(TaskInstance, DagRun.conf)
-                    .join(
-                        DagRun,
-                        (DagRun.dag_id == TaskInstance.dag_id)
-                        & (DagRun.run_id == TaskInstance.run_id),
-                    )
-                    .filter(
-                        TaskInstance.dag_id == dag_id,
-                        TaskInstance.task_id == GATE,
-                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
-                    )
-                    .all()
-                )
-                ours = [ti for ti, conf in waiting if (conf or {}).get("revision") == revision]
-                detail = ours and session.query(HITLDetail).filter_by(ti_id=ours[0].id).one()
-                if detail and detail.responded_at is None:
-                    assert "Approve" in detail.options
-                    detail.responded_by = dict(APPROVER)
-                    detail.responded_at = timezone.utcnow()
-                    detail.chosen_options = [choice]
-                    detail.params_input = {}
-                    session.add(detail)
-                    event = TriggerEvent(detail.as_resume_event_payload())
-                    handle_event_submit(event, task_instance=ours[0], session=session)
-                    answered.append(ours[0].run_id)
-                    return
-        except Exception as exc:  # e.g. the database is busy: try again
-            print(f"answering the approval: {exc!r}; trying again")
-        stop.wait(1)
-
-
 def deliver(bed: Any, revision: str, choice: str = "Approve") -> dict[str, Any]:
     """One ``airflow dags test`` run of the example, its approval answered by APPROVER."""
     env = {
@@ -128,7 +75,9 @@ def deliver(bed: Any, revision: str, choice: str = "Approve") -> dict[str, Any]:
     stop, answered = threading.Event(), []
     started = time.time()
     approver = threading.Thread(
-        target=answer_approval, args=(revision, stop, answered), kwargs={"choice": choice}
+        target=answer_approval,
+        args=(revision, stop, answered),
+        kwargs={"choice": choice, "dag_id": DAG_ID, "gate": GATE},
     )
     approver.start()
     with tempfile.TemporaryFile("w+") as log:

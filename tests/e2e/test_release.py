@@ -30,6 +30,7 @@ from kit.loadgen import LoadGenerator, free_port
 from kit.pipeline import register, states
 
 from docker_delivery.images.ref import ImageRef
+from docker_delivery.images.registry import RegistryClient
 from docker_delivery.ledger import Ledger
 
 pytestmark = pytest.mark.timeout(1500)
@@ -134,7 +135,7 @@ def shop(bed: Any, airflow_db: None, docker_client: Any, tmp_path_factory: Any) 
     register(dag)
     yield {
         "dag": dag, "env": env, "api": api, "web": web, "ledger": Ledger(ledger),
-        "ports": ports, "release_file": folder / "release.yaml",
+        "ports": ports, "release_file": folder / "release.yaml", "data": data,
     }  # fmt: skip
     for container in docker_client.containers.list(
         ignore_removed=True, all=True, filters={"name": f"rel{tag}"}
@@ -161,7 +162,7 @@ def serving(port: int) -> str:
 
 
 def test_a_release_goes_as_one_and_comes_back_as_one(
-    shop: dict[str, Any], demo_images: dict[str, str], unhealthy_web: str
+    bed: Any, shop: dict[str, Any], demo_images: dict[str, str], unhealthy_web: str
 ) -> None:
     from docker_delivery.cli import main
 
@@ -180,6 +181,9 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
     good = ledger.records(run_id=second)
     assert {r.outcome for r in good} == {"success"} and len({r.release_id for r in good}) == 1
     good_id = str(good[0].release_id)
+    with RegistryClient(bed.registry) as registry:  # promoted once the release passed
+        tag = ImageRef.parse(demo_images["v1"]).without_tag().with_tag(shop["env"])
+        assert registry.resolve(tag) == digest["v2"]
 
     urls = [f"http://127.0.0.1:{ports['api']}/", f"http://127.0.0.1:{ports['web']}/"]
     with LoadGenerator(urls, rate=40, max_duration=600, cookies=False) as load:
@@ -201,6 +205,8 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
     ]  # fmt: skip
     assert len({r.release_id for r in records}) == 1
     bad_id = str(records[0].release_id)
+    with RegistryClient(bed.registry) as registry:  # never promoted: it did not pass
+        assert registry.resolve(tag) == digest["v2"]
     assert [r.service for r in ledger.release(bad_id)] == [shop["api"], shop["web"]]
 
     # The release that passed, by its id: the web, then the API, back to v1.
@@ -218,6 +224,9 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
     assert code == 0, out.getvalue()
     assert (serving(ports["api"]), serving(ports["web"])) == (digest["v1"], digest["v1"])
     assert load.report is not None and load.report.failed == 0, load.report.summary()
+    tag = ImageRef.parse(demo_images["v1"]).without_tag().with_tag(shop["env"])
+    with RegistryClient(bed.registry) as registry:  # the tag names what serves again
+        assert registry.resolve(tag) == digest["v1"]
     back = ledger.release(f"{good_id}.rollback")
     assert [(r.service, r.digest) for r in back] == [
         (shop["web"], digest["v1"]), (shop["api"], digest["v1"]),
@@ -230,3 +239,49 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
         out=out,
     )  # fmt: skip
     assert code == 0 and "nothing to do" in out.getvalue(), out.getvalue()
+
+
+def test_a_rejected_release_changes_nothing_and_each_service_records_who_rejected_it(
+    shop: dict[str, Any], demo_images: dict[str, str]
+) -> None:
+    """The same release in continuous delivery: a human rejects it before the environment;
+    nothing moves, and every service has its rejected record under the release's one id."""
+    import copy
+    import threading
+
+    from kit.approval import APPROVER, answer_approval
+
+    from docker_delivery.templates import delivery_pipeline
+
+    env, ports, ledger = shop["env"], shop["ports"], shop["ledger"]
+    data = copy.deepcopy(shop["data"])
+    dag_id = f"{shop['dag'].dag_id}_gated"
+    data["release"].update(mode="continuous_delivery", approve=[env], dag_id=dag_id)
+    dag = delivery_pipeline(data)
+    register(dag)
+    before = (serving(ports["api"]), serving(ports["web"]))
+    marker = uuid.uuid4().hex
+    stop, answered = threading.Event(), []
+    answering = threading.Thread(
+        target=answer_approval,
+        args=(marker, stop, answered),
+        kwargs={"dag_id": dag_id, "gate": f"approve_{env}", "choice": "Reject"},
+    )
+    answering.start()
+    try:
+        run = dag.test(
+            run_conf={"image_api": demo_images["v3"], "image_web": demo_images["v3"],
+                      "revision": marker}
+        )  # fmt: skip
+    finally:
+        stop.set()
+        answering.join(30)
+    assert answered == [run.run_id], "the approval never asked"
+    got = states(dag_id, run.run_id)
+    assert got[f"{env}.api.deploy"][0] == "skipped" and got[f"{env}.record"][0] == "skipped"
+    assert (serving(ports["api"]), serving(ports["web"])) == before
+    records = ledger.records(run_id=run.run_id)
+    assert sorted((r.service, r.outcome, r.approved_by) for r in records) == [
+        (shop["api"], "rejected", APPROVER["name"]), (shop["web"], "rejected", APPROVER["name"]),
+    ]  # fmt: skip
+    assert len({r.release_id for r in records}) == 1 and records[0].release_id

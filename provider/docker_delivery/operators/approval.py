@@ -27,12 +27,15 @@ class DeliveryApprovalOperator(ApprovalOperator):
     def __init__(
         self,
         *,
-        record: dict[str, Any] | None = None,
+        record: dict[str, Any] | list[dict[str, Any]] | None = None,
         release_task_id: str = "release",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.record = dict(record or {})
+        # one service's stage, or a release's services (each with its release_task_id and the
+        # release's name, whose id its records share)
+        given = record if isinstance(record, list) else [record] if record else []
+        self.records = [dict(r) for r in given]
         self.release_task_id = release_task_id
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
@@ -51,25 +54,36 @@ class DeliveryApprovalOperator(ApprovalOperator):
                 when,
                 "" if verdict == "approved" else ": the delivery stops here",
             )
-            if verdict == "rejected" and self.record:
-                from docker_delivery.hooks.ledger import open_ledger, write_record
-
-                rejected = write_record(
-                    open_ledger(self.record.get("ledger"), self.record.get("ledger_conn_id")),
-                    context=context,
-                    service=self.record["service"],
-                    environment=self.record["environment"],
-                    deployment_type=str(
-                        context["params"].get(self.record.get("param") or "")
-                        or self.record["deployment_type"]
-                    ),
-                    image=str(context["ti"].xcom_pull(task_ids=self.release_task_id)),
-                    outcome="rejected",
-                    approval=("rejected", who),
-                    detail=f"rejected by {who} at {when}",
-                )
-                self.log.info("recorded in the ledger: %s", rejected.to_dict())
+            if verdict == "rejected":
+                for record in self.records:
+                    self._record_rejection(context, record, who, when)
         return super().execute_complete(context, event)
+
+    def _record_rejection(self, context: Any, record: dict[str, Any], who: str, when: Any) -> None:
+        from docker_delivery.hooks.ledger import open_ledger, write_record
+
+        ti = context["ti"]
+        release_id = None
+        if record.get("release"):
+            from docker_delivery.templates.release_spec import release_id as id_of
+
+            release_id = id_of(record["release"], record["environment"], ti.dag_id, ti.run_id)
+        rejected = write_record(
+            open_ledger(record.get("ledger"), record.get("ledger_conn_id")),
+            context=context,
+            service=record["service"],
+            environment=record["environment"],
+            deployment_type=str(
+                context["params"].get(record.get("param") or "") or record["deployment_type"]
+            ),
+            image=str(ti.xcom_pull(task_ids=record.get("release_task_id") or self.release_task_id)),
+            outcome="rejected",
+            approval=("rejected", who),
+            detail=f"rejected by {who} at {when}",
+            release_id=release_id,
+            branch_task_id=record.get("branch_task_id") or "what_to_deliver",
+        )
+        self.log.info("recorded in the ledger: %s", rejected.to_dict())
 
 
 class HoldRolloutOperator(HITLBranchOperator):

@@ -30,13 +30,13 @@ FAILED = ("failed", "upstream_failed")
 log = logging.getLogger(__name__)
 
 
-def _failed(context: Any, group: str, own: Sequence[str]) -> list[str]:
+def _failed(context: Any, group: str, own: Sequence[str]) -> dict[str, str]:
     """The tasks of ``group`` in this run that failed (or could not run for a failure), but
-    ``own`` (the release's own closing tasks)."""
+    ``own`` (the release's own closing tasks), with their states."""
     ti = context["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, task_group_id=group, run_ids=[ti.run_id])
     here = states.get(ti.run_id, {})
-    return sorted(t for t, s in here.items() if s in FAILED and t not in own)
+    return {t: s for t, s in sorted(here.items()) if s in FAILED and t not in own}
 
 
 def release_failed(
@@ -48,9 +48,11 @@ def release_failed(
     if not failed:
         log.info("every task of the release in %s passed", environment)
         return record
+    first = [t for t, s in failed.items() if s == "failed"] or list(failed)
     log.info(
-        "the release failed in %s (%s): every service it moved goes back, in reverse order",
-        environment, ", ".join(failed),
+        "the release failed in %s at %s (%d task(s) not run for it): every service it moved "
+        "goes back, in reverse order",
+        environment, ", ".join(first), len(failed) - len(first),
     )  # fmt: skip
     return list(roll_backs)
 

@@ -35,7 +35,21 @@ def _approval(rs: ReleaseSpec, t: PlannedTask, common: dict[str, Any]) -> BaseOp
         f"- {key}: `{{{{ ti.xcom_pull(task_ids='{key}.{RELEASE}') }}}}`\n" for key in rs.order
     )
     approval = rs.settings.approval
+    records = [
+        {
+            "service": rs.pipelines[key].service,
+            "environment": env,
+            "deployment_type": rs.stage(key, env).deploy.type,
+            "ledger": rs.settings.ledger,
+            "ledger_conn_id": rs.settings.ledger_conn_id,
+            "release_task_id": f"{key}.{RELEASE}",
+            "branch_task_id": f"{key}.{BRANCH}",
+            "release": rs.name,
+        }
+        for key in rs.order
+    ]
     return DeliveryApprovalOperator(
+        record=records,
         release_task_id=f"{rs.order[0]}.{RELEASE}",
         subject=f"Release {rs.name} to {env}?",
         body=f"**{rs.name}** to **{env}**\n\n{images}- run: `{{{{ run_id }}}}`\n\n"

@@ -5,7 +5,8 @@ The ledger gives the release's records (which services, which digests, what ran 
 release file gives how each service is reached in that environment (engine connection, router,
 health check) and its migrations (for the contract check). Airflow is imported only for the
 connections the specs name (engines, databases). The rollback is recorded in the ledger: one
-unplanned ``rollback`` record per service moved, with the release id ``<ID>.rollback``.
+unplanned ``rollback`` record per service moved, with the release id ``<ID>.rollback``; each
+service's environment tag moves back with it (it names what serves there).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def undo_release(
                 to_digest=r.previous_digest, **wiring(r),
             )  # fmt: skip
             back = ImageRef.parse(specs[r.service].repository).with_digest(result.to_digest)
+            _tag_back(specs[r.service], client(r), back, r.environment, owner, lock_wait, log)
             ledger.record(
                 DeploymentRecord(
                     service=r.service, environment=r.environment,
@@ -131,6 +133,34 @@ def undo_release(
             dry_run=dry_run,
             log=log,
         )
+
+
+def _tag_back(
+    spec: PipelineSpec,
+    client: Any,
+    image: ImageRef,
+    environment: str,
+    owner: str,
+    lock_wait: float,
+    log: Log,
+) -> None:
+    """The environment tag moved back to ``image``, which serves again (it names what serves
+    there; the next environment's require_previous reads it)."""
+    from docker_delivery.images.registry import RegistryClient
+    from docker_delivery.strategies.release_tag import promote_serving
+
+    if spec.pipeline.docker_conn_id:  # the registry's credentials: an Airflow connection
+        from docker_delivery.hooks.registry import RegistryHook
+
+        store = RegistryHook(spec.pipeline.docker_conn_id).get_client(image.registry)
+    else:
+        store = RegistryClient(image.registry, log=log)
+    with store:
+        promote_serving(
+            client, store, image, environment, service=spec.service,
+            port=spec.health_check_for(environment).port, owner=owner, lock_wait=lock_wait,
+            log=log,
+        )  # fmt: skip
 
 
 def _check_contract(
