@@ -10,7 +10,8 @@ Three runs of the release DAG, then the CLI:
    replaced (minimum in-service) when the web's new colour failed; the release rolls the API
    back to v2 (the web never took traffic), and its two ledger records share one release id,
    both rolled back;
-4. ``docker-delivery rollback --release <the id of run 2>``: both back to v1, the web first,
+4. v2 of the API again (unchanged) and the bad web: nothing of the API to undo;
+5. ``docker-delivery rollback --release <the id of run 2>``: both back to v1, the web first,
    though the API's running instances name v3 as their previous release (the ledger says v1).
 """
 
@@ -208,6 +209,14 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
     with RegistryClient(bed.registry) as registry:  # never promoted: it did not pass
         assert registry.resolve(tag) == digest["v2"]
     assert [r.service for r in ledger.release(bad_id)] == [shop["api"], shop["web"]]
+
+    # A release that leaves the API as it is (v2 again) and fails at the web: the API's
+    # rollback finds nothing of it to undo (its running v2 names v3 as its previous release,
+    # since the rollback above: undoing it by the labels would go forward to v3).
+    state, _, got = deliver(demo_images["v2"], unhealthy_web)
+    assert state == "failed", got
+    assert got[f"{shop['env']}.roll_back_api"][0] == "success"
+    assert (serving(ports["api"]), serving(ports["web"])) == (digest["v2"], digest["v2"])
 
     # The release that passed, by its id: the web, then the API, back to v1.
     code = main(["history", "--ledger", ledger.where, "--release", good_id], out=io.StringIO())

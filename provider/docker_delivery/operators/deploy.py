@@ -646,17 +646,18 @@ class RollbackOperator(_DeployOperator):
     changes. ``image`` is not used. With ``repository`` (and the registry's ``docker_conn_id``),
     the environment tag ``<repository>:<environment>`` moves back to the release that serves
     again, as a pipeline's promotion does (it names what serves there). With ``if_serving`` (an
-    image by digest; templated), only that release is undone: when what serves is something
-    else (never replaced, or already back), nothing changes; a release's rollback task uses
-    it."""
+    image by digest; templated), only that release is undone, back to ``back_to`` (templated:
+    what served before it) when given: when it replaced nothing, or something else serves (it
+    never got there, or is back already), nothing changes; a release's rollback task uses it."""
 
-    template_fields: Sequence[str] = (*_DeployOperator.template_fields, "if_serving")
+    template_fields: Sequence[str] = (*_DeployOperator.template_fields, "if_serving", "back_to")
 
     def __init__(
         self,
         *,
         image: str = "",
         if_serving: str | None = None,
+        back_to: str | None = None,
         database_conn_id: str | None = None,
         migration_status_command: Sequence[str] | None = None,
         repository: str | None = None,
@@ -664,7 +665,7 @@ class RollbackOperator(_DeployOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(image=image, **kwargs)
-        self.if_serving = if_serving
+        self.if_serving, self.back_to = if_serving, back_to
         self.database_conn_id = database_conn_id
         self.migration_status_command = migration_status_command
         self.repository = repository
@@ -704,25 +705,20 @@ class RollbackOperator(_DeployOperator):
         )
         if self.if_serving:
             from docker_delivery.images.ref import ImageRef
-            from docker_delivery.strategies.rollback import NotServing, RollbackImpossible
-            from docker_delivery.strategies.state import list_running
+            from docker_delivery.strategies.rollback import nothing_to_undo
 
             digest = str(ImageRef.parse(str(self.if_serving)).require_pinned().digest)
-            try:
-                plan = roll_back(client, self.service, self.environment, dry_run=True, **kwargs)
-                serving = plan.from_digest
-            except RollbackImpossible:  # nothing ran before: a first release, or nothing runs
-                port = self.check(spec).port
-                running = list_running(client, self.service, self.environment, port)
-                if digest in {r.digest for r in running}:
-                    raise
-                serving = ",".join(sorted({r.digest for r in running})) or "nothing"
-            if serving != digest:
+            to_digest = str(self.back_to or "") or None
+            nothing = nothing_to_undo(
+                client, self.service, self.environment, digest, back_to=to_digest, **kwargs
+            )
+            if nothing is not None:
                 self.log.info(
-                    "%s/%s serves %s, not %s: nothing of that release to undo",
-                    self.service, self.environment, serving, digest,
+                    "%s/%s: nothing of the release %s to undo: %s",
+                    self.service, self.environment, digest, nothing.why,
                 )  # fmt: skip
-                return NotServing(self.service, self.environment, serving, digest)
+                return nothing
+            kwargs["to_digest"] = to_digest
         if self.database_conn_id:
             plan = roll_back(client, self.service, self.environment, dry_run=True, **kwargs)
             self._check_schema(client, plan.to_digest, context)

@@ -126,12 +126,13 @@ class RollbackResult:
 
 @dataclass(frozen=True)
 class NotServing:
-    """A rollback of one release that found another one serving: nothing was changed."""
+    """A rollback of one release that had nothing to undo: nothing was changed."""
 
     service: str
     environment: str
     serving: str
     release: str
+    why: str
     kind: str = "nothing"
 
     def as_dict(self) -> dict[str, Any]:
@@ -504,3 +505,33 @@ def roll_back(
             )
         except DeployAborted as exc:
             raise DeployAborted(f"rollback of {service}/{environment} failed: {exc}") from exc
+
+
+def nothing_to_undo(
+    client: docker.DockerClient,
+    service: str,
+    environment: str,
+    release: str,
+    *,
+    back_to: str | None,
+    **wiring: Any,
+) -> NotServing | None:
+    """Whether the release of digest ``release`` has nothing to undo here (a release's rollback
+    task, after a failure anywhere in it): None when it serves and replaced something (roll it
+    back, to ``back_to``: what served before it); else why not: it replaced nothing (its deploy
+    found it serving already: ``back_to`` is the same digest), or something else serves (it
+    never got there, or its own deploy stepped back). ``wiring``: :func:`roll_back`'s router,
+    check, target and owner."""
+    if back_to == release:
+        return NotServing(service, environment, release, release, "it replaced nothing here")
+    try:
+        serving = roll_back(client, service, environment, dry_run=True, **wiring).from_digest
+    except RollbackImpossible:  # nothing ran before: a first release, or nothing runs
+        port = wiring["check"].port
+        running = {r.digest for r in list_running(client, service, environment, port)}
+        if release in running:
+            raise
+        serving = ",".join(sorted(running)) or "nothing"
+    if serving == release:
+        return None
+    return NotServing(service, environment, serving, release, f"{serving[7:19]} serves, not it")

@@ -99,6 +99,9 @@ def _roll_back(rs: ReleaseSpec, t: PlannedTask, common: dict[str, Any]) -> BaseO
         service=spec.service,
         environment=t.stage.environment,
         if_serving=image_of(t),
+        back_to="{{ (ti.xcom_pull(task_ids='"
+        + f"{t.stage.environment}.{t.scope}.deploy"
+        + "') or {}).get('previous_digest') or '' }}",
         repository=spec.repository,
         docker_conn_id=spec.pipeline.docker_conn_id,
         database_conn_id=m.database_conn_id if m is not None else None,
