@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 DAG_ID, RUN_ID = "deliver_web", "manual__view_test"
 DIGEST = "sha256:" + "d" * 64
+RELEASE, RELEASE_RUN = "shop-production-0badc0de", "manual__release"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,18 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
                 dag_id=DAG_ID, run_id=RUN_ID, approved_by="ada", approval="approved",
             )
         )  # fmt: skip
+        for service in ("api", "web"):  # a release of two services, rolled back
+            ledger.record(
+                DeploymentRecord(
+                    service=service, environment="production", digest=DIGEST,
+                    previous_digest=None, image=f"registry.example/{service}@{DIGEST}",
+                    deployment_type="blue_green", outcome="rolled_back",
+                    started_at=now - dt.timedelta(minutes=5),
+                    finished_at=now - dt.timedelta(minutes=1), revision=None, committed_at=None,
+                    dag_id=DAG_ID, run_id=RELEASE_RUN, approved_by=None, approval=None,
+                    release_id=RELEASE,
+                )
+            )  # fmt: skip
         yield server
 
 
@@ -123,6 +136,19 @@ def test_the_dag_run_tab_shows_that_runs_delivery(ui: ApiServer, page: Any) -> N
     assert rows.count() == 1
     assert rows.first.get_attribute("data-run-id") == RUN_ID
     assert "ada" in rows.first.inner_text() and "blue_green" in rows.first.inner_text()
+
+
+def test_a_release_row_links_to_every_service_of_the_release(ui: ApiServer, page: Any) -> None:
+    load(page, f"{ui.url}/docker-delivery/deliveries")
+    row = page.locator(f"#history tr.delivery[data-run-id='{RELEASE_RUN}']").first
+    link = row.locator("a.release")
+    assert link.inner_text() == f"release {RELEASE}"
+    link.click()
+    page.wait_for_url(f"**release_id={RELEASE}", timeout=30_000)
+    rows = page.locator("#history tr.delivery")
+    rows.first.wait_for(timeout=30_000)
+    assert sorted(r.inner_text().split()[2] for r in rows.all()) == ["api", "web"]
+    assert all("rolled back" in r.inner_text() for r in rows.all())
 
 
 def test_a_request_without_a_login_is_refused(ui: ApiServer, chromium: Any) -> None:

@@ -5,7 +5,8 @@ or the UI's cookie, must allow reading DAG runs; records of a DAG the caller may
 left out):
 
 * ``GET /deliveries``: the page (what runs now, the history, the metrics' charts), filtered by
-  ``service``, ``environment``, ``dag_id`` and ``run_id`` (the DAG run's tab);
+  ``service``, ``environment``, ``dag_id`` and ``run_id`` (the DAG run's tab), or
+  ``release_id`` (every service of one release: a history row of a release links there);
 * ``GET /api/current``, ``GET /api/history``, ``GET /api/metrics``: the same as JSON.
 
 The page is rendered on the server with what runs and the newest history rows, so it paints
@@ -112,6 +113,7 @@ class Filters:
     environment: str | None = None
     dag_id: str | None = None
     run_id: str | None = None
+    release_id: str | None = None
     before: str | None = None
 
 
@@ -131,6 +133,7 @@ def _history(
         newest_first=True,
         dag_ids=dags,
         run_id=where.run_id,
+        release_id=where.release_id,
     )
     return dags, found
 
@@ -171,6 +174,7 @@ def create_app() -> FastAPI:
                 "environment": where.environment,
                 "dag_id": where.dag_id,
                 "run_id": where.run_id,
+                "release_id": where.release_id,
             },
             more=len(history) == HISTORY_PAGE,
         )

@@ -34,6 +34,14 @@ def _a(href: str, text: str) -> str:
     return f'<a href="{escape(href)}" target="_top">{escape(text)}</a>'
 
 
+def _release(release_id: str | None) -> str:
+    """A link to the release's records (every service of it), for a record of a release."""
+    if not release_id:
+        return ""
+    href = "?" + urlencode({"release_id": release_id})
+    return f'<br><a class="release" href="{escape(href)}">release {escape(release_id)}</a>'
+
+
 def render_page(
     *,
     current: Sequence[DeploymentRecord],
@@ -59,7 +67,8 @@ def render_page(
         f"<td>{_time(r.finished_at)}</td>"
         f"<td>{escape(r.service)}</td><td>{escape(r.environment)}</td>"
         f"<td>{_short(r.previous_digest)} &rarr; {_short(r.digest)}</td>"
-        f"<td>{escape(r.deployment_type)}{'' if r.planned else ' <em>unplanned</em>'}</td>"
+        f"<td>{escape(r.deployment_type)}{'' if r.planned else ' <em>unplanned</em>'}"
+        f"{_release(r.release_id)}</td>"
         f'<td><span class="chip {_OUTCOME_CLASS.get(r.outcome, "muted")}">'
         f"{escape(r.outcome.replace('_', ' '))}</span></td>"
         f"<td>{escape(r.approved_by or '')}</td>"
