@@ -294,3 +294,23 @@ def test_a_rejected_release_changes_nothing_and_each_service_records_who_rejecte
         (shop["api"], "rejected", APPROVER["name"]), (shop["web"], "rejected", APPROVER["name"]),
     ]  # fmt: skip
     assert len({r.release_id for r in records}) == 1 and records[0].release_id
+
+
+def test_a_release_that_never_reached_the_environment_rolls_nothing_back(
+    shop: dict[str, Any], demo_images: dict[str, str]
+) -> None:
+    """The API's image given by a tag (refused: only a digest is redeployed): nothing reaches
+    the environment; its rollback tasks are skipped and no record is written."""
+    dag, env, ports, ledger = shop["dag"], shop["env"], shop["ports"], shop["ledger"]
+    before = (serving(ports["api"]), serving(ports["web"]))
+    tagged = str(ImageRef.parse(demo_images["v3"]).with_tag("v3"))
+    run = dag.test(run_conf={"image_api": tagged, "image_web": demo_images["v3"], "revision": ""})
+    got = states(dag.dag_id, run.run_id)
+    assert str(run.state) == "failed"
+    assert got["api.what_to_deliver"][0] == "failed", got
+    assert got[f"{env}.api.deploy"][0] == "upstream_failed"
+    assert got[f"{env}.release_failed"][0] == "success"
+    assert got[f"{env}.roll_back_api"][0] == got[f"{env}.roll_back_web"][0] == "skipped"
+    assert got[f"{env}.record"][0] == "failed"
+    assert ledger.records(run_id=run.run_id) == []
+    assert (serving(ports["api"]), serving(ports["web"])) == before

@@ -166,3 +166,24 @@ def test_a_release_goes_back_last_service_first_or_not_at_all() -> None:
         log=lambda _: None,
     )  # fmt: skip
     assert [s["action"] for s in out] == ["nothing", "nothing"] and done == []
+
+
+def test_a_release_to_two_environments_gates_the_second_and_requires_the_first() -> None:
+    data = shop(environments=["staging", "production"], mode="continuous_delivery",
+                approve=["production"])  # fmt: skip
+    for port, entry in zip((18391, 18393), data["release"]["services"].values(), strict=True):
+        spec = entry["spec"]
+        spec["environments"]["production"] = {
+            **spec["environments"]["staging"],
+            "router": {"port": port, "preview_port": port + 1},
+        }
+        spec["pipeline"]["stages"].append(
+            {**spec["pipeline"]["stages"][0], "environment": "production"}
+        )
+    tasks = {t.task_id: t for t in plan_release(load_release(data, environ={}))}
+    assert tasks["approve_production"].upstream == ("staging.record",)
+    assert tasks["production.api.require_previous"].upstream == ("approve_production",)
+    assert tasks["production.web.require_previous"].upstream == ("production.api.smoke_version",)
+    assert tasks["production.record"].extra["roll_backs"] == {
+        "web": "production.roll_back_web", "api": "production.roll_back_api",
+    }  # fmt: skip

@@ -48,7 +48,10 @@ def release_failed(
     if not failed:
         log.info("every task of the release in %s passed", environment)
         return record
-    first = [t for t, s in failed.items() if s == "failed"] or list(failed)
+    first = [t for t, s in failed.items() if s == "failed"]
+    if not first:  # a failure before the environment (a build, the previous one)
+        log.info("the release never reached %s: nothing here to roll back", environment)
+        return record
     log.info(
         "the release failed in %s at %s (%d task(s) not run for it): every service it moved "
         "goes back, in reverse order",
@@ -111,7 +114,12 @@ class RecordReleaseOperator(BaseOperator):
             if self.approval_task_id
             else (None, None)
         )
-        first = [t for t in failed if states[t] == "failed"] or failed
+        first = [t for t in failed if states[t] == "failed"]
+        if failed and not first:
+            raise AirflowFailException(
+                f"release {the_id}: the run failed before the release reached "
+                f"{self.environment}; nothing was delivered here, no record"
+            )
         records = []
         for s in self.services:
             deployed = ti.xcom_pull(task_ids=s["deploy_task_id"])
