@@ -12,7 +12,9 @@ Three runs of the release DAG, then the CLI:
    both rolled back;
 4. v2 of the API again (unchanged) and the bad web: nothing of the API to undo;
 5. ``docker-delivery rollback --release <the id of run 2>``: both back to v1, the web first,
-   though the API's running instances name v3 as their previous release (the ledger says v1).
+   though the API's running instances name v3 as their previous release (the ledger says v1);
+6. v2 of both again, taken back by RollbackReleaseOperator; then each release's rollback once
+   more: nothing to do.
 """
 
 from __future__ import annotations
@@ -240,14 +242,50 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
     assert [(r.service, r.digest) for r in back] == [
         (shop["web"], digest["v1"]), (shop["api"], digest["v1"]),
     ]  # fmt: skip
-    # Once more: nothing of that release serves now; refused, and nothing changes.
-    out = io.StringIO()
-    code = main(
-        ["rollback", "--release", bad_id, "--spec", str(shop["release_file"]),
-         "--ledger", ledger.where],
-        out=out,
-    )  # fmt: skip
-    assert code == 0 and "nothing to do" in out.getvalue(), out.getvalue()
+
+    # v2 once more, then rolled back by RollbackReleaseOperator in a DAG of its own.
+    state, fifth, got = deliver(demo_images["v2"], demo_images["v2"])
+    assert state == "success", got
+    again = str(ledger.records(run_id=fifth)[0].release_id)
+    undo = undo_dag(shop, ledger)
+    run = undo.test(run_conf={"release_id": again})
+    assert str(run.state) == "success"
+    assert (serving(ports["api"]), serving(ports["web"])) == (digest["v1"], digest["v1"])
+    assert [r.service for r in ledger.release(f"{again}.rollback")] == [shop["web"], shop["api"]]
+
+    # Each release once more: nothing of them serves now; nothing to do, nothing changes.
+    for release in (good_id, bad_id):
+        out = io.StringIO()
+        code = main(
+            ["rollback", "--release", release, "--spec", str(shop["release_file"]),
+             "--ledger", ledger.where],
+            out=out,
+        )  # fmt: skip
+        assert code == 0 and "nothing to do" in out.getvalue(), out.getvalue()
+    assert (serving(ports["api"]), serving(ports["web"])) == (digest["v1"], digest["v1"])
+
+
+def undo_dag(shop: dict[str, Any], ledger: Ledger) -> Any:
+    """A DAG that takes the release its run's param names back (RollbackReleaseOperator)."""
+    import pendulum
+    from airflow.sdk import DAG, Param
+
+    from docker_delivery.operators.release import RollbackReleaseOperator
+
+    with DAG(
+        f"{shop['dag'].dag_id}_undo",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        params={"release_id": Param("", type="string")},
+    ) as dag:
+        RollbackReleaseOperator(
+            task_id="roll_back_release",
+            release=shop["release_file"],
+            release_id="{{ params.release_id }}",
+            ledger=ledger.where,
+        )
+    register(dag)
+    return dag
 
 
 def test_a_rejected_release_changes_nothing_and_each_service_records_who_rejected_it(
