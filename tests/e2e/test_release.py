@@ -2,9 +2,9 @@
 bed, under load on both routers: delivered as one, verified together (the web reaches the API),
 undone together.
 
-Three runs of the release DAG, then the CLI:
+Runs of the release DAG, the CLI and RollbackReleaseOperator:
 
-1. v1 of both: the first release;
+1. v1 of both: the first release (the module's fixture);
 2. v2 of both: passes; promoted, the web's old colour retired;
 3. v3 of the API and a web release that never passes its health check: the API was already
    replaced (minimum in-service) when the web's new colour failed; the release rolls the API
@@ -30,16 +30,13 @@ from typing import Any
 import pytest
 from kit.images import demo_variant
 from kit.loadgen import LoadGenerator, free_port
-from kit.pipeline import register, states
+from kit.pipeline import register, release_service, states
 
 from docker_delivery.images.ref import ImageRef
 from docker_delivery.images.registry import RegistryClient
 from docker_delivery.ledger import Ledger
 
 pytestmark = pytest.mark.timeout(1500)
-
-ROOT = Path(__file__).resolve().parents[2]
-HEALTH = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
 
 
 @pytest.fixture(scope="module")
@@ -48,45 +45,16 @@ def unhealthy_web(bed: Any, docker_client: Any, demo_images: dict[str, str]) -> 
     return demo_variant(bed, docker_client, demo_images["v3"], "rel-bad", "ENV FAIL_HEALTH=1")
 
 
-def service_spec(
-    bed: Any, name: str, where: str, deploy: dict[str, Any], **environment: Any
-) -> dict[str, Any]:
-    env = where
-    return {
-        "service": name,
-        "image": f"{bed.registry}/dd-test/demo-app",
-        "defaults": {
-            "replicas": 2,
-            "stop_grace": 5,
-            "health_check": HEALTH,
-            "router": {
-                "image": bed.haproxy_image,
-                "check_interval_ms": 500,
-                "slots": 4,
-                "address": "127.0.0.1",
-            },
-        },
-        "environments": {env: environment},
-        "pipeline": {
-            "mode": "continuous_deployment",
-            "build": {"context": str(ROOT / "dags" / "demo_app")},
-            "stages": [
-                {
-                    "environment": env,
-                    "deploy": deploy,
-                    "verify": {
-                        "smoke": [
-                            {"name": "version", "http": {"path": "/version", "expect_digest": True}}
-                        ]
-                    },
-                }
-            ],
-        },
-    }
-
-
 @pytest.fixture(scope="module")
-def shop(bed: Any, airflow_db: None, docker_client: Any, tmp_path_factory: Any) -> Iterator[Any]:
+def shop(
+    bed: Any,
+    airflow_db: None,
+    docker_client: Any,
+    tmp_path_factory: Any,
+    demo_images: dict[str, str],
+) -> Iterator[Any]:
+    """The release of two services, its first release (v1 of both) delivered: each test starts
+    from something serving."""
     from docker_delivery.templates import delivery_pipeline
     from docker_delivery.templates.release_spec import load_release
 
@@ -103,7 +71,7 @@ def shop(bed: Any, airflow_db: None, docker_client: Any, tmp_path_factory: Any) 
             "ledger": str(ledger),
             "services": {
                 "api": {
-                    "spec": service_spec(
+                    "spec": release_service(
                         bed,
                         api,
                         env,
@@ -112,7 +80,7 @@ def shop(bed: Any, airflow_db: None, docker_client: Any, tmp_path_factory: Any) 
                     )
                 },
                 "web": {
-                    "spec": service_spec(
+                    "spec": release_service(
                         bed,
                         web,
                         env,
@@ -136,6 +104,9 @@ def shop(bed: Any, airflow_db: None, docker_client: Any, tmp_path_factory: Any) 
     (folder / "release.yaml").write_text(_yaml(rs, data, folder))
     dag = delivery_pipeline(data)
     register(dag)
+    v1 = demo_images["v1"]
+    first = dag.test(run_conf={"image_api": v1, "image_web": v1, "revision": ""})
+    assert str(first.state) == "success", states(dag.dag_id, first.run_id)
     yield {
         "dag": dag, "env": env, "api": api, "web": web, "ledger": Ledger(ledger),
         "ports": ports, "release_file": folder / "release.yaml", "data": data,
@@ -176,8 +147,6 @@ def test_a_release_goes_as_one_and_comes_back_as_one(
         run = dag.test(run_conf={"image_api": api, "image_web": web, "revision": ""})
         return str(run.state), str(run.run_id), states(dag.dag_id, run.run_id)
 
-    state, _, got = deliver(demo_images["v1"], demo_images["v1"])
-    assert state == "success", got
     state, second, got = deliver(demo_images["v2"], demo_images["v2"])
     assert state == "success", got
     assert (serving(ports["api"]), serving(ports["web"])) == (digest["v2"], digest["v2"])

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from kit.images import demo_variant
 from kit.loadgen import free_port
+from kit.pipeline import release_service
 from kit.postgres import psql
 
 from docker_delivery.images.ref import ImageRef
@@ -32,9 +33,6 @@ from docker_delivery.strategies.state import list_running
 from docker_delivery.templates.release_spec import load_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-ROOT = Path(__file__).resolve().parents[2]
-HEALTH = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
 
 
 @pytest.fixture(scope="module")
@@ -69,32 +67,6 @@ def database(bed: Any) -> Iterator[tuple[str, Database]]:
     psql(bed, bed.postgres_db, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def service(bed: Any, name: str, env: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "service": name,
-        "image": f"{bed.registry}/dd-test/demo-app",
-        "defaults": {
-            "replicas": 1,
-            "stop_grace": 5,
-            "health_check": HEALTH,
-            "router": {
-                "image": bed.haproxy_image,
-                "check_interval_ms": 500,
-                "slots": 4,
-                "address": "127.0.0.1",
-                "port": free_port(),
-            },
-        },
-        "environments": {env: {}},
-        "pipeline": {
-            "mode": "continuous_deployment",
-            "build": {"context": str(ROOT / "dags" / "demo_app")},
-            "stages": [{"environment": env, "deploy": {"type": "min_in_service"}}],
-            **extra,
-        },
-    }
-
-
 def test_a_release_is_not_rolled_back_past_a_contract_migration_of_any_service(
     bed: Any,
     docker_client: Any,
@@ -109,8 +81,20 @@ def test_a_release_is_not_rolled_back_past_a_contract_migration_of_any_service(
     tag = uuid.uuid4().hex[:5]
     env, api, web = f"rr{tag}", f"rr{tag}-api", f"rr{tag}-web"
     specs = {
-        "api": service(bed, api, env, migrations={"database_conn_id": conn_id}),
-        "web": service(bed, web, env),
+        key: release_service(
+            bed,
+            name,
+            env,
+            {"type": "min_in_service"},
+            replicas=1,
+            smoke=False,
+            router={"port": free_port()},
+            pipeline=extra,
+        )
+        for key, name, extra in (
+            ("api", api, {"migrations": {"database_conn_id": conn_id}}),
+            ("web", web, {}),
+        )
     }
     for key, data in specs.items():
         (tmp_path / f"{key}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

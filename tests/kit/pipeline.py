@@ -166,3 +166,50 @@ def pipeline_dag_file(folder: Any, name: str, data: dict[str, Any]) -> Any:
         f'dag = delivery_pipeline(Path(__file__).parent / "{name}.yaml")\n'
     )
     return dag
+
+
+RELEASE_HEALTH = {"interval": 0.25, "unhealthy_threshold": 2, "timeout": 1.0, "start_period": 5}
+
+
+def release_service(
+    bed: Any,
+    name: str,
+    where: str,
+    deploy: dict[str, Any],
+    /,
+    *,
+    replicas: int = 2,
+    smoke: bool = True,
+    pipeline: dict[str, Any] | None = None,
+    **environment: Any,
+) -> dict[str, Any]:
+    """A pipeline spec of the demo app as ``name``, one stage ``where`` delivered by ``deploy``
+    (what a release's service file holds); its router on this machine's loopback.
+    ``environment``: what the environment sets (router ports, env, networks); ``pipeline``:
+    what the pipeline section adds (migrations)."""
+    from pathlib import Path
+
+    stage: dict[str, Any] = {"environment": where, "deploy": deploy}
+    if smoke:
+        stage["verify"] = {
+            "smoke": [{"name": "version", "http": {"path": "/version", "expect_digest": True}}]
+        }
+    router = {"image": bed.haproxy_image, "check_interval_ms": 500, "slots": 4,
+              "address": "127.0.0.1"}  # fmt: skip
+    return {
+        "service": name,
+        "image": f"{bed.registry}/dd-test/demo-app",
+        "defaults": {
+            "replicas": replicas,
+            "stop_grace": 5,
+            "health_check": RELEASE_HEALTH,
+            "router": router,
+        },
+        "environments": {where: environment},
+        "pipeline": {
+            "mode": "continuous_deployment",
+            "build": {"context": str(Path(__file__).resolve().parents[2] / "dags" / "demo_app")},
+            "stages": [stage],
+            **(pipeline or {}),
+        },
+    }
